@@ -1,0 +1,314 @@
+//! The control protocol between switchctl and switchd.
+//!
+//! JSON-RPC 2.0, one JSON object per line over a Unix stream socket. A request is
+//! `{"jsonrpc":"2.0","id":1,"method":"add-br","params":{"bridge":"br0"}}`; the reply
+//! carries either `result` (the JSON form of the types below) or `error`
+//! (`{"code":..,"message":..}`). switchctl renders text from the same JSON, so
+//! `--format json` prints exactly what the daemon said.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+pub const DEFAULT_SOCKET: &str = "/run/switchd/switchd.sock";
+pub const DEFAULT_DB: &str = "/var/lib/switchd/switchd.json";
+/// Sets the socket path for both binaries.
+pub const SOCKET_ENV: &str = "SWITCHD_SOCKET";
+/// Longest request line the daemon reads; longer ones are refused and the connection closed.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Every request switchd understands; `method` is the kebab-case variant name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", content = "params", rename_all = "kebab-case")]
+#[serde(deny_unknown_fields)]
+pub enum Request {
+    AddBr {
+        bridge: String,
+        #[serde(default)]
+        may_exist: bool,
+    },
+    DelBr {
+        bridge: String,
+        #[serde(default)]
+        if_exists: bool,
+    },
+    ListBr {},
+    BrExists {
+        bridge: String,
+    },
+    AddPort {
+        bridge: String,
+        interface: String,
+        #[serde(default)]
+        may_exist: bool,
+    },
+    DelPort {
+        #[serde(default)]
+        bridge: Option<String>,
+        interface: String,
+        #[serde(default)]
+        if_exists: bool,
+    },
+    ListPorts {
+        bridge: String,
+    },
+    PortToBr {
+        interface: String,
+    },
+    Show {},
+    FdbShow {
+        bridge: String,
+    },
+    FdbFlush {
+        #[serde(default)]
+        bridge: Option<String>,
+    },
+    FdbStats {
+        bridge: String,
+    },
+    DumpPorts {
+        bridge: String,
+        #[serde(default)]
+        interface: Option<String>,
+    },
+    SetBr {
+        bridge: String,
+        #[serde(default)]
+        mac_aging_time: Option<u64>,
+        #[serde(default)]
+        mac_table_size: Option<u32>,
+    },
+}
+
+impl Request {
+    /// Method names, so the daemon can tell "unknown method" from "bad params".
+    pub const METHODS: &'static [&'static str] = &[
+        "add-br",
+        "del-br",
+        "list-br",
+        "br-exists",
+        "add-port",
+        "del-port",
+        "list-ports",
+        "port-to-br",
+        "show",
+        "fdb-show",
+        "fdb-flush",
+        "fdb-stats",
+        "dump-ports",
+        "set-br",
+    ];
+}
+
+/// JSON-RPC error codes. The negative ones are JSON-RPC 2.0's own.
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// A named bridge, port or interface does not exist.
+    pub const NOT_FOUND: i64 = 1;
+    /// The name is already taken.
+    pub const ALREADY_EXISTS: i64 = 2;
+    /// The request is well formed but cannot be carried out.
+    pub const FAILED: i64 = 3;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `show`: every bridge with its settings and ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShowReply {
+    pub bridges: Vec<BridgeInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeInfo {
+    pub name: String,
+    pub mac_aging_time: u64,
+    pub mac_table_size: u32,
+    pub ports: Vec<PortInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortInfo {
+    pub name: String,
+    /// Kernel interface index the port is bound to, when attached.
+    pub ifindex: Option<u32>,
+    /// `None` when the port is attached and forwarding.
+    pub error: Option<String>,
+}
+
+/// One row of `fdb-show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    pub port: String,
+    pub vlan: u16,
+    pub mac: String,
+    /// Seconds since a frame from this MAC was last seen.
+    pub age: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbStats {
+    pub current: u64,
+    pub max: u64,
+    pub learned: u64,
+    pub aged: u64,
+    pub evicted: u64,
+    pub moved: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortCounters {
+    pub port: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_drops: u64,
+    pub rx_errors: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_drops: u64,
+    pub tx_errors: u64,
+}
+
+/// Why a call did not produce a result.
+#[derive(Debug)]
+pub enum CallError {
+    /// The daemon could not be reached or the connection broke.
+    Io { socket: String, source: io::Error },
+    /// The daemon answered with a JSON-RPC error.
+    Rpc(RpcError),
+    /// The daemon's answer was not valid JSON-RPC.
+    BadReply(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Io { socket, source } => match source.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => write!(
+                    f,
+                    "cannot connect to switchd at {socket}: {source} (is switchd running?)"
+                ),
+                _ => write!(f, "talking to switchd at {socket}: {source}"),
+            },
+            CallError::Rpc(e) => f.write_str(&e.message),
+            CallError::BadReply(why) => write!(f, "bad reply from switchd: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// Sends one request over a fresh connection and waits for its reply.
+pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Value, CallError> {
+    let io_err = |source| CallError::Io {
+        socket: socket.display().to_string(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(io_err)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    let mut envelope = serde_json::to_value(request).expect("requests always serialize");
+    envelope["jsonrpc"] = Value::from("2.0");
+    envelope["id"] = Value::from(1);
+    let mut line = serde_json::to_vec(&envelope).expect("values always serialize");
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io_err)?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .map_err(io_err)?;
+    if reply.is_empty() {
+        return Err(CallError::BadReply(
+            "connection closed without a reply".into(),
+        ));
+    }
+    parse_reply(&reply)
+}
+
+/// Splits a JSON-RPC reply line into its result or error.
+pub fn parse_reply(line: &str) -> Result<Value, CallError> {
+    let mut reply: Value =
+        serde_json::from_str(line).map_err(|e| CallError::BadReply(e.to_string()))?;
+    if let Some(error) = reply.get("error") {
+        let error: RpcError = serde_json::from_value(error.clone())
+            .map_err(|e| CallError::BadReply(e.to_string()))?;
+        return Err(CallError::Rpc(error));
+    }
+    match reply.get_mut("result") {
+        Some(result) => Ok(result.take()),
+        None => Err(CallError::BadReply("neither result nor error".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_json_shape() {
+        let req = Request::AddPort {
+            bridge: "br0".into(),
+            interface: "veth1".into(),
+            may_exist: true,
+        };
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["method"], "add-port");
+        assert_eq!(json["params"]["interface"], "veth1");
+        assert_eq!(serde_json::from_value::<Request>(json).unwrap(), req);
+    }
+
+    #[test]
+    fn optional_params_default() {
+        let req: Request =
+            serde_json::from_str(r#"{"method":"del-port","params":{"interface":"v1"}}"#).unwrap();
+        assert_eq!(
+            req,
+            Request::DelPort {
+                bridge: None,
+                interface: "v1".into(),
+                if_exists: false
+            }
+        );
+    }
+
+    #[test]
+    fn every_method_is_listed() {
+        let samples = [
+            r#"{"method":"list-br","params":{}}"#,
+            r#"{"method":"show","params":{}}"#,
+            r#"{"method":"fdb-flush","params":{}}"#,
+        ];
+        for s in samples {
+            let v: Value = serde_json::from_str(s).unwrap();
+            assert!(Request::METHODS.contains(&v["method"].as_str().unwrap()));
+            serde_json::from_value::<Request>(v).unwrap();
+        }
+    }
+
+    #[test]
+    fn reply_error_is_split_out() {
+        let err = parse_reply(
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"no bridge named br9"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "no bridge named br9");
+        let ok = parse_reply(r#"{"jsonrpc":"2.0","id":1,"result":[1]}"#).unwrap();
+        assert_eq!(ok, serde_json::json!([1]));
+    }
+}

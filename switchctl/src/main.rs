@@ -1,0 +1,293 @@
+//! switchctl: the control CLI for switchd, in the manner of ovs-vsctl and ovs-appctl.
+//!
+//! Every command is one JSON-RPC call; text output is rendered from the same JSON the
+//! daemon returns, which `--format json` prints as is.
+//! Exit codes: 0 success, 1 error, 2 `br-exists` on a missing bridge.
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use switchd_proto::{
+    call, FdbEntry, FdbStats, PortCounters, Request, ShowReply, DEFAULT_SOCKET, SOCKET_ENV,
+};
+
+#[derive(Parser)]
+#[command(name = "switchctl", version, about = "Control a running switchd")]
+struct Cli {
+    /// switchd's control socket.
+    #[arg(long, global = true, env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// With add-br and add-port: succeed if it already exists.
+    #[arg(long, global = true)]
+    may_exist: bool,
+    /// With del-br and del-port: succeed if it does not exist.
+    #[arg(long, global = true)]
+    if_exists: bool,
+    /// Seconds to wait for switchd's reply.
+    #[arg(long, global = true, default_value_t = 30)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a bridge.
+    AddBr { bridge: String },
+    /// Delete a bridge and all its ports.
+    DelBr { bridge: String },
+    /// List bridges.
+    ListBr,
+    /// Exit 0 if the bridge exists, 2 if not.
+    BrExists { bridge: String },
+    /// Attach an interface to a bridge.
+    AddPort { bridge: String, interface: String },
+    /// Detach an interface: del-port [BRIDGE] INTERFACE.
+    DelPort {
+        #[arg(num_args = 1..=2, value_names = ["BRIDGE", "INTERFACE"], required = true)]
+        names: Vec<String>,
+    },
+    /// List a bridge's ports.
+    ListPorts { bridge: String },
+    /// Print the bridge an interface is a port of.
+    PortToBr { interface: String },
+    /// Show bridges, ports and their state.
+    Show,
+    /// Show a bridge's MAC learning table.
+    FdbShow { bridge: String },
+    /// Empty the MAC learning table of one bridge, or of all.
+    FdbFlush { bridge: Option<String> },
+    /// Show MAC learning table statistics.
+    FdbStats { bridge: String },
+    /// Show per-port packet counters.
+    DumpPorts {
+        bridge: String,
+        interface: Option<String>,
+    },
+    /// Change bridge settings: set-br BRIDGE mac-aging-time=SECS mac-table-size=N.
+    SetBr {
+        bridge: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchctl: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let request = to_request(&cli)?;
+    let result = call(&cli.socket, &request, Duration::from_secs(cli.timeout))?;
+    let exit = match (&cli.command, &result) {
+        (Command::BrExists { .. }, Value::Bool(false)) => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    };
+    let text = match cli.format {
+        Format::Json => format!("{result}\n"),
+        Format::Text => render(&cli.command, result)?,
+    };
+    print!("{text}");
+    Ok(exit)
+}
+
+fn to_request(cli: &Cli) -> anyhow::Result<Request> {
+    let (may_exist, if_exists) = (cli.may_exist, cli.if_exists);
+    Ok(match &cli.command {
+        Command::AddBr { bridge } => Request::AddBr {
+            bridge: bridge.clone(),
+            may_exist,
+        },
+        Command::DelBr { bridge } => Request::DelBr {
+            bridge: bridge.clone(),
+            if_exists,
+        },
+        Command::ListBr => Request::ListBr {},
+        Command::BrExists { bridge } => Request::BrExists {
+            bridge: bridge.clone(),
+        },
+        Command::AddPort { bridge, interface } => Request::AddPort {
+            bridge: bridge.clone(),
+            interface: interface.clone(),
+            may_exist,
+        },
+        Command::DelPort { names } => {
+            let (bridge, interface) = match names.as_slice() {
+                [iface] => (None, iface.clone()),
+                [bridge, iface] => (Some(bridge.clone()), iface.clone()),
+                _ => unreachable!("clap enforces one or two names"),
+            };
+            Request::DelPort {
+                bridge,
+                interface,
+                if_exists,
+            }
+        }
+        Command::ListPorts { bridge } => Request::ListPorts {
+            bridge: bridge.clone(),
+        },
+        Command::PortToBr { interface } => Request::PortToBr {
+            interface: interface.clone(),
+        },
+        Command::Show => Request::Show {},
+        Command::FdbShow { bridge } => Request::FdbShow {
+            bridge: bridge.clone(),
+        },
+        Command::FdbFlush { bridge } => Request::FdbFlush {
+            bridge: bridge.clone(),
+        },
+        Command::FdbStats { bridge } => Request::FdbStats {
+            bridge: bridge.clone(),
+        },
+        Command::DumpPorts { bridge, interface } => Request::DumpPorts {
+            bridge: bridge.clone(),
+            interface: interface.clone(),
+        },
+        Command::SetBr { bridge, settings } => {
+            let (mut mac_aging_time, mut mac_table_size) = (None, None);
+            for setting in settings {
+                let (key, value) = setting
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("{setting:?}: expected KEY=VALUE"))?;
+                match key.replace('_', "-").as_str() {
+                    "mac-aging-time" => {
+                        mac_aging_time = Some(value.parse().with_context(|| {
+                            format!("mac-aging-time: {value:?} is not a whole number of seconds")
+                        })?)
+                    }
+                    "mac-table-size" => {
+                        mac_table_size = Some(value.parse().with_context(|| {
+                            format!("mac-table-size: {value:?} is not a whole number")
+                        })?)
+                    }
+                    _ => bail!(
+                        "unknown bridge setting {key:?} (known: mac-aging-time, mac-table-size)"
+                    ),
+                }
+            }
+            Request::SetBr {
+                bridge: bridge.clone(),
+                mac_aging_time,
+                mac_table_size,
+            }
+        }
+    })
+}
+
+fn lines(names: Value) -> anyhow::Result<String> {
+    let names: Vec<String> = serde_json::from_value(names)?;
+    Ok(names.iter().map(|n| format!("{n}\n")).collect())
+}
+
+fn render(command: &Command, result: Value) -> anyhow::Result<String> {
+    Ok(match command {
+        Command::ListBr | Command::ListPorts { .. } => lines(result)?,
+        Command::PortToBr { .. } => format!("{}\n", result.as_str().unwrap_or_default()),
+        Command::Show => render_show(&serde_json::from_value(result)?),
+        Command::FdbShow { .. } => render_fdb(&serde_json::from_value::<Vec<_>>(result)?),
+        Command::FdbFlush { .. } => "table successfully flushed\n".to_string(),
+        Command::FdbStats { bridge } => render_fdb_stats(bridge, &serde_json::from_value(result)?),
+        Command::DumpPorts { bridge, .. } => {
+            render_ports(bridge, &serde_json::from_value::<Vec<_>>(result)?)
+        }
+        Command::AddBr { .. }
+        | Command::DelBr { .. }
+        | Command::BrExists { .. }
+        | Command::AddPort { .. }
+        | Command::DelPort { .. }
+        | Command::SetBr { .. } => String::new(),
+    })
+}
+
+/// A tree like `ovs-vsctl show`, 4-space indents.
+fn render_show(show: &ShowReply) -> String {
+    let mut out = String::new();
+    for b in &show.bridges {
+        let _ = writeln!(out, "Bridge {}", b.name);
+        let _ = writeln!(out, "    mac-aging-time: {}", b.mac_aging_time);
+        let _ = writeln!(out, "    mac-table-size: {}", b.mac_table_size);
+        for p in &b.ports {
+            let _ = writeln!(out, "    Port {}", p.name);
+            match &p.error {
+                None => {
+                    let _ = writeln!(out, "        state: up");
+                }
+                Some(why) => {
+                    let _ = writeln!(out, "        state: error: {why}");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Columns as `ovs-appctl fdb/show`, with port names instead of numbers.
+fn render_fdb(rows: &[FdbEntry]) -> String {
+    let width = rows.iter().map(|r| r.port.len()).max().unwrap_or(0).max(4);
+    let mut out = format!("{:>width$}  VLAN  MAC                Age\n", "port");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:>width$}  {:>4}  {}  {:>3}",
+            r.port, r.vlan, r.mac, r.age
+        );
+    }
+    out
+}
+
+/// The layout of `ovs-appctl fdb/stats-show`.
+fn render_fdb_stats(bridge: &str, s: &FdbStats) -> String {
+    format!(
+        "Statistics for bridge \"{bridge}\":\n  \
+         Current/maximum MAC entries in the table: {}/{}\n  \
+         Total number of learned MAC entries     : {}\n  \
+         Total number of expired MAC entries     : {}\n  \
+         Total number of evicted MAC entries     : {}\n  \
+         Total number of port moved MAC entries  : {}\n",
+        s.current, s.max, s.learned, s.aged, s.evicted, s.moved
+    )
+}
+
+/// The layout of `ovs-ofctl dump-ports`.
+fn render_ports(bridge: &str, ports: &[PortCounters]) -> String {
+    let mut out = format!("bridge {bridge}: {} ports\n", ports.len());
+    for p in ports {
+        let head = format!("  port {}: ", p.port);
+        let _ = writeln!(
+            out,
+            "{head}rx pkts={}, bytes={}, drop={}, errs={}",
+            p.rx_packets, p.rx_bytes, p.rx_drops, p.rx_errors
+        );
+        let _ = writeln!(
+            out,
+            "{:width$}tx pkts={}, bytes={}, drop={}, errs={}",
+            "",
+            p.tx_packets,
+            p.tx_bytes,
+            p.tx_drops,
+            p.tx_errors,
+            width = head.len()
+        );
+    }
+    out
+}

@@ -1,0 +1,84 @@
+//! The control plane: a tokio runtime serving JSON-RPC on a Unix socket, owning the
+//! configuration and the rtnetlink connection. It never touches a packet; it
+//! changes what the datapath threads do through [`crate::datapath::Datapath`].
+
+mod netlink;
+mod server;
+mod switch;
+
+use crate::config::{Config, Db};
+use crate::datapath::Datapath;
+use anyhow::Context;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::sync::Mutex;
+
+pub use switch::Switch;
+
+/// How often the MAC tables are swept for aged-out entries. Lookups ignore stale
+/// entries on their own, so this bounds memory, not correctness.
+const AGING_SWEEP: Duration = Duration::from_secs(1);
+
+/// Runs switchd until `shutdown` resolves, then closes the socket and removes its file.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let db = Db::load(&config.db)?;
+    let listener = bind(&config.socket)?;
+    let socket = config.socket.clone();
+    let result = serve(config, db, &listener, shutdown).await;
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+async fn serve(
+    config: Config,
+    db: Db,
+    listener: &UnixListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let datapath = Datapath::start(config.datapath_threads).context("cannot start the datapath")?;
+    let netlink = netlink::Netlink::connect()?;
+    let switch = Arc::new(Mutex::new(
+        Switch::restore(db, config.db.clone(), datapath, netlink).await,
+    ));
+    tracing::info!(socket = %config.socket.display(), db = %config.db.display(), "switchd ready");
+    let aging = tokio::spawn(age_out(switch.clone()));
+    server::serve(listener, switch.clone(), shutdown).await;
+    aging.abort();
+    // Dropping the last handle stops and joins the datapath threads.
+    let _ = aging.await;
+    drop(switch);
+    Ok(())
+}
+
+/// Binds the control socket, replacing a stale file but never a live daemon's socket.
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create socket directory {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another switchd is already listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set permissions on {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn age_out(switch: Arc<Mutex<Switch>>) {
+    let mut tick = tokio::time::interval(AGING_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        switch.lock().await.expire_fdbs();
+    }
+}

@@ -1,0 +1,73 @@
+//! Link lookups and settings over rtnetlink.
+
+use futures::TryStreamExt;
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(io::Error),
+    #[error("cannot look up interface {name}: {source}")]
+    Lookup { name: String, source: io::Error },
+    #[error("cannot bring interface {name} up: {source}")]
+    SetUp { name: String, source: io::Error },
+}
+
+fn to_io(e: rtnetlink::Error) -> io::Error {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => msg.to_io(),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+impl Netlink {
+    /// Opens the socket and spawns its connection task on the current runtime.
+    pub fn connect() -> Result<Self, NetlinkError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// The interface's index in switchd's namespace, `None` if there is none of that name.
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(link)) => Ok(Some(link.header.index)),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                let e = to_io(e);
+                if e.raw_os_error() == Some(libc::ENODEV) {
+                    Ok(None)
+                } else {
+                    Err(NetlinkError::Lookup {
+                        name: name.to_string(),
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Sets IFF_UP on the interface; a port that is down neither sends nor receives.
+    pub async fn set_up(&self, name: &str, index: u32) -> Result<(), NetlinkError> {
+        let msg = rtnetlink::LinkUnspec::new_with_index(index).up().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::SetUp {
+                name: name.to_string(),
+                source: to_io(e),
+            })
+    }
+}

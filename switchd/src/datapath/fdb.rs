@@ -1,0 +1,412 @@
+//! The MAC learning table (forwarding database) of one bridge.
+//!
+//! Entries live in a slab; each port threads its entries on a doubly linked list in
+//! last-seen order. That makes every operation O(1) except finding the port with the
+//! most entries on eviction (O(ports), only when the table is full):
+//! - aging pops expired entries off the head of each port's list;
+//! - a full table evicts the oldest entry of the port holding the most entries, as
+//!   Open vSwitch does, so one port flooding random source MACs cannot push
+//!   everybody else's entries out;
+//! - deleting a port walks only that port's list.
+//!
+//! The table is not synchronised itself: the datapath locks it once per received
+//! batch, never per frame (see `datapath::Bridge`).
+
+use crate::wire::MacAddr;
+use std::collections::HashMap;
+
+pub type PortId = u32;
+
+/// Open vSwitch's default.
+pub const MAC_AGING_SECS: u64 = 300;
+/// Open vSwitch's default.
+pub const MAC_TABLE_SIZE: u32 = 8192;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FdbKey {
+    pub vlan: u16,
+    pub mac: MacAddr,
+}
+
+const NIL: u32 = u32::MAX;
+
+struct Slot {
+    key: FdbKey,
+    port: PortId,
+    last_seen_ms: u64,
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Clone, Copy)]
+struct PortList {
+    head: u32,
+    tail: u32,
+    len: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FdbCounters {
+    pub learned: u64,
+    pub aged: u64,
+    pub evicted: u64,
+    pub moved: u64,
+}
+
+/// One entry as shown to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbRow {
+    pub key: FdbKey,
+    pub port: PortId,
+    pub age_ms: u64,
+}
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+pub struct Fdb {
+    index: FastMap<FdbKey, u32>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    ports: FastMap<PortId, PortList>,
+    max_entries: usize,
+    aging_ms: u64,
+    counters: FdbCounters,
+}
+
+impl Fdb {
+    pub fn new(max_entries: u32, aging_secs: u64) -> Self {
+        Fdb {
+            index: FastMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            ports: FastMap::default(),
+            max_entries: max_entries.max(1) as usize,
+            aging_ms: aging_secs.saturating_mul(1000),
+            counters: FdbCounters::default(),
+        }
+    }
+
+    /// Changes the bounds; a smaller table evicts down to its new size at once.
+    pub fn set_limits(&mut self, max_entries: u32, aging_secs: u64) {
+        self.max_entries = max_entries.max(1) as usize;
+        self.aging_ms = aging_secs.saturating_mul(1000);
+        while self.index.len() > self.max_entries {
+            self.evict_one();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    pub fn counters(&self) -> FdbCounters {
+        self.counters
+    }
+
+    /// Records that `key` was seen on `port` at `now_ms`. The caller filters out
+    /// multicast sources.
+    pub fn learn(&mut self, key: FdbKey, port: PortId, now_ms: u64) {
+        if let Some(&idx) = self.index.get(&key) {
+            let slot = &mut self.slots[idx as usize];
+            if slot.port == port {
+                if slot.last_seen_ms == now_ms {
+                    return;
+                }
+                slot.last_seen_ms = now_ms;
+                if self.ports[&port].tail == idx {
+                    return;
+                }
+            } else {
+                self.counters.moved += 1;
+                self.slots[idx as usize].last_seen_ms = now_ms;
+            }
+            self.unlink(idx);
+            self.link_tail(idx, port);
+            return;
+        }
+        if self.index.len() >= self.max_entries {
+            self.evict_one();
+        }
+        let slot = Slot {
+            key,
+            port,
+            last_seen_ms: now_ms,
+            prev: NIL,
+            next: NIL,
+        };
+        let idx = match self.free.pop() {
+            Some(idx) => {
+                self.slots[idx as usize] = slot;
+                idx
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, idx);
+        self.link_tail(idx, port);
+        self.counters.learned += 1;
+    }
+
+    /// The port `key` was last seen on, unless that was longer ago than the aging time.
+    pub fn lookup(&self, key: &FdbKey, now_ms: u64) -> Option<PortId> {
+        let slot = &self.slots[*self.index.get(key)? as usize];
+        (now_ms.saturating_sub(slot.last_seen_ms) <= self.aging_ms).then_some(slot.port)
+    }
+
+    /// Removes entries older than the aging time; returns how many.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let mut expired = Vec::new();
+        for list in self.ports.values() {
+            let mut idx = list.head;
+            while idx != NIL {
+                let slot = &self.slots[idx as usize];
+                if now_ms.saturating_sub(slot.last_seen_ms) <= self.aging_ms {
+                    break;
+                }
+                expired.push(idx);
+                idx = slot.next;
+            }
+        }
+        for &idx in &expired {
+            self.remove(idx);
+        }
+        self.counters.aged += expired.len() as u64;
+        expired.len()
+    }
+
+    /// Forgets every entry on `port`; returns how many.
+    pub fn remove_port(&mut self, port: PortId) -> usize {
+        let mut removed = 0;
+        while let Some(list) = self.ports.get(&port) {
+            self.remove(list.head);
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Forgets everything; returns how many entries there were.
+    pub fn flush(&mut self) -> usize {
+        let n = self.index.len();
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.ports.clear();
+        n
+    }
+
+    pub fn rows(&self, now_ms: u64) -> impl Iterator<Item = FdbRow> + '_ {
+        self.index.values().map(move |&idx| {
+            let slot = &self.slots[idx as usize];
+            FdbRow {
+                key: slot.key,
+                port: slot.port,
+                age_ms: now_ms.saturating_sub(slot.last_seen_ms),
+            }
+        })
+    }
+
+    fn evict_one(&mut self) {
+        let victim = self
+            .ports
+            .iter()
+            .max_by_key(|(port, list)| (list.len, std::cmp::Reverse(**port)))
+            .map(|(_, list)| list.head);
+        if let Some(idx) = victim {
+            self.remove(idx);
+            self.counters.evicted += 1;
+        }
+    }
+
+    fn remove(&mut self, idx: u32) {
+        self.unlink(idx);
+        let key = self.slots[idx as usize].key;
+        self.index.remove(&key);
+        self.free.push(idx);
+    }
+
+    fn unlink(&mut self, idx: u32) {
+        let Slot {
+            port, prev, next, ..
+        } = self.slots[idx as usize];
+        let list = self.ports.get_mut(&port).expect("slot's port has a list");
+        if prev == NIL {
+            list.head = next;
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next == NIL {
+            list.tail = prev;
+        } else {
+            self.slots[next as usize].prev = prev;
+        }
+        list.len -= 1;
+        if list.len == 0 {
+            self.ports.remove(&port);
+        }
+    }
+
+    fn link_tail(&mut self, idx: u32, port: PortId) {
+        let list = self.ports.entry(port).or_insert(PortList {
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        });
+        let slot = &mut self.slots[idx as usize];
+        slot.port = port;
+        slot.prev = list.tail;
+        slot.next = NIL;
+        if list.tail == NIL {
+            list.head = idx;
+        } else {
+            self.slots[list.tail as usize].next = idx;
+        }
+        list.tail = idx;
+        list.len += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u32) -> FdbKey {
+        let b = n.to_be_bytes();
+        FdbKey {
+            vlan: 0,
+            mac: MacAddr([0x02, 0, b[0], b[1], b[2], b[3]]),
+        }
+    }
+
+    fn port_len(fdb: &Fdb, port: PortId) -> usize {
+        fdb.rows(0).filter(|r| r.port == port).count()
+    }
+
+    #[test]
+    fn learn_then_lookup() {
+        let mut fdb = Fdb::new(16, 300);
+        assert_eq!(fdb.lookup(&key(1), 0), None);
+        fdb.learn(key(1), 7, 0);
+        assert_eq!(fdb.lookup(&key(1), 10), Some(7));
+        assert_eq!(fdb.counters().learned, 1);
+        fdb.learn(key(1), 7, 20);
+        assert_eq!(fdb.counters().learned, 1, "refresh is not a new entry");
+        assert_eq!(fdb.len(), 1);
+    }
+
+    #[test]
+    fn vlans_are_separate() {
+        let mut fdb = Fdb::new(16, 300);
+        let mut k10 = key(1);
+        k10.vlan = 10;
+        fdb.learn(key(1), 1, 0);
+        fdb.learn(k10, 2, 0);
+        assert_eq!(fdb.lookup(&key(1), 0), Some(1));
+        assert_eq!(fdb.lookup(&k10, 0), Some(2));
+    }
+
+    #[test]
+    fn move_repoints_and_counts() {
+        let mut fdb = Fdb::new(16, 300);
+        fdb.learn(key(1), 1, 0);
+        fdb.learn(key(2), 1, 0);
+        fdb.learn(key(1), 2, 5);
+        assert_eq!(fdb.lookup(&key(1), 5), Some(2));
+        assert_eq!(fdb.counters().moved, 1);
+        assert_eq!(port_len(&fdb, 1), 1);
+        assert_eq!(port_len(&fdb, 2), 1);
+        assert_eq!(fdb.remove_port(1), 1);
+        assert_eq!(fdb.lookup(&key(1), 5), Some(2));
+    }
+
+    #[test]
+    fn aging_removes_only_stale_entries() {
+        let mut fdb = Fdb::new(16, 2);
+        fdb.learn(key(1), 1, 0);
+        fdb.learn(key(2), 1, 1_000);
+        fdb.learn(key(3), 2, 1_500);
+        // key(1) refreshed: it moves to the tail of port 1's list.
+        fdb.learn(key(1), 1, 1_800);
+        assert_eq!(
+            fdb.lookup(&key(2), 3_001),
+            None,
+            "stale entries miss at once"
+        );
+        assert_eq!(fdb.expire(3_001), 1);
+        assert_eq!(fdb.lookup(&key(1), 3_001), Some(1));
+        assert_eq!(fdb.lookup(&key(3), 3_001), Some(2));
+        assert_eq!(fdb.expire(10_000), 2);
+        assert!(fdb.is_empty());
+        assert_eq!(fdb.counters().aged, 3);
+    }
+
+    #[test]
+    fn full_table_evicts_from_the_biggest_port() {
+        let mut fdb = Fdb::new(10, 300);
+        // Ports 1 and 2 own two entries each; port 9 floods.
+        for (n, port) in [(1, 1), (2, 1), (3, 2), (4, 2)] {
+            fdb.learn(key(n), port, 0);
+        }
+        for n in 100..1_000 {
+            fdb.learn(key(n), 9, n as u64);
+        }
+        assert_eq!(fdb.len(), 10);
+        for n in 1..=4 {
+            assert!(fdb.lookup(&key(n), 1_000).is_some(), "entry {n} survived");
+        }
+        assert_eq!(port_len(&fdb, 9), 6);
+        // The flooder keeps its newest entries.
+        assert_eq!(fdb.lookup(&key(999), 1_000), Some(9));
+        assert_eq!(fdb.lookup(&key(100), 1_000), None);
+        assert_eq!(fdb.counters().evicted, 900 - 6);
+    }
+
+    #[test]
+    fn shrinking_the_table_evicts_at_once() {
+        let mut fdb = Fdb::new(100, 300);
+        for n in 0..50 {
+            fdb.learn(key(n), n % 5, 0);
+        }
+        fdb.set_limits(20, 300);
+        assert_eq!(fdb.len(), 20);
+        for port in 0..5 {
+            assert_eq!(port_len(&fdb, port), 4, "eviction spread evenly");
+        }
+    }
+
+    #[test]
+    fn slots_are_reused() {
+        let mut fdb = Fdb::new(4, 1);
+        for round in 0..100u64 {
+            for n in 0..4 {
+                fdb.learn(key(n + round as u32 * 4), 1, round * 10_000);
+            }
+            fdb.expire(round * 10_000 + 5_000);
+        }
+        assert!(fdb.slots.len() <= 4);
+        assert!(fdb.is_empty());
+    }
+
+    #[test]
+    fn flush_and_remove_port() {
+        let mut fdb = Fdb::new(16, 300);
+        for n in 0..6 {
+            fdb.learn(key(n), n % 2, 0);
+        }
+        assert_eq!(fdb.remove_port(0), 3);
+        assert_eq!(fdb.len(), 3);
+        assert_eq!(fdb.flush(), 3);
+        assert!(fdb.is_empty());
+        fdb.learn(key(1), 1, 0);
+        assert_eq!(fdb.lookup(&key(1), 0), Some(1));
+    }
+}

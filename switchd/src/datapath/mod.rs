@@ -1,0 +1,245 @@
+//! The forwarding plane: plain OS threads that move frames between port sockets.
+//!
+//! Never imports tokio and never waits on the control plane. The control plane
+//! changes the topology through [`Datapath`], which builds a fresh immutable
+//! [`WorkerView`] per thread and hands it over a channel; a thread picks it up
+//! between batches (woken by an eventfd if it is blocked in epoll).
+//!
+//! Each port's receive side belongs to one thread (`port id % threads`); any thread
+//! may send on any port (concurrent `sendmmsg` on one socket is safe).
+
+pub mod fdb;
+mod port;
+mod worker;
+
+pub use fdb::{Fdb, FdbKey, FdbRow, PortId, MAC_AGING_SECS, MAC_TABLE_SIZE};
+pub use port::{Port, PortStats};
+
+use crate::sys::{EventFd, PacketSocket};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Milliseconds on a monotonic clock shared by the datapath and the control plane.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("could not open network device {name}: {source}")]
+    Open {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+/// A bridge as the datapath sees it: its MAC table.
+pub struct Bridge {
+    pub name: String,
+    /// Locked by a datapath thread once per received batch, and by the control
+    /// plane for show, flush and aging.
+    fdb: Mutex<Fdb>,
+}
+
+impl Bridge {
+    pub fn fdb(&self) -> MutexGuard<'_, Fdb> {
+        // A panic while holding the lock cannot leave the table half-updated in a
+        // way that matters more than losing the switch, so keep using it.
+        self.fdb.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A port a thread receives from, with what it needs to forward its frames.
+struct Member {
+    port: Arc<Port>,
+    bridge: Arc<Bridge>,
+    /// Every port of the bridge, the ingress port included, sorted by id.
+    peers: Arc<[Arc<Port>]>,
+}
+
+/// Everything one thread needs; replaced whole on every topology change.
+#[derive(Default)]
+struct WorkerView {
+    members: Vec<Member>,
+}
+
+enum WorkerMsg {
+    Update { generation: u64, view: WorkerView },
+    Stop,
+}
+
+struct WorkerHandle {
+    tx: mpsc::Sender<WorkerMsg>,
+    wake: Arc<EventFd>,
+    /// Last topology generation the thread has switched to.
+    applied: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct BridgeState {
+    bridge: Arc<Bridge>,
+    ports: Vec<Arc<Port>>,
+}
+
+#[derive(Default)]
+struct Topology {
+    bridges: HashMap<String, BridgeState>,
+    next_port_id: PortId,
+    generation: u64,
+}
+
+/// The control plane's handle on the datapath threads.
+pub struct Datapath {
+    topology: Mutex<Topology>,
+    workers: Vec<WorkerHandle>,
+}
+
+impl Datapath {
+    pub fn start(threads: usize) -> std::io::Result<Self> {
+        let mut workers = Vec::new();
+        for n in 0..threads.max(1) {
+            let (tx, rx) = mpsc::channel();
+            let wake = Arc::new(EventFd::new()?);
+            let applied = Arc::new(AtomicU64::new(0));
+            let thread = {
+                let wake = wake.clone();
+                let applied = applied.clone();
+                std::thread::Builder::new()
+                    .name(format!("datapath-{n}"))
+                    .spawn(move || worker::run(rx, &wake, &applied))?
+            };
+            workers.push(WorkerHandle {
+                tx,
+                wake,
+                applied,
+                thread: Some(thread),
+            });
+        }
+        Ok(Datapath {
+            topology: Mutex::default(),
+            workers,
+        })
+    }
+
+    fn topology(&self) -> MutexGuard<'_, Topology> {
+        self.topology.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates an empty bridge, or returns the one of that name.
+    pub fn add_bridge(&self, name: &str, max_entries: u32, aging_secs: u64) -> Arc<Bridge> {
+        let mut topo = self.topology();
+        let state = topo
+            .bridges
+            .entry(name.to_string())
+            .or_insert_with(|| BridgeState {
+                bridge: Arc::new(Bridge {
+                    name: name.to_string(),
+                    fdb: Mutex::new(Fdb::new(max_entries, aging_secs)),
+                }),
+                ports: Vec::new(),
+            });
+        state.bridge.clone()
+    }
+
+    /// Removes a bridge and all its ports; returns the generation to wait for.
+    pub fn remove_bridge(&self, name: &str) -> u64 {
+        let mut topo = self.topology();
+        topo.bridges.remove(name);
+        self.publish(&mut topo)
+    }
+
+    /// Opens a socket on `ifindex` and starts forwarding on it as a port of `bridge`.
+    pub fn add_port(
+        &self,
+        bridge: &str,
+        name: &str,
+        ifindex: u32,
+    ) -> Result<(Arc<Port>, u64), PortError> {
+        let sock = PacketSocket::open(ifindex).map_err(|source| PortError::Open {
+            name: name.to_string(),
+            source,
+        })?;
+        let mut topo = self.topology();
+        let id = topo.next_port_id;
+        topo.next_port_id += 1;
+        let port = Arc::new(Port {
+            id,
+            name: name.to_string(),
+            sock,
+            stats: PortStats::default(),
+        });
+        let state = topo
+            .bridges
+            .get_mut(bridge)
+            .expect("control plane adds ports to existing bridges only");
+        state.ports.push(port.clone());
+        let generation = self.publish(&mut topo);
+        Ok((port, generation))
+    }
+
+    /// Stops forwarding on a port and forgets its MAC entries; the socket closes once
+    /// the threads have let go of it. Returns the generation to wait for.
+    pub fn remove_port(&self, bridge: &str, id: PortId) -> u64 {
+        let mut topo = self.topology();
+        if let Some(state) = topo.bridges.get_mut(bridge) {
+            state.ports.retain(|p| p.id != id);
+            state.bridge.fdb().remove_port(id);
+        }
+        self.publish(&mut topo)
+    }
+
+    /// True once every thread runs generation `generation` or later.
+    pub fn is_applied(&self, generation: u64) -> bool {
+        self.workers
+            .iter()
+            .all(|w| w.applied.load(Ordering::Acquire) >= generation)
+    }
+
+    fn publish(&self, topo: &mut Topology) -> u64 {
+        topo.generation += 1;
+        let mut views: Vec<WorkerView> =
+            self.workers.iter().map(|_| WorkerView::default()).collect();
+        for state in topo.bridges.values() {
+            let mut peers = state.ports.clone();
+            peers.sort_by_key(|p| p.id);
+            let peers: Arc<[Arc<Port>]> = peers.into();
+            for port in peers.iter() {
+                views[port.id as usize % self.workers.len()]
+                    .members
+                    .push(Member {
+                        port: port.clone(),
+                        bridge: state.bridge.clone(),
+                        peers: peers.clone(),
+                    });
+            }
+        }
+        for (worker, view) in self.workers.iter().zip(views) {
+            // A closed channel means the thread is gone; shutdown will notice.
+            let _ = worker.tx.send(WorkerMsg::Update {
+                generation: topo.generation,
+                view,
+            });
+            worker.wake.notify();
+        }
+        topo.generation
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            let _ = worker.tx.send(WorkerMsg::Stop);
+            worker.wake.notify();
+        }
+        for worker in &mut self.workers {
+            if let Some(thread) = worker.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+use super::fdb::PortId;
+use crate::sys::PacketSocket;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use switchd_proto::PortCounters;
+
+/// One switch port: a packet socket on an interface plus its counters.
+///
+/// Shared between the control plane (counters, name) and the datapath threads: the
+/// thread that owns the port's receive side and every thread that forwards to it.
+pub struct Port {
+    pub id: PortId,
+    pub name: String,
+    pub sock: PacketSocket,
+    pub stats: PortStats,
+}
+
+impl Port {
+    pub fn ifindex(&self) -> u32 {
+        self.sock.ifindex()
+    }
+}
+
+/// Written by the datapath with relaxed atomics (a batch at a time), read by `dump-ports`.
+#[derive(Default)]
+pub struct PortStats {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    /// Valid frames we chose not to forward (multicast source address).
+    pub rx_drops: AtomicU64,
+    /// Frames that could not be read or were malformed (runt, truncated).
+    pub rx_errors: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    /// Frames lost because the port's socket or device queue was full.
+    pub tx_drops: AtomicU64,
+    /// Frames the kernel refused to send on this port.
+    pub tx_errors: AtomicU64,
+}
+
+impl PortStats {
+    pub fn snapshot(&self, port: &str) -> PortCounters {
+        PortCounters {
+            port: port.to_string(),
+            rx_packets: self.rx_packets.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            rx_drops: self.rx_drops.load(Relaxed),
+            rx_errors: self.rx_errors.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            tx_drops: self.tx_drops.load(Relaxed),
+            tx_errors: self.tx_errors.load(Relaxed),
+        }
+    }
+}
+
+/// Adds to a counter unless there is nothing to add (saves a locked instruction).
+pub(super) fn bump(counter: &AtomicU64, n: u64) {
+    if n != 0 {
+        counter.fetch_add(n, Relaxed);
+    }
+}

@@ -1,0 +1,68 @@
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use switchd_proto::{DEFAULT_DB, DEFAULT_SOCKET, SOCKET_ENV};
+
+/// Userspace Ethernet switch daemon. Runs in the foreground; control it with switchctl.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Control socket path.
+    #[arg(long, env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Configuration database path.
+    #[arg(long, default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    log_level: tracing::Level,
+    /// Datapath threads; each port's receive side belongs to one of them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    datapath_threads: u16,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(args.log_level)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = switchd::Config {
+        socket: args.socket,
+        db: args.db,
+        datapath_threads: args.datapath_threads.into(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchd: cannot start the control plane: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(switchd::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop switchd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,205 @@
+//! Batched receive and send: one `recvmmsg`/`sendmmsg` moves up to a whole batch.
+
+use super::PacketSocket;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// Room for the largest frame a port can hand us: a 64 KB GSO super-frame plus its
+/// Ethernet and virtio-net headers.
+pub const FRAME_BUF_BYTES: usize = 65536 + 512;
+
+/// Preallocated receive buffers, iovecs and message headers for one batch.
+/// Built once per datapath thread; pointers into its own heap storage stay valid
+/// because boxed slices never move their contents.
+pub struct RxBatch {
+    bufs: Box<[u8]>,
+    iovs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+    len: usize,
+}
+
+/// One received message.
+pub struct RxFrame<'a> {
+    /// virtio-net header followed by the Ethernet frame.
+    pub bytes: &'a [u8],
+    /// The frame did not fit the buffer and was cut short.
+    pub truncated: bool,
+}
+
+impl RxBatch {
+    pub fn new(capacity: usize) -> Self {
+        let mut bufs = vec![0u8; capacity * FRAME_BUF_BYTES].into_boxed_slice();
+        let mut iovs: Box<[libc::iovec]> = (0..capacity)
+            .map(|i| libc::iovec {
+                // SAFETY: i < capacity, so the offset stays inside `bufs`.
+                iov_base: unsafe { bufs.as_mut_ptr().add(i * FRAME_BUF_BYTES) }.cast(),
+                iov_len: FRAME_BUF_BYTES,
+            })
+            .collect();
+        let hdrs = (0..capacity)
+            .map(|i| {
+                // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                // SAFETY: i < capacity, so the offset stays inside `iovs`.
+                h.msg_hdr.msg_iov = unsafe { iovs.as_mut_ptr().add(i) };
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        RxBatch {
+            bufs,
+            iovs,
+            hdrs,
+            len: 0,
+        }
+    }
+
+    /// Receives up to a batch without blocking. `WouldBlock` means the socket is empty.
+    pub fn recv(&mut self, sock: &PacketSocket) -> io::Result<usize> {
+        self.len = 0;
+        for h in self.hdrs.iter_mut() {
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        debug_assert_eq!(self.iovs.len(), self.hdrs.len());
+        // SAFETY: every header points at an iovec of this batch, which points at a
+        // FRAME_BUF_BYTES region of `bufs`; all of it lives as long as `self`.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        self.len = super::cvt(n)? as usize;
+        Ok(self.len)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `i`th message of the last `recv`; `i` must be below `len()`.
+    pub fn frame(&self, i: usize) -> RxFrame<'_> {
+        let h = &self.hdrs[i];
+        let len = (h.msg_len as usize).min(FRAME_BUF_BYTES);
+        let start = i * FRAME_BUF_BYTES;
+        RxFrame {
+            bytes: &self.bufs[start..start + len],
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        }
+    }
+}
+
+/// What one `TxBatch::send` did.
+#[derive(Debug, Default)]
+pub struct TxOutcome {
+    pub packets: u64,
+    /// Bytes handed to the kernel, headers included.
+    pub bytes: u64,
+    /// Frames not sent because the socket or the device queue was full.
+    pub dropped: u64,
+    /// Frames the kernel refused (wrong size, device gone).
+    pub errors: u64,
+    pub last_error: Option<io::Error>,
+}
+
+/// Preallocated iovecs and message headers for sending a batch of borrowed frames.
+pub struct TxBatch {
+    iovs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+}
+
+impl TxBatch {
+    pub fn new(capacity: usize) -> Self {
+        let mut iovs: Box<[libc::iovec]> = (0..capacity)
+            .map(|_| libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            })
+            .collect();
+        let hdrs = (0..capacity)
+            .map(|i| {
+                // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                // SAFETY: i < capacity, so the offset stays inside `iovs`.
+                h.msg_hdr.msg_iov = unsafe { iovs.as_mut_ptr().add(i) };
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        TxBatch { iovs, hdrs }
+    }
+
+    /// Sends every frame in order, a batch per syscall, without blocking. The
+    /// pointers to `frames` do not outlive this call.
+    pub fn send<'a>(
+        &mut self,
+        sock: &PacketSocket,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+    ) -> TxOutcome {
+        let mut out = TxOutcome::default();
+        let mut frames = frames.into_iter();
+        loop {
+            let mut n = 0;
+            for (iov, frame) in self.iovs.iter_mut().zip(frames.by_ref()) {
+                iov.iov_base = frame.as_ptr() as *mut libc::c_void;
+                iov.iov_len = frame.len();
+                n += 1;
+            }
+            if n == 0 {
+                return out;
+            }
+            self.flush(sock, n, &mut out);
+            if n < self.iovs.len() {
+                return out;
+            }
+        }
+    }
+
+    fn flush(&mut self, sock: &PacketSocket, n: usize, out: &mut TxOutcome) {
+        let mut off = 0;
+        while off < n {
+            // SAFETY: headers off..n point at iovecs that point at frames borrowed for
+            // the duration of `send`; the kernel only reads them.
+            let r = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    self.hdrs.as_mut_ptr().add(off),
+                    (n - off) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                let r = r as usize;
+                out.packets += r as u64;
+                out.bytes += self.iovs[off..off + r]
+                    .iter()
+                    .map(|iov| iov.iov_len as u64)
+                    .sum::<u64>();
+                off += r;
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                    out.dropped += (n - off) as u64;
+                    return;
+                }
+                _ => {
+                    // This frame is bad for this port (too big, device gone): skip it.
+                    out.errors += 1;
+                    out.last_error = Some(err);
+                    off += 1;
+                }
+            }
+        }
+    }
+}

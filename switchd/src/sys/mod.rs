@@ -1,0 +1,35 @@
+//! Every libc call switchd makes, behind safe RAII types.
+//!
+//! The afpacket crate was not used: it has no `PACKET_VNET_HDR` (without which TCP
+//! from a namespace with default offloads stalls, DESIGN.md problem 1) and no
+//! `recvmmsg`/`sendmmsg` batching (one syscall per frame caps out near 100-200k
+//! frames/s, problem 2).
+#![allow(unsafe_code)]
+
+mod mmsg;
+mod packet_socket;
+mod poll;
+
+pub use mmsg::{RxBatch, TxBatch};
+pub use packet_socket::PacketSocket;
+pub use poll::{Epoll, EventFd};
+
+use std::ffi::CString;
+use std::io;
+
+/// Turns a libc return value into `io::Result`, reading errno on -1.
+fn cvt<T: PartialOrd + Default>(ret: T) -> io::Result<T> {
+    if ret < T::default() {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The current index of a network interface in this namespace, `None` if absent.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}

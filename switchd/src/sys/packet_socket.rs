@@ -1,0 +1,95 @@
+use super::cvt;
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Socket buffer size forced on every port. The default (~200 KB) holds only three
+/// 64 KB GSO frames, so a burst from a TCP sender overflows it and TCP backs off.
+const SOCKET_BUFFER_BYTES: libc::c_int = 4 << 20;
+
+/// An AF_PACKET socket bound to one interface, non-blocking, with a virtio-net header
+/// on every frame in both directions.
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl PacketSocket {
+    /// Opens a socket on `ifindex`, puts the interface into promiscuous mode for as
+    /// long as the socket lives, and starts receiving.
+    pub fn open(ifindex: u32) -> io::Result<Self> {
+        // Protocol 0: receive nothing until bind() names the interface, so no frame
+        // from another interface slips in between socket() and bind().
+        // SAFETY: plain syscall with integer arguments.
+        let fd = cvt(unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        })?;
+        // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sock = PacketSocket { fd, ifindex };
+
+        sock.set_opt(libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+        // We never want to read back what we (or anyone) sent out of this port.
+        sock.set_opt(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
+        // Straight to the driver: veth has no queue worth going through.
+        sock.set_opt(libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
+        sock.set_opt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER_BYTES)?;
+        sock.set_opt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER_BYTES)?;
+
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        addr.sll_ifindex = ifindex as i32;
+        // SAFETY: `addr` is a valid sockaddr_ll and the length matches it.
+        cvt(unsafe {
+            libc::bind(
+                sock.fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        })?;
+
+        // Promiscuous mode as a socket membership rather than the IFF_PROMISC flag:
+        // the kernel counts it per socket and drops it when the socket closes, so a
+        // crashed or killed switchd leaves no interface stuck in promiscuous mode.
+        // SAFETY: packet_mreq is plain old data; all-zero is a valid value.
+        let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
+        mreq.mr_ifindex = ifindex as i32;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+        sock.set_opt_raw(libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
+        Ok(sock)
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    fn set_opt(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+        self.set_opt_raw(level, name, &value)
+    }
+
+    fn set_opt_raw<T>(&self, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+        // SAFETY: `value` points to a live T and the length passed is its size.
+        cvt(unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                level,
+                name,
+                (value as *const T).cast(),
+                size_of::<T>() as libc::socklen_t,
+            )
+        })?;
+        Ok(())
+    }
+}
+
+impl AsRawFd for PacketSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
