@@ -1,1 +1,334 @@
+//! RAII guards for real namespaces, veth pairs and daemons. Every name is unique per
+//! test process and per guard, and `Drop` removes what was created even when the
+//! test panics.
 
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+/// Throughput tests take this exclusively so their floor is not measured against
+/// other tests' traffic; every other test shares it.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+pub fn shared_machine() -> RwLockReadGuard<'static, ()> {
+    require_root();
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exclusive_machine() -> RwLockWriteGuard<'static, ()> {
+    require_root();
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code)]
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "these tests create network namespaces and veth pairs: run them as root"
+    );
+}
+
+/// A name no other guard in any concurrently running test process uses; at most 15 bytes.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{:x}-{n}", std::process::id());
+    assert!(name.len() <= 15, "name {name} too long for an interface");
+    name
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a command and panics with its output if it fails.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e} (is it installed?)"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A process that is killed (by its pid) when the guard drops.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let name = unique_name("swt");
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        // IPv6 router and multicast-listener chatter would make the counters noisy.
+        ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        ns
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(args);
+        cmd
+    }
+
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {args:?} in {}: {e}", self.name))
+    }
+
+    pub fn exec_ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "{args:?} in {} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> ChildGuard {
+        let child = self
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {args:?} in {}: {e}", self.name));
+        ChildGuard(child)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A namespace joined to the root namespace by a veth pair: `eth0` inside with an
+/// address, `port` outside, ready to be added to a bridge.
+pub struct Host {
+    pub ns: Netns,
+    pub port: String,
+    pub ip: String,
+}
+
+impl Host {
+    /// `cidr` like "192.168.0.1/24".
+    pub fn new(cidr: &str) -> Host {
+        let ns = Netns::new();
+        let port = unique_name("swv");
+        run(
+            "ip",
+            &[
+                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+            ],
+        );
+        let host = Host {
+            ns,
+            port,
+            ip: cidr.split('/').next().unwrap().to_string(),
+        };
+        host.ns.exec_ok(&["ip", "addr", "add", cidr, "dev", "eth0"]);
+        host.ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        host
+    }
+
+    pub fn mac(&self) -> String {
+        let out = self.ns.exec_ok(&["cat", "/sys/class/net/eth0/address"]);
+        out.trim().to_string()
+    }
+
+    /// One ping to `ip`, retried (the first may wait for ARP) for up to 5 s.
+    pub fn can_ping(&self, ip: &str) -> bool {
+        wait_until(Duration::from_secs(5), || self.ping_once(ip))
+    }
+
+    pub fn ping_once(&self, ip: &str) -> bool {
+        self.ns
+            .exec(&["ping", "-n", "-q", "-c", "1", "-W", "1", ip])
+            .status
+            .success()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // Deleting the namespace takes the pair with it; this covers a failed move.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.port])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Where cargo put the binaries: next to the `deps` folder this test runs from.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A running switchd with its own socket and database in a private directory.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub db: PathBuf,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        let dir = std::env::temp_dir().join(format!("switchd-test-{}", unique_name("d")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut daemon = Daemon {
+            child: None,
+            socket: dir.join("switchd.sock"),
+            db: dir.join("switchd.json"),
+            dir,
+        };
+        daemon.restart();
+        daemon
+    }
+
+    /// Starts the daemon again on the same socket and database.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("switchd.log"))
+            .unwrap();
+        let child = Command::new(bin("switchd"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--db")
+            .arg(&self.db)
+            .arg("--log-level")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start switchd");
+        self.child = Some(child);
+        let up = wait_until(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+        });
+        assert!(up, "switchd did not open its socket; log:\n{}", self.log());
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("switchd ignored SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("switchd.log")).unwrap_or_default()
+    }
+
+    /// Runs switchctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("switchctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run switchctl")
+    }
+
+    /// Runs switchctl and returns its stdout, panicking if it fails.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "switchctl {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs switchctl with `--format json` and parses its output.
+    pub fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["--format", "json"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&self.ctl_ok(&full)).expect("switchctl printed JSON")
+    }
+
+    /// Counters of one port, from `dump-ports --format json`.
+    pub fn port_counters(&self, bridge: &str, port: &str) -> Value {
+        self.ctl_json(&["dump-ports", bridge, port])[0].clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

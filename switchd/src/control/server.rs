@@ -1,8 +1,8 @@
 //! The JSON-RPC socket server (tokio-rs/mini-redis's listener shape).
 //!
 //! One request per line, each line at most `MAX_REQUEST_BYTES`. A bad request gets
-//! a JSON-RPC error and the connection stays usable; an oversized one gets an error
-//! and the connection is closed (its remainder cannot be framed). Requests run one
+//! a JSON-RPC error and the connection stays usable; an oversized one is skipped up
+//! to its newline without being buffered, and answered with an error. Requests run one
 //! at a time against the switch, so configuration changes never interleave.
 
 use super::Switch;
@@ -67,8 +67,10 @@ async fn handle_connection(stream: UnixStream, switch: Arc<Mutex<Switch>>) {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
             Ok(Ok(_)) => {}
         }
-        let oversized = line.len() > MAX_REQUEST_BYTES;
-        let reply = if oversized {
+        let reply = if line.len() > MAX_REQUEST_BYTES {
+            if !skip_line(&mut reader, &mut line).await {
+                return;
+            }
             error_reply(
                 Value::Null,
                 code::INVALID_REQUEST,
@@ -81,10 +83,24 @@ async fn handle_connection(stream: UnixStream, switch: Arc<Mutex<Switch>>) {
         };
         let mut bytes = serde_json::to_vec(&reply).expect("replies always serialize");
         bytes.push(b'\n');
-        if writer.write_all(&bytes).await.is_err() || oversized {
+        if writer.write_all(&bytes).await.is_err() {
             return;
         }
     }
+}
+
+/// Discards the rest of an oversized line in bounded chunks; false if the client
+/// went away or stalled first.
+async fn skip_line<R: AsyncBufReadExt + Unpin>(reader: &mut R, scratch: &mut Vec<u8>) -> bool {
+    while scratch.last() != Some(&b'\n') {
+        scratch.clear();
+        let mut chunk = (&mut *reader).take(64 * 1024);
+        match tokio::time::timeout(IDLE_TIMEOUT, chunk.read_until(b'\n', scratch)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn error_reply(id: Value, code: i64, message: String) -> Value {

@@ -406,17 +406,18 @@ impl Switch {
             })
             .collect();
         let now = now_ms();
-        let mut rows: Vec<FdbEntry> =
-            b.dp.fdb()
-                .rows(now)
-                .filter(|r| r.age_ms <= self.db.bridges[bridge].mac_aging_time * 1000)
-                .map(|r| FdbEntry {
-                    port: names.get(&r.port).copied().unwrap_or("?").to_string(),
-                    vlan: r.key.vlan,
-                    mac: r.key.mac.to_string(),
-                    age: r.age_ms / 1000,
-                })
-                .collect();
+        let mut fdb = b.dp.fdb();
+        // Sweep first so the rows and the counters agree.
+        fdb.expire(now);
+        let mut rows: Vec<FdbEntry> = fdb
+            .rows(now)
+            .map(|r| FdbEntry {
+                port: names.get(&r.port).copied().unwrap_or("?").to_string(),
+                vlan: r.key.vlan,
+                mac: r.key.mac.to_string(),
+                age: r.age_ms / 1000,
+            })
+            .collect();
         rows.sort_by(|a, b| (&a.port, a.vlan, &a.mac).cmp(&(&b.port, b.vlan, &b.mac)));
         ok(rows)
     }
@@ -435,7 +436,8 @@ impl Switch {
     }
 
     fn fdb_stats(&self, bridge: &str) -> RpcResult {
-        let fdb = self.bridge(bridge)?.dp.fdb();
+        let mut fdb = self.bridge(bridge)?.dp.fdb();
+        fdb.expire(now_ms());
         let c = fdb.counters();
         ok(FdbStats {
             current: fdb.len() as u64,

@@ -12,8 +12,8 @@ impl Epoll {
     pub fn new() -> io::Result<Self> {
         // SAFETY: plain syscall with a flag argument.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
         Ok(Epoll {
+            // SAFETY: `fd` was just created above and is owned by nobody else.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
@@ -83,8 +83,8 @@ impl EventFd {
     pub fn new() -> io::Result<Self> {
         // SAFETY: plain syscall with flag arguments.
         let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
         Ok(EventFd {
+            // SAFETY: `fd` was just created above and is owned by nobody else.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }

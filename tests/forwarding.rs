@@ -1,0 +1,267 @@
+//! Frames between namespaces: learning, flooding, isolation, TCP with offloads.
+
+use crate::util::{exclusive_machine, shared_machine, wait_until, Daemon, Host};
+use serde_json::Value;
+use std::time::Duration;
+
+fn hosts(subnet: &str, n: usize) -> Vec<Host> {
+    (1..=n)
+        .map(|i| Host::new(&format!("{subnet}.{i}/24")))
+        .collect()
+}
+
+fn attach(daemon: &Daemon, bridge: &str, hosts: &[Host]) {
+    for h in hosts {
+        daemon.ctl_ok(&["add-port", bridge, &h.port]);
+    }
+}
+
+fn counter(daemon: &Daemon, bridge: &str, port: &str, name: &str) -> u64 {
+    daemon.port_counters(bridge, port)[name].as_u64().unwrap()
+}
+
+/// The Open vSwitch tutorial: two namespaces, one bridge, ping both ways.
+#[test]
+fn tutorial_flow_two_namespaces_ping() {
+    let _machine = shared_machine();
+    let ns1 = Host::new("192.168.0.1/24");
+    let ns2 = Host::new("192.168.0.2/24");
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-port", "br0", &ns1.port]);
+    d.ctl_ok(&["add-port", "br0", &ns2.port]);
+
+    let show = d.ctl_ok(&["show"]);
+    let expected = "Bridge br0\n    mac-aging-time: 300\n    mac-table-size: 8192\n";
+    assert!(show.starts_with(expected), "{show}");
+    for port in [&ns1.port, &ns2.port] {
+        assert!(
+            show.contains(&format!("    Port {port}\n        state: up\n")),
+            "{show}"
+        );
+    }
+
+    assert!(ns1.can_ping("192.168.0.2"), "ns1 -> ns2");
+    assert!(ns2.can_ping("192.168.0.1"), "ns2 -> ns1");
+}
+
+#[test]
+fn eight_namespaces_every_pair_pings() {
+    let _machine = shared_machine();
+    let hosts = hosts("10.8.0", 8);
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    attach(&d, "br0", &hosts);
+    for a in &hosts {
+        for b in &hosts {
+            if a.ip != b.ip {
+                assert!(a.can_ping(&b.ip), "{} -> {}", a.ip, b.ip);
+            }
+        }
+    }
+    let fdb = d.ctl_json(&["fdb-show", "br0"]);
+    assert_eq!(fdb.as_array().unwrap().len(), 8, "{fdb}");
+}
+
+/// iperf3 with the namespaces' default offloads (partial checksums, 64 KB GSO
+/// frames): the case that stalls a userspace switch forwarding raw bytes.
+#[test]
+fn tcp_with_default_offloads_is_fast() {
+    let _machine = exclusive_machine();
+    let hosts = hosts("10.9.0", 2);
+    for h in &hosts {
+        let features = h.ns.exec_ok(&["ethtool", "-k", "eth0"]);
+        assert!(
+            features.contains("tcp-segmentation-offload: on")
+                && features.contains("tx-checksumming: on"),
+            "offloads are not at their defaults:\n{features}"
+        );
+    }
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    attach(&d, "br0", &hosts);
+    let (client, server) = (&hosts[0], &hosts[1]);
+    assert!(client.can_ping(&server.ip));
+
+    let _server = server.ns.spawn(&["iperf3", "-s", "-1", "-p", "5201"]);
+    assert!(wait_until(Duration::from_secs(5), || {
+        server.ns.exec_ok(&["ss", "-ltn"]).contains(":5201")
+    }));
+    let out = client
+        .ns
+        .exec_ok(&["iperf3", "-c", &server.ip, "-p", "5201", "-t", "3", "-J"]);
+    let report: Value = serde_json::from_str(&out).expect("iperf3 -J prints JSON");
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("iperf3 reports received bits/s");
+    eprintln!("TCP through switchd: {:.2} Gbit/s", bps / 1e9);
+    assert!(
+        bps > 5e9,
+        "TCP moved only {:.2} Gbit/s; switchd log:\n{}",
+        bps / 1e9,
+        d.log()
+    );
+}
+
+#[test]
+fn learned_unicast_reaches_only_its_port() {
+    let _machine = shared_machine();
+    let hosts = hosts("10.10.0", 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    attach(&d, "br0", &hosts);
+    assert!(a.can_ping(&b.ip));
+
+    let fdb = d.ctl_json(&["fdb-show", "br0"]);
+    for h in [a, b] {
+        let mac = h.mac();
+        let row = fdb
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["mac"] == mac.as_str())
+            .unwrap_or_else(|| panic!("{mac} not learned: {fdb}"));
+        assert_eq!(row["port"], h.port.as_str(), "{fdb}");
+        assert_eq!(row["vlan"], 0);
+    }
+    let text = d.ctl_ok(&["fdb-show", "br0"]);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .ends_with("port  VLAN  MAC                Age"),
+        "{text}"
+    );
+    assert!(text.contains(&a.mac()) && text.contains(&a.port), "{text}");
+
+    let c_before = counter(&d, "br0", &c.port, "tx_packets");
+    let b_before = counter(&d, "br0", &b.port, "tx_packets");
+    a.ns.exec_ok(&["ping", "-n", "-q", "-c", "200", "-i", "0.002", &b.ip]);
+    let c_got = counter(&d, "br0", &c.port, "tx_packets") - c_before;
+    let b_got = counter(&d, "br0", &b.port, "tx_packets") - b_before;
+    assert!(b_got >= 200, "b received {b_got} frames");
+    // ARP refreshes are broadcast and may reach c; 400 unicast frames must not.
+    assert!(c_got <= 4, "c received {c_got} frames of a<->b unicast");
+}
+
+#[test]
+fn short_aging_empties_the_table() {
+    let _machine = shared_machine();
+    let hosts = hosts("10.11.0", 2);
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["set-br", "br0", "mac-aging-time=2"]);
+    attach(&d, "br0", &hosts);
+    assert!(hosts[0].can_ping(&hosts[1].ip));
+    assert_eq!(
+        d.ctl_json(&["fdb-show", "br0"]).as_array().unwrap().len(),
+        2
+    );
+    let emptied = wait_until(Duration::from_secs(10), || {
+        d.ctl_json(&["fdb-show", "br0"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    assert!(emptied, "entries did not age out");
+    let stats = d.ctl_json(&["fdb-stats", "br0"]);
+    assert_eq!(stats["current"], 0, "{stats}");
+    assert_eq!(stats["learned"], 2, "{stats}");
+    assert_eq!(stats["aged"], 2, "{stats}");
+    let text = d.ctl_ok(&["fdb-stats", "br0"]);
+    assert!(
+        text.contains("Current/maximum MAC entries in the table: 0/8192"),
+        "{text}"
+    );
+}
+
+#[test]
+fn del_port_stops_forwarding() {
+    let _machine = shared_machine();
+    let hosts = hosts("10.12.0", 2);
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    attach(&d, "br0", &hosts);
+    assert!(hosts[0].can_ping(&hosts[1].ip));
+
+    d.ctl_ok(&["del-port", "br0", &hosts[1].port]);
+    assert_eq!(
+        d.ctl_ok(&["list-ports", "br0"]),
+        format!("{}\n", hosts[0].port)
+    );
+    let fdb = d.ctl_json(&["fdb-show", "br0"]);
+    assert!(
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["port"] != hosts[1].port.as_str()),
+        "entries of a deleted port remain: {fdb}"
+    );
+    for _ in 0..3 {
+        assert!(
+            !hosts[0].ping_once(&hosts[1].ip),
+            "forwarded after del-port"
+        );
+    }
+    // The interface is free again: it can be re-added and forwards.
+    d.ctl_ok(&["add-port", "br0", &hosts[1].port]);
+    assert!(hosts[0].can_ping(&hosts[1].ip));
+}
+
+#[test]
+fn bridges_are_isolated() {
+    let _machine = shared_machine();
+    let hosts = hosts("10.13.0", 4);
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br-a"]);
+    d.ctl_ok(&["add-br", "br-b"]);
+    attach(&d, "br-a", &hosts[..2]);
+    attach(&d, "br-b", &hosts[2..]);
+    assert!(hosts[0].can_ping(&hosts[1].ip));
+    assert!(hosts[2].can_ping(&hosts[3].ip));
+    let before = counter(&d, "br-b", &hosts[2].port, "tx_packets");
+    for target in [&hosts[2].ip, &hosts[3].ip] {
+        assert!(!hosts[0].ping_once(target), "br-a reached {target} on br-b");
+    }
+    // hosts[0]'s ARP broadcasts for .3 and .4 must not have reached br-b.
+    assert_eq!(counter(&d, "br-b", &hosts[2].port, "tx_packets"), before);
+}
+
+#[test]
+fn counters_match_traffic() {
+    let _machine = shared_machine();
+    let hosts = hosts("10.14.0", 2);
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    attach(&d, "br0", &hosts);
+    assert!(hosts[0].can_ping(&hosts[1].ip));
+    let rx0 = counter(&d, "br0", &hosts[0].port, "rx_packets");
+    let tx1 = counter(&d, "br0", &hosts[1].port, "tx_packets");
+    hosts[0].ns.exec_ok(&[
+        "ping",
+        "-n",
+        "-q",
+        "-c",
+        "50",
+        "-i",
+        "0.002",
+        "-s",
+        "1000",
+        &hosts[1].ip,
+    ]);
+    let rx = counter(&d, "br0", &hosts[0].port, "rx_packets") - rx0;
+    let tx = counter(&d, "br0", &hosts[1].port, "tx_packets") - tx1;
+    assert!((50..=54).contains(&rx), "rx {rx}");
+    assert!((50..=54).contains(&tx), "tx {tx}");
+    let all = d.ctl_json(&["dump-ports", "br0"]);
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let p = &all[0];
+    assert!(p["rx_bytes"].as_u64().unwrap() >= 50 * 1042, "{p}");
+    let text = d.ctl_ok(&["dump-ports", "br0"]);
+    assert!(text.starts_with("bridge br0: 2 ports\n"), "{text}");
+    assert!(
+        text.contains(&format!("  port {}: rx pkts=", hosts[0].port)),
+        "{text}"
+    );
+}

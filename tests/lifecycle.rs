@@ -1,0 +1,207 @@
+//! Start, stop, restart, vanishing interfaces and raw requests on the socket.
+
+use crate::util::{shared_machine, wait_until, Daemon, Host};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+#[test]
+fn sigterm_cleans_up_and_restart_restores_config() {
+    let _machine = shared_machine();
+    let a = Host::new("10.20.0.1/24");
+    let b = Host::new("10.20.0.2/24");
+    let mut d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-br", "br1"]);
+    d.ctl_ok(&["set-br", "br0", "mac-aging-time=77", "mac-table-size=500"]);
+    d.ctl_ok(&["add-port", "br0", &a.port]);
+    d.ctl_ok(&["add-port", "br0", &b.port]);
+    assert!(a.can_ping(&b.ip));
+
+    let status = d.stop();
+    assert!(status.success(), "switchd exited with {status}");
+    assert!(!d.socket.exists(), "socket file left behind");
+    let promisc = std::fs::read_to_string(format!("/sys/class/net/{}/flags", a.port)).unwrap();
+    let flags = u32::from_str_radix(promisc.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(
+        flags & libc::IFF_PROMISC as u32,
+        0,
+        "interface left promiscuous"
+    );
+    assert!(!a.ping_once(&b.ip), "frames still forwarded after shutdown");
+
+    d.restart();
+    assert_eq!(d.ctl_ok(&["list-br"]), "br0\nbr1\n");
+    let show = d.ctl_json(&["show"]);
+    let br0 = &show["bridges"][0];
+    assert_eq!(br0["mac_aging_time"], 77);
+    assert_eq!(br0["mac_table_size"], 500);
+    let ports: Vec<&str> = br0["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    let mut expected = vec![a.port.as_str(), b.port.as_str()];
+    expected.sort();
+    assert_eq!(ports, expected);
+    assert!(
+        br0["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["error"].is_null()),
+        "{show}"
+    );
+    assert!(a.can_ping(&b.ip), "no forwarding after restart");
+}
+
+#[test]
+fn missing_interface_at_start_stays_configured() {
+    let _machine = shared_machine();
+    let a = Host::new("10.21.0.1/24");
+    let gone = Host::new("10.21.0.2/24");
+    let gone_port = gone.port.clone();
+    let mut d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-port", "br0", &a.port]);
+    d.ctl_ok(&["add-port", "br0", &gone_port]);
+    d.stop();
+    drop(gone);
+    assert!(wait_until(Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/sys/class/net/{gone_port}")).exists()
+    }));
+    d.restart();
+    assert_eq!(d.ctl_ok(&["port-to-br", &gone_port]), "br0\n");
+    let show = d.ctl_ok(&["show"]);
+    assert!(
+        show.contains(&format!(
+            "    Port {gone_port}\n        state: error: no interface named {gone_port}\n"
+        )),
+        "{show}"
+    );
+    assert!(
+        show.contains(&format!("    Port {}\n        state: up\n", a.port)),
+        "{show}"
+    );
+    // Still removable, and the database keeps what was configured.
+    d.ctl_ok(&["del-port", &gone_port]);
+    assert_eq!(d.ctl_ok(&["list-ports", "br0"]), format!("{}\n", a.port));
+}
+
+#[test]
+fn interface_vanishing_under_traffic_is_survived() {
+    let _machine = shared_machine();
+    let a = Host::new("10.22.0.1/24");
+    let b = Host::new("10.22.0.2/24");
+    let c = Host::new("10.22.0.3/24");
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    for h in [&a, &b, &c] {
+        d.ctl_ok(&["add-port", "br0", &h.port]);
+    }
+    assert!(a.can_ping(&c.ip));
+    let flood = a.ns.spawn(&["ping", "-n", "-q", "-f", &c.ip]);
+    let c_port = c.port.clone();
+    drop(c);
+    drop(flood);
+    let show_says_gone = wait_until(Duration::from_secs(5), || {
+        d.ctl_ok(&["show"]).contains(&format!(
+            "    Port {c_port}\n        state: error: no such device\n"
+        ))
+    });
+    assert!(show_says_gone, "{}", d.ctl_ok(&["show"]));
+    assert!(a.can_ping(&b.ip), "other ports stopped forwarding");
+    d.ctl_ok(&["del-port", "br0", &c_port]);
+    assert!(a.can_ping(&b.ip));
+}
+
+fn raw_call(socket: &std::path::Path, line: &[u8]) -> Value {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(line).unwrap();
+    let mut reply = String::new();
+    BufReader::new(&s).read_line(&mut reply).unwrap();
+    serde_json::from_str(&reply).unwrap_or_else(|e| panic!("reply {reply:?}: {e}"))
+}
+
+#[test]
+fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
+    let _machine = shared_machine();
+    let d = Daemon::start();
+    let cases: &[(&[u8], i64, &str)] = &[
+        (b"this is not json\n", -32700, "parse error"),
+        (b"[1,2,3]\n", -32600, "JSON object"),
+        (
+            br#"{"id":1,"method":"list-br"}"# as &[u8],
+            -32600,
+            "jsonrpc",
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"frobnicate"}"#,
+            -32601,
+            "unknown method",
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":2,"method":"add-br","params":{"bridge":7}}"#,
+            -32602,
+            "invalid params",
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":3,"method":"add-br","params":{}}"#,
+            -32602,
+            "bridge",
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":4,"method":"add-br","params":{"bridge":"b","bogus":1}}"#,
+            -32602,
+            "bogus",
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":5,"method":"add-br","params":{"bridge":"a/b"}}"#,
+            -32602,
+            "invalid bridge name",
+        ),
+    ];
+    for (line, code, text) in cases {
+        let mut line = line.to_vec();
+        line.push(b'\n');
+        let reply = raw_call(&d.socket, &line);
+        assert_eq!(reply["jsonrpc"], "2.0");
+        assert_eq!(reply["error"]["code"], *code, "{reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains(text), "{message:?} lacks {text:?}");
+    }
+    // Ids come back; a good request on the same daemon still works.
+    let reply = raw_call(
+        &d.socket,
+        b"{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"list-br\"}\n",
+    );
+    assert_eq!(reply["id"], "x");
+    assert_eq!(reply["result"], serde_json::json!([]));
+
+    // Oversized: an error, and the same connection serves the next request.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut big = vec![b'x'; 3 * switchd_proto::MAX_REQUEST_BYTES];
+    big.extend_from_slice(b"\n{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"list-br\"}\n");
+    s.write_all(&big).unwrap();
+    let mut replies = BufReader::new(&s).lines();
+    let first: Value = serde_json::from_str(&replies.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["error"]["code"], -32600, "{first}");
+    assert!(first["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("larger than"));
+    let second: Value = serde_json::from_str(&replies.next().unwrap().unwrap()).unwrap();
+    assert_eq!(second["id"], 9, "{second}");
+
+    // A client that disconnects mid-request does no harm.
+    {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.write_all(br#"{"jsonrpc":"2.0","id":1,"meth"#).unwrap();
+    }
+    d.ctl_ok(&["add-br", "br0"]);
+    assert_eq!(d.ctl_ok(&["list-br"]), "br0\n");
+}
