@@ -18,20 +18,37 @@ fn learn_and_lookup(c: &mut Criterion) {
     for entries in [16u32, 1024, 8192] {
         let mut fdb = Fdb::new(entries, 300);
         for n in 0..entries {
-            fdb.learn(FdbKey { vlan: 0, mac: mac(n) }, n % 64, 0);
+            fdb.learn(
+                FdbKey {
+                    vlan: 0,
+                    mac: mac(n),
+                },
+                n % 64,
+                0,
+            );
         }
-        group.bench_with_input(BenchmarkId::from_parameter(entries), &entries, |b, &entries| {
-            let mut n = 0u32;
-            let mut now = 0u64;
-            b.iter(|| {
-                n = (n + 1) % entries;
-                now += 1;
-                let src = FdbKey { vlan: 0, mac: mac(n) };
-                let dst = FdbKey { vlan: 0, mac: mac(entries - 1 - n) };
-                fdb.learn(src, n % 64, now);
-                black_box(fdb.lookup(&dst, now))
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(entries),
+            &entries,
+            |b, &entries| {
+                let mut n = 0u32;
+                let mut now = 0u64;
+                b.iter(|| {
+                    n = (n + 1) % entries;
+                    now += 1;
+                    let src = FdbKey {
+                        vlan: 0,
+                        mac: mac(n),
+                    };
+                    let dst = FdbKey {
+                        vlan: 0,
+                        mac: mac(entries - 1 - n),
+                    };
+                    fdb.learn(src, n % 64, now);
+                    black_box(fdb.lookup(&dst, now))
+                })
+            },
+        );
     }
     group.finish();
 }

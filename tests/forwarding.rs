@@ -1,6 +1,6 @@
 //! Frames between namespaces: learning, flooding, isolation, TCP with offloads.
 
-use crate::util::{exclusive_machine, shared_machine, wait_until, Daemon, Host};
+use crate::util::{exclusive_machine, frame, shared_machine, wait_until, Daemon, Host};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -264,4 +264,100 @@ fn counters_match_traffic() {
         text.contains(&format!("  port {}: rx pkts=", hosts[0].port)),
         "{text}"
     );
+}
+
+fn mac_of(bytes: [u8; 6]) -> String {
+    bytes.map(|b| format!("{b:02x}")).join(":")
+}
+
+fn fdb_has(d: &Daemon, mac: [u8; 6], vlan: u16, port: &str) -> bool {
+    d.ctl_json(&["fdb-show", "br0"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["mac"] == mac_of(mac).as_str() && r["vlan"] == vlan && r["port"] == port)
+}
+
+/// The kernel strips 802.1Q tags before a packet socket sees a frame; switchd must
+/// put them back (byte for byte) and learn per VLAN.
+#[test]
+fn vlan_tagged_frames_keep_their_tag_and_learn_per_vlan() {
+    let _machine = shared_machine();
+    let hosts = hosts("10.15.0", 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    attach(&d, "br0", &hosts);
+    let mut sa = a.ns.packet_socket("eth0");
+    let mut sb = b.ns.packet_socket("eth0");
+    let (ma, mb) = ([2, 0, 0, 0, 0x15, 1], [2, 0, 0, 0, 0x15, 2]);
+
+    // Unknown destination: flooded to b, tag (priority 5, VLAN 10) intact.
+    let tagged = frame(mb, ma, Some(5 << 13 | 10), b"switchd vlan test");
+    sa.send(&tagged);
+    let got = sb.recv_until(Duration::from_secs(5), |f| f[6..12] == ma);
+    assert_eq!(got.last(), Some(&tagged), "tagged frame changed or lost");
+    assert!(fdb_has(&d, ma, 10, &a.port));
+
+    // Known destination on VLAN 10: unicast back to a.
+    let reply = frame(ma, mb, Some(10), b"reply");
+    sb.send(&reply);
+    let got = sa.recv_until(Duration::from_secs(5), |f| f[6..12] == mb);
+    assert_eq!(got.last(), Some(&reply));
+    assert!(fdb_has(&d, mb, 10, &b.port));
+
+    // The same MAC on another VLAN is another entry, not a move.
+    sb.send(&frame(mb, ma, Some(20), b"other vlan"));
+    assert!(wait_until(Duration::from_secs(5), || fdb_has(
+        &d, ma, 20, &b.port
+    )));
+    assert!(fdb_has(&d, ma, 10, &a.port));
+    assert_eq!(d.ctl_json(&["fdb-stats", "br0"])["moved"], 0);
+
+    // An untagged frame from the same MAC is learned on VLAN 0.
+    sa.send(&frame(mb, ma, None, b"untagged"));
+    assert!(wait_until(Duration::from_secs(5), || fdb_has(
+        &d, ma, 0, &a.port
+    )));
+}
+
+#[test]
+fn multicast_source_is_dropped_and_not_learned() {
+    let _machine = shared_machine();
+    let hosts = hosts("10.16.0", 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    attach(&d, "br0", &hosts);
+    let mut sa = a.ns.packet_socket("eth0");
+    let mut sb = b.ns.packet_socket("eth0");
+    let drops = counter(&d, "br0", &a.port, "rx_drops");
+
+    let bad_src = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01];
+    let good_src = [2, 0, 0, 0, 0x16, 1];
+    sa.send(&frame([0xff; 6], bad_src, None, b"bad"));
+    sa.send(&frame([0xff; 6], [0xff; 6], None, b"bad"));
+    // Frames from one port keep their order, so once the marker is through, the
+    // bad frames would have been too.
+    sa.send(&frame([0xff; 6], good_src, None, b"marker"));
+    let got = sb.recv_until(Duration::from_secs(5), |f| f[6..12] == good_src);
+    assert_eq!(
+        got.last().map(|f| &f[6..12]),
+        Some(&good_src[..]),
+        "marker lost"
+    );
+    assert!(
+        got.iter().all(|f| f[6] & 1 == 0),
+        "a frame with a group source address was forwarded"
+    );
+    assert_eq!(counter(&d, "br0", &a.port, "rx_drops") - drops, 2);
+    let fdb = d.ctl_json(&["fdb-show", "br0"]);
+    assert!(
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["mac"] != mac_of(bad_src).as_str() && r["mac"] != "ff:ff:ff:ff:ff:ff"),
+        "{fdb}"
+    );
+    assert!(fdb_has(&d, good_src, 0, &a.port));
 }

@@ -9,7 +9,7 @@ use super::fdb::FdbKey;
 use super::port::bump;
 use super::{now_ms, Member, WorkerMsg, WorkerView};
 use crate::sys::{Epoll, EventFd, RxBatch, TxBatch};
-use crate::wire::{ethernet, vnet, EthernetFrame};
+use crate::wire::{ethernet, vlan, vnet, EthernetFrame};
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,13 +157,14 @@ fn forward_batch(member: &Member, s: &mut Scratch) {
                 rx_drops += 1;
                 continue;
             }
-            fdb.learn(FdbKey { vlan: 0, mac: src }, ingress.id, now);
+            let vlan = vlan::vlan_id(eth.into_inner());
+            fdb.learn(FdbKey { vlan, mac: src }, ingress.id, now);
             let dst = eth.dst_addr();
             if dst.is_multicast() {
                 s.flood.push(i as u32);
                 continue;
             }
-            match fdb.lookup(&FdbKey { vlan: 0, mac: dst }, now) {
+            match fdb.lookup(&FdbKey { vlan, mac: dst }, now) {
                 // The destination sits behind the port the frame came in on: filter it.
                 Some(port) if port == ingress.id => {}
                 Some(port) => match peers.binary_search_by_key(&port, |p| p.id) {

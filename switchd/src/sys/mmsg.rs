@@ -1,26 +1,39 @@
 //! Batched receive and send: one `recvmmsg`/`sendmmsg` moves up to a whole batch.
 
 use super::PacketSocket;
+use crate::wire::vlan;
 use std::io;
+use std::mem::size_of;
 use std::os::fd::AsRawFd;
 
 /// Room for the largest frame a port can hand us: a 64 KB GSO super-frame plus its
 /// Ethernet and virtio-net headers.
 pub const FRAME_BUF_BYTES: usize = 65536 + 512;
 
-/// Preallocated receive buffers, iovecs and message headers for one batch.
-/// Built once per datapath thread; pointers into its own heap storage stay valid
-/// because boxed slices never move their contents.
+/// Headroom in front of each receive buffer, so a VLAN tag the kernel stripped can
+/// be put back without copying the frame.
+const HEADROOM: usize = vlan::TAG_LEN;
+const SLOT_BYTES: usize = HEADROOM + FRAME_BUF_BYTES;
+/// Room for one `PACKET_AUXDATA` control message (40 bytes on 64-bit), 8-byte aligned.
+type Control = [u64; 8];
+
+/// Preallocated receive buffers, iovecs, control buffers and message headers for one
+/// batch. Built once per datapath thread; pointers into its own heap storage stay
+/// valid because boxed slices never move their contents.
 pub struct RxBatch {
     bufs: Box<[u8]>,
     iovs: Box<[libc::iovec]>,
+    controls: Box<[Control]>,
     hdrs: Box<[libc::mmsghdr]>,
+    /// Per message: where the header and frame start in `bufs`, their length, and
+    /// whether the frame was cut short.
+    frames: Box<[(usize, usize, bool)]>,
     len: usize,
 }
 
 /// One received message.
 pub struct RxFrame<'a> {
-    /// virtio-net header followed by the Ethernet frame.
+    /// virtio-net header followed by the Ethernet frame, VLAN tag restored.
     pub bytes: &'a [u8],
     /// The frame did not fit the buffer and was cut short.
     pub truncated: bool,
@@ -28,11 +41,12 @@ pub struct RxFrame<'a> {
 
 impl RxBatch {
     pub fn new(capacity: usize) -> Self {
-        let mut bufs = vec![0u8; capacity * FRAME_BUF_BYTES].into_boxed_slice();
+        let mut bufs = vec![0u8; capacity * SLOT_BYTES].into_boxed_slice();
+        let mut controls: Box<[Control]> = vec![[0u64; 8]; capacity].into_boxed_slice();
         let mut iovs: Box<[libc::iovec]> = (0..capacity)
             .map(|i| libc::iovec {
                 // SAFETY: i < capacity, so the offset stays inside `bufs`.
-                iov_base: unsafe { bufs.as_mut_ptr().add(i * FRAME_BUF_BYTES) }.cast(),
+                iov_base: unsafe { bufs.as_mut_ptr().add(i * SLOT_BYTES + HEADROOM) }.cast(),
                 iov_len: FRAME_BUF_BYTES,
             })
             .collect();
@@ -40,8 +54,11 @@ impl RxBatch {
             .map(|i| {
                 // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
                 let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                // SAFETY: i < capacity, so the offset stays inside `iovs`.
-                h.msg_hdr.msg_iov = unsafe { iovs.as_mut_ptr().add(i) };
+                // SAFETY: i < capacity, so the offsets stay inside `iovs` and `controls`.
+                unsafe {
+                    h.msg_hdr.msg_iov = iovs.as_mut_ptr().add(i);
+                    h.msg_hdr.msg_control = controls.as_mut_ptr().add(i).cast();
+                }
                 h.msg_hdr.msg_iovlen = 1;
                 h
             })
@@ -49,7 +66,9 @@ impl RxBatch {
         RxBatch {
             bufs,
             iovs,
+            controls,
             hdrs,
+            frames: vec![(0, 0, false); capacity].into_boxed_slice(),
             len: 0,
         }
     }
@@ -59,11 +78,14 @@ impl RxBatch {
         self.len = 0;
         for h in self.hdrs.iter_mut() {
             h.msg_hdr.msg_flags = 0;
+            h.msg_hdr.msg_controllen = size_of::<Control>();
             h.msg_len = 0;
         }
         debug_assert_eq!(self.iovs.len(), self.hdrs.len());
+        debug_assert_eq!(self.controls.len(), self.hdrs.len());
         // SAFETY: every header points at an iovec of this batch, which points at a
-        // FRAME_BUF_BYTES region of `bufs`; all of it lives as long as `self`.
+        // FRAME_BUF_BYTES region of `bufs`, and at a control buffer of the size given;
+        // all of it lives as long as `self`.
         let n = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
@@ -74,6 +96,26 @@ impl RxBatch {
             )
         };
         self.len = super::cvt(n)? as usize;
+        for i in 0..self.len {
+            let h = &self.hdrs[i].msg_hdr;
+            let len = (self.hdrs[i].msg_len as usize).min(FRAME_BUF_BYTES);
+            let truncated = h.msg_flags & libc::MSG_TRUNC != 0;
+            let slot = i * SLOT_BYTES;
+            self.frames[i] = match stripped_vlan(h) {
+                Some((tpid, tci))
+                    if !truncated
+                        && vlan::insert_tag(
+                            &mut self.bufs[slot..slot + HEADROOM + len],
+                            tpid,
+                            tci,
+                        )
+                        .is_ok() =>
+                {
+                    (slot, HEADROOM + len, false)
+                }
+                _ => (slot + HEADROOM, len, truncated),
+            };
+        }
         Ok(self.len)
     }
 
@@ -87,14 +129,44 @@ impl RxBatch {
 
     /// The `i`th message of the last `recv`; `i` must be below `len()`.
     pub fn frame(&self, i: usize) -> RxFrame<'_> {
-        let h = &self.hdrs[i];
-        let len = (h.msg_len as usize).min(FRAME_BUF_BYTES);
-        let start = i * FRAME_BUF_BYTES;
+        let (start, len, truncated) = self.frames[i];
         RxFrame {
             bytes: &self.bufs[start..start + len],
-            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            truncated,
         }
     }
+}
+
+/// The VLAN tag (TPID, TCI) the kernel stripped from a received frame, from its
+/// `PACKET_AUXDATA` control message.
+fn stripped_vlan(h: &libc::msghdr) -> Option<(u16, u16)> {
+    // SAFETY: the kernel filled `msg_control` up to `msg_controllen`; the CMSG_*
+    // helpers stay within that, and the payload is read unaligned after its length
+    // was checked.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_PACKET
+                && (*c).cmsg_type == libc::PACKET_AUXDATA
+                && (*c).cmsg_len
+                    >= libc::CMSG_LEN(size_of::<libc::tpacket_auxdata>() as u32) as usize
+            {
+                let aux: libc::tpacket_auxdata =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                if aux.tp_status & libc::TP_STATUS_VLAN_VALID == 0 {
+                    return None;
+                }
+                let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                    aux.tp_vlan_tpid
+                } else {
+                    vlan::TPID_8021Q
+                };
+                return Some((tpid, aux.tp_vlan_tci));
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
 }
 
 /// What one `TxBatch::send` did.

@@ -33,6 +33,8 @@ impl PacketSocket {
         let sock = PacketSocket { fd, ifindex };
 
         sock.set_opt(libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+        // The kernel strips VLAN tags into metadata; this hands them back to us.
+        sock.set_opt(libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
         // We never want to read back what we (or anyone) sent out of this port.
         sock.set_opt(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
         // Straight to the driver: veth has no queue worth going through.

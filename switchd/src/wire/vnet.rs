@@ -72,6 +72,20 @@ impl<T: AsRef<[u8]>> VnetHeader<T> {
     }
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> VnetHeader<T> {
+    fn set_u16_at(&mut self, f: Field, v: u16) {
+        self.buffer.as_mut()[f].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    pub fn set_hdr_len(&mut self, v: u16) {
+        self.set_u16_at(field::HDR_LEN, v);
+    }
+
+    pub fn set_csum_start(&mut self, v: u16) {
+        self.set_u16_at(field::CSUM_START, v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
