@@ -217,6 +217,7 @@ pub fn bin(name: &str) -> PathBuf {
 /// A running switchd with its own socket and database in a private directory.
 pub struct Daemon {
     child: Option<Child>,
+    args: Vec<String>,
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub db: PathBuf,
@@ -224,10 +225,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with(&["--log-level", "debug"])
+    }
+
+    /// Starts switchd with extra command-line arguments.
+    pub fn start_with(args: &[&str]) -> Daemon {
         let dir = std::env::temp_dir().join(format!("switchd-test-{}", unique_name("d")));
         std::fs::create_dir_all(&dir).unwrap();
         let mut daemon = Daemon {
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
             socket: dir.join("switchd.sock"),
             db: dir.join("switchd.json"),
             dir,
@@ -249,8 +256,7 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--db")
             .arg(&self.db)
-            .arg("--log-level")
-            .arg("debug")
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -282,6 +288,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
     }
 
     pub fn log(&self) -> String {
