@@ -12,7 +12,7 @@
 //! Environment: `COMPARE_ROUNDS` (default 3), `COMPARE_SECS` (seconds per
 //! throughput test, default 4), `COMPARE_ONLY` (comma list of veth,bridge,ovs,switchd),
 //! `COMPARE_JSON` (results file, default target/compare/<unix time>.json),
-//! `SWITCHD_THREADS` (switchd --datapath-threads, default 1).
+//! `SWITCHD_ARGS` (extra switchd flags, e.g. `--datapath-threads 2 --spin-us 1000`).
 
 #[allow(dead_code)]
 #[path = "../tests/util/mod.rs"]
@@ -20,8 +20,8 @@ mod util;
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 use util::{run, wait_until, Daemon, Netns};
@@ -69,14 +69,23 @@ struct Ovs {
 impl Ovs {
     fn start() -> Result<Ovs, String> {
         for tool in ["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl"] {
-            if !Command::new("which").arg(tool).output().is_ok_and(|o| o.status.success()) {
-                return Err(format!("{tool} not installed (apt-get install openvswitch-switch)"));
+            if !Command::new("which")
+                .arg(tool)
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                return Err(format!(
+                    "{tool} not installed (apt-get install openvswitch-switch)"
+                ));
             }
         }
         let dir = std::env::temp_dir().join(format!("switchd-compare-ovs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let mut ovs = Ovs { dir, pids: Vec::new() };
+        let mut ovs = Ovs {
+            dir,
+            pids: Vec::new(),
+        };
         let d = ovs.dir.display().to_string();
         let schema = "/usr/share/openvswitch/vswitch.ovsschema";
         ovs.sh("ovsdb-tool", &["create", &format!("{d}/conf.db"), schema])?;
@@ -102,7 +111,12 @@ impl Ovs {
             ],
         )?;
         ovs.pids.push(ovs.pid("vswitchd.pid")?);
-        ovs.vsctl(&["set", "Open_vSwitch", ".", "other_config:userspace-tso-enable=true"])?;
+        ovs.vsctl(&[
+            "set",
+            "Open_vSwitch",
+            ".",
+            "other_config:userspace-tso-enable=true",
+        ])?;
         Ok(ovs)
     }
 
@@ -115,7 +129,10 @@ impl Ovs {
             .output()
             .map_err(|e| format!("{cmd}: {e}"))?;
         if !out.status.success() {
-            return Err(format!("{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "{cmd} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -189,7 +206,9 @@ fn uplink(ns: &Netns) -> String {
     let port = util::unique_name("cmp");
     run(
         "ip",
-        &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name],
+        &[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ],
     );
     run("ip", &["link", "set", &port, "up"]);
     port
@@ -211,8 +230,18 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             run(
                 "ip",
                 &[
-                    "link", "add", "eth0", "netns", &topo.a.name, "type", "veth", "peer", "name",
-                    "eth0", "netns", &topo.b.name,
+                    "link",
+                    "add",
+                    "eth0",
+                    "netns",
+                    &topo.a.name,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    &topo.b.name,
                 ],
             );
         }
@@ -230,7 +259,15 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
         Kind::Ovs => {
             let ovs = ovs.ok_or("Open vSwitch did not start")?;
             let br = util::unique_name("cmpov");
-            ovs.vsctl(&["add-br", &br, "--", "set", "bridge", &br, "datapath_type=netdev"])?;
+            ovs.vsctl(&[
+                "add-br",
+                &br,
+                "--",
+                "set",
+                "bridge",
+                &br,
+                "datapath_type=netdev",
+            ])?;
             topo.ovs_bridge = Some(br.clone());
             for ns in [&topo.a, &topo.b] {
                 let port = uplink(ns);
@@ -240,8 +277,10 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             topo.switch_pid = Some(ovs.vswitchd_pid());
         }
         Kind::Switchd => {
-            let threads = std::env::var("SWITCHD_THREADS").unwrap_or_else(|_| "1".into());
-            let daemon = Daemon::start_with(&["--datapath-threads", &threads, "--log-level", "info"]);
+            let extra = std::env::var("SWITCHD_ARGS").unwrap_or_default();
+            let mut args = vec!["--log-level", "info"];
+            args.extend(extra.split_whitespace());
+            let daemon = Daemon::start_with(&args);
             daemon.ctl_ok(&["add-br", "br0"]);
             for ns in [&topo.a, &topo.b] {
                 let port = uplink(ns);
@@ -288,9 +327,9 @@ fn cpu_secs(pid: i32) -> f64 {
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
     let rest = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11..13).map_or(0, |f| {
-        f.iter().map(|v| v.parse::<u64>().unwrap_or(0)).sum()
-    });
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().map(|v| v.parse::<u64>().unwrap_or(0)).sum());
     // SAFETY: sysconf has no preconditions.
     #[allow(unsafe_code)]
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -332,15 +371,25 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// A MAC address nobody owns. Every switch floods frames to it out of its only
+/// other port, b's, and b's kernel drops them as not-for-this-host right at
+/// `ip_rcv` after counting them. Frames addressed to b itself would make b's UDP
+/// stack (and its ICMP port-unreachable replies) part of the measurement, charged
+/// to whichever context delivers the frame: the generator's for the kernel bridge,
+/// the switch's for a userspace switch.
+const SINK_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x5e, 0xee, 0x01];
+
 /// A trafgen configuration for one UDP/IPv4 frame of `size` bytes (without FCS)
-/// from a to b.
+/// from `src` to `dst`.
 fn trafgen_config(src: [u8; 6], dst: [u8; 6], size: usize) -> String {
     let mut f = Vec::with_capacity(size);
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
     f.extend_from_slice(&[0x08, 0x00]);
     let ip_len = (size - 14) as u16;
-    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 77, 0, 1, 10, 77, 0, 2];
+    let mut ip = vec![
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 77, 0, 1, 10, 77, 0, 2,
+    ];
     ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
     let csum = ipv4_checksum(&ip);
     ip[10..12].copy_from_slice(&csum.to_be_bytes());
@@ -362,8 +411,9 @@ struct FrameResult {
 }
 
 fn frames(topo: &Topology, size: usize, secs: u64) -> FrameResult {
-    let conf = std::env::temp_dir().join(format!("switchd-compare-{}-{size}.cfg", std::process::id()));
-    std::fs::write(&conf, trafgen_config(mac(&topo.a), mac(&topo.b), size)).unwrap();
+    let conf =
+        std::env::temp_dir().join(format!("switchd-compare-{}-{size}.cfg", std::process::id()));
+    std::fs::write(&conf, trafgen_config(mac(&topo.a), SINK_MAC, size)).unwrap();
     let sent0 = counter(&topo.a, "tx_packets");
     let got0 = counter(&topo.b, "rx_packets");
     let cpu0 = topo.switch_pid.map_or(0.0, cpu_secs);
@@ -372,7 +422,17 @@ fn frames(topo: &Topology, size: usize, secs: u64) -> FrameResult {
     // signal stops all of it.
     let mut gen = Command::new("ip")
         .args(["netns", "exec", &topo.a.name])
-        .args(["trafgen", "--dev", "eth0", "--conf", &conf_arg, "--cpus", "1", "--no-sock-mem", "-q"])
+        .args([
+            "trafgen",
+            "--dev",
+            "eth0",
+            "--conf",
+            &conf_arg,
+            "--cpus",
+            "1",
+            "--no-sock-mem",
+            "-q",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
@@ -381,7 +441,9 @@ fn frames(topo: &Topology, size: usize, secs: u64) -> FrameResult {
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     stop_group(gen.id() as i32, libc::SIGINT);
-    if !wait_until(Duration::from_secs(5), || gen.try_wait().is_ok_and(|s| s.is_some())) {
+    if !wait_until(Duration::from_secs(5), || {
+        gen.try_wait().is_ok_and(|s| s.is_some())
+    }) {
         stop_group(gen.id() as i32, libc::SIGKILL);
         let _ = gen.wait();
     }
@@ -394,7 +456,11 @@ fn frames(topo: &Topology, size: usize, secs: u64) -> FrameResult {
     let _ = std::fs::remove_file(&conf);
     FrameResult {
         delivered_per_sec: got as f64 / elapsed,
-        loss: if sent == 0 { 0.0 } else { 1.0 - (got.min(sent) as f64 / sent as f64) },
+        loss: if sent == 0 {
+            0.0
+        } else {
+            1.0 - (got.min(sent) as f64 / sent as f64)
+        },
         switch_cpu_secs: cpu,
     }
 }
@@ -411,7 +477,15 @@ fn stop_group(pgid: i32, signal: i32) {
 /// p50 and p99 of `count` pings, in microseconds.
 fn ping_us(topo: &Topology, count: u32) -> (f64, f64) {
     let out = topo.a.exec(&[
-        "ping", "-n", "-c", &count.to_string(), "-i", "0.002", "-W", "1", B_IP,
+        "ping",
+        "-n",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.002",
+        "-W",
+        "1",
+        B_IP,
     ]);
     let mut rtts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -448,7 +522,10 @@ fn median(values: &[f64]) -> f64 {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Figures in table order: key, label, higher is better.
@@ -460,7 +537,11 @@ const FIGURES: &[(&str, &str, bool)] = &[
     ("f1500_kfps", "1500B frames delivered, k/s", true),
     ("ping_p50_us", "ping p50, us", false),
     ("ping_p99_us", "ping p99, us", false),
-    ("cpu_s_per_mframes", "switch CPU s per M frames (64B)", false),
+    (
+        "cpu_s_per_mframes",
+        "switch CPU s per M frames (64B)",
+        false,
+    ),
     ("idle_cpu_pct", "switch idle CPU, % of a core", false),
 ];
 
@@ -482,7 +563,10 @@ fn main() {
         .map(|s| s.split(',').map(str::to_string).collect());
     let mut kinds: Vec<Kind> = Kind::ALL
         .into_iter()
-        .filter(|k| only.as_ref().is_none_or(|o| o.iter().any(|n| n == k.name())))
+        .filter(|k| {
+            only.as_ref()
+                .is_none_or(|o| o.iter().any(|n| n == k.name()))
+        })
         .collect();
 
     let ovs = if kinds.contains(&Kind::Ovs) {
@@ -522,9 +606,15 @@ fn main() {
             add("f64_loss_pct", f64r.loss * 100.0);
             if topo.switch_pid.is_some() {
                 let mframes = f64r.delivered_per_sec * secs as f64 / 1e6;
-                add("cpu_s_per_mframes", f64r.switch_cpu_secs / mframes.max(1e-9));
+                add(
+                    "cpu_s_per_mframes",
+                    f64r.switch_cpu_secs / mframes.max(1e-9),
+                );
             }
-            add("f1500_kfps", frames(topo, 1500, secs).delivered_per_sec / 1e3);
+            add(
+                "f1500_kfps",
+                frames(topo, 1500, secs).delivered_per_sec / 1e3,
+            );
             let (p50, p99) = ping_us(topo, 500);
             add("ping_p50_us", p50);
             add("ping_p99_us", p99);
@@ -585,11 +675,13 @@ fn write_json(
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let path = std::env::var("COMPARE_JSON").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target/compare")
-            .join(format!("{now}.json"))
-    });
+    let path = std::env::var("COMPARE_JSON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/compare")
+                .join(format!("{now}.json"))
+        });
     let mut ratios = serde_json::Map::new();
     for (key, _, _) in FIGURES {
         ratios.insert(
@@ -609,7 +701,7 @@ fn write_json(
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "kernel": run("uname", &["-r"]).trim(),
         },
-        "switchd_threads": std::env::var("SWITCHD_THREADS").unwrap_or_else(|_| "1".into()),
+        "switchd_args": std::env::var("SWITCHD_ARGS").unwrap_or_default(),
         "median": medians.iter().map(|(k, f)| (k.name().to_string(),
             f.iter().map(|(n, v)| (n.to_string(), finite(*v))).collect::<serde_json::Map<_, _>>().into()))
             .collect::<serde_json::Map<_, _>>(),

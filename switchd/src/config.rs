@@ -19,6 +19,8 @@ pub struct Config {
     pub socket: PathBuf,
     pub db: PathBuf,
     pub datapath_threads: usize,
+    /// How long a datapath thread keeps polling after forwarding before it blocks.
+    pub spin: std::time::Duration,
 }
 
 pub const DB_VERSION: u32 = 1;

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Milliseconds on a monotonic clock shared by the datapath and the control plane.
 pub fn now_ms() -> u64 {
@@ -100,7 +100,9 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    pub fn start(threads: usize) -> std::io::Result<Self> {
+    /// Starts `threads` forwarding threads; `spin` is how long each polls for more
+    /// frames after forwarding some before it blocks again.
+    pub fn start(threads: usize, spin: Duration) -> std::io::Result<Self> {
         let mut workers = Vec::new();
         for n in 0..threads.max(1) {
             let (tx, rx) = mpsc::channel();
@@ -111,7 +113,7 @@ impl Datapath {
                 let applied = applied.clone();
                 std::thread::Builder::new()
                     .name(format!("datapath-{n}"))
-                    .spawn(move || worker::run(rx, &wake, &applied))?
+                    .spawn(move || worker::run(rx, &wake, &applied, spin))?
             };
             workers.push(WorkerHandle {
                 tx,

@@ -33,7 +33,11 @@ struct Scratch {
     last_error_log: Option<Instant>,
 }
 
-pub(super) fn run(rx: Receiver<WorkerMsg>, wake: &EventFd, applied: &AtomicU64) {
+/// `spin`: after forwarding anything, poll without blocking for this long before
+/// sleeping in epoll again, so the next frame does not pay a thread wakeup (tens
+/// of microseconds on a VM). An idle switch still blocks: the window only opens
+/// when frames arrive.
+pub(super) fn run(rx: Receiver<WorkerMsg>, wake: &EventFd, applied: &AtomicU64, spin: Duration) {
     let epoll = match Epoll::new().and_then(|e| e.add(wake, WAKE_TOKEN).map(|()| e)) {
         Ok(e) => e,
         Err(e) => {
@@ -53,15 +57,20 @@ pub(super) fn run(rx: Receiver<WorkerMsg>, wake: &EventFd, applied: &AtomicU64) 
         last_error_log: None,
     };
     let mut ready = Vec::with_capacity(events.len());
+    let mut spin_until: Option<Instant> = None;
     loop {
         ready.clear();
-        match epoll.wait(&mut events, None) {
+        let timeout = spin_until
+            .filter(|&t| Instant::now() < t)
+            .map(|_| Duration::ZERO);
+        match epoll.wait(&mut events, timeout) {
             Ok(tokens) => ready.extend(tokens),
             Err(e) => {
                 tracing::error!("datapath thread stops: epoll_wait: {e}");
                 return;
             }
         }
+        let mut forwarded = false;
         for &token in &ready {
             if token == WAKE_TOKEN {
                 wake.drain();
@@ -85,8 +94,11 @@ pub(super) fn run(rx: Receiver<WorkerMsg>, wake: &EventFd, applied: &AtomicU64) 
                     }
                 }
             } else if let Some(&i) = index.get(&token) {
-                process_port(&view.members[i], &mut scratch);
+                forwarded |= process_port(&view.members[i], &mut scratch);
             }
+        }
+        if forwarded {
+            spin_until = Some(Instant::now() + spin);
         }
     }
 }
@@ -110,27 +122,30 @@ fn switch_view(epoll: &Epoll, old: &WorkerView, new: &WorkerView) {
     }
 }
 
-/// Drains a readable port, a batch at a time.
-fn process_port(member: &Member, s: &mut Scratch) {
+/// Drains a readable port, a batch at a time; true if it received anything.
+fn process_port(member: &Member, s: &mut Scratch) -> bool {
+    let mut received = false;
     for _ in 0..MAX_BATCHES_PER_WAKEUP {
         match s.rx.recv(&member.port.sock) {
             Ok(n) => {
+                received = true;
                 forward_batch(member, s);
                 if n < BATCH {
-                    return;
+                    break;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // ENETDOWN when the interface went down or away: the kernel reports it
                 // once, so this does not spin.
                 bump(&member.port.stats.rx_errors, 1);
                 log_error(s, &member.port.name, "receive", &e);
-                return;
+                break;
             }
         }
     }
+    received
 }
 
 /// Learns, decides and sends one received batch.
