@@ -18,9 +18,7 @@ use crate::datapath::{MAC_AGING_SECS, MAC_TABLE_SIZE};
 pub struct Config {
     pub socket: PathBuf,
     pub db: PathBuf,
-    pub datapath_threads: usize,
-    /// How long a datapath thread keeps polling after forwarding before it blocks.
-    pub spin: std::time::Duration,
+    pub datapath: crate::datapath::DatapathConfig,
 }
 
 pub const DB_VERSION: u32 = 1;

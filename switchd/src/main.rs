@@ -23,6 +23,9 @@ struct Args {
     /// blocks. Longer trades CPU for latency under sparse traffic; 0 always blocks.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     spin_us: u64,
+    /// Receive ring slots (2 KiB each) per port; 0 uses recvmmsg instead of a ring.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    rx_ring_frames: u32,
 }
 
 fn main() -> ExitCode {
@@ -34,8 +37,11 @@ fn main() -> ExitCode {
     let config = switchd::Config {
         socket: args.socket,
         db: args.db,
-        datapath_threads: args.datapath_threads.into(),
-        spin: std::time::Duration::from_micros(args.spin_us),
+        datapath: switchd::datapath::DatapathConfig {
+            threads: args.datapath_threads.into(),
+            spin: std::time::Duration::from_micros(args.spin_us),
+            ring_frames: args.rx_ring_frames as usize,
+        },
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

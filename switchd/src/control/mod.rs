@@ -39,8 +39,7 @@ async fn serve(
     listener: &UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let datapath = Datapath::start(config.datapath_threads, config.spin)
-        .context("cannot start the datapath")?;
+    let datapath = Datapath::start(&config.datapath).context("cannot start the datapath")?;
     let netlink = netlink::Netlink::connect()?;
     let switch = Arc::new(Mutex::new(
         Switch::restore(db, config.db.clone(), datapath, netlink).await,

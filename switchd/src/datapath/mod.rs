@@ -93,18 +93,29 @@ struct Topology {
     generation: u64,
 }
 
+/// How the datapath runs.
+#[derive(Debug, Clone)]
+pub struct DatapathConfig {
+    /// Forwarding threads; each port's receive side belongs to one of them.
+    pub threads: usize,
+    /// How long a thread keeps polling after forwarding before it blocks.
+    pub spin: Duration,
+    /// Receive ring slots per port; 0 receives with recvmmsg instead.
+    pub ring_frames: usize,
+}
+
 /// The control plane's handle on the datapath threads.
 pub struct Datapath {
     topology: Mutex<Topology>,
     workers: Vec<WorkerHandle>,
+    ring_frames: usize,
 }
 
 impl Datapath {
-    /// Starts `threads` forwarding threads; `spin` is how long each polls for more
-    /// frames after forwarding some before it blocks again.
-    pub fn start(threads: usize, spin: Duration) -> std::io::Result<Self> {
+    pub fn start(config: &DatapathConfig) -> std::io::Result<Self> {
+        let spin = config.spin;
         let mut workers = Vec::new();
-        for n in 0..threads.max(1) {
+        for n in 0..config.threads.max(1) {
             let (tx, rx) = mpsc::channel();
             let wake = Arc::new(EventFd::new()?);
             let applied = Arc::new(AtomicU64::new(0));
@@ -125,6 +136,7 @@ impl Datapath {
         Ok(Datapath {
             topology: Mutex::default(),
             workers,
+            ring_frames: config.ring_frames,
         })
     }
 
@@ -162,10 +174,11 @@ impl Datapath {
         name: &str,
         ifindex: u32,
     ) -> Result<(Arc<Port>, u64), PortError> {
-        let sock = PacketSocket::open(ifindex).map_err(|source| PortError::Open {
-            name: name.to_string(),
-            source,
-        })?;
+        let sock =
+            PacketSocket::open(ifindex, self.ring_frames).map_err(|source| PortError::Open {
+                name: name.to_string(),
+                source,
+            })?;
         let mut topo = self.topology();
         let id = topo.next_port_id;
         topo.next_port_id += 1;

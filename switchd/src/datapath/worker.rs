@@ -8,7 +8,7 @@
 use super::fdb::FdbKey;
 use super::port::bump;
 use super::{now_ms, Member, WorkerMsg, WorkerView};
-use crate::sys::{Epoll, EventFd, RxBatch, TxBatch};
+use crate::sys::{Epoll, EventFd, RingBatch, RingSlot, RxBatch, RxRing, TxBatch};
 use crate::wire::{ethernet, vlan, vnet, EthernetFrame};
 use std::collections::HashMap;
 use std::io;
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-/// Frames per recvmmsg/sendmmsg call.
+/// Frames per ring pass or recvmmsg, and per sendmmsg call.
 const BATCH: usize = 32;
 const MAX_BATCHES_PER_WAKEUP: usize = 8;
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -24,13 +24,55 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Per-thread scratch space, allocated once.
 struct Scratch {
+    /// Frames from the socket queue: all of them for a port without a ring, the
+    /// ones too big for a ring slot otherwise.
     rx: RxBatch,
+    slots: Vec<RingSlot>,
+    srcs: Vec<Src>,
+    fwd: Forwarder,
+}
+
+/// What forwarding needs besides the frames.
+struct Forwarder {
     tx: TxBatch,
     /// (index into `Member::peers`, frame index) pairs to send.
     out: Vec<(u32, u32)>,
     /// Frames of the batch to send to every port but the ingress one.
     flood: Vec<u32>,
     last_error_log: Option<Instant>,
+}
+
+/// Where frame `i` of a batch is.
+#[derive(Clone, Copy)]
+enum Src {
+    /// In the ring: offset and length.
+    Ring(usize, usize),
+    /// In `Scratch::rx`: message index.
+    Queue(usize),
+    /// Truncated or lost: counted as an error, not forwarded.
+    Bad,
+}
+
+/// A received batch, wherever its frames are.
+struct Frames<'a> {
+    ring: Option<&'a RingBatch<'a>>,
+    rx: &'a RxBatch,
+    srcs: &'a [Src],
+}
+
+impl<'a> Frames<'a> {
+    fn len(&self) -> usize {
+        self.srcs.len()
+    }
+
+    /// virtio-net header + frame, or `None` for a frame that cannot be forwarded.
+    fn get(&self, i: usize) -> Option<&'a [u8]> {
+        match self.srcs[i] {
+            Src::Ring(offset, len) => self.ring.map(|r| r.bytes(offset, len)),
+            Src::Queue(j) => Some(self.rx.frame(j).bytes),
+            Src::Bad => None,
+        }
+    }
 }
 
 /// `spin`: after forwarding anything, poll without blocking for this long before
@@ -51,10 +93,14 @@ pub(super) fn run(rx: Receiver<WorkerMsg>, wake: &EventFd, applied: &AtomicU64, 
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
     let mut scratch = Scratch {
         rx: RxBatch::new(BATCH),
-        tx: TxBatch::new(BATCH),
-        out: Vec::new(),
-        flood: Vec::new(),
-        last_error_log: None,
+        slots: Vec::with_capacity(BATCH),
+        srcs: Vec::with_capacity(BATCH),
+        fwd: Forwarder {
+            tx: TxBatch::new(BATCH),
+            out: Vec::new(),
+            flood: Vec::new(),
+            last_error_log: None,
+        },
     };
     let mut ready = Vec::with_capacity(events.len());
     let mut spin_until: Option<Instant> = None;
@@ -124,12 +170,85 @@ fn switch_view(epoll: &Epoll, old: &WorkerView, new: &WorkerView) {
 
 /// Drains a readable port, a batch at a time; true if it received anything.
 fn process_port(member: &Member, s: &mut Scratch) -> bool {
+    match member.port.sock.rx_ring() {
+        Some(ring) => process_ring(member, ring, s),
+        None => process_queue(member, s),
+    }
+}
+
+fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
+    let mut received = false;
+    for _ in 0..MAX_BATCHES_PER_WAKEUP {
+        let Scratch {
+            rx,
+            slots,
+            srcs,
+            fwd,
+        } = s;
+        let batch = ring.recv(slots, BATCH);
+        let n = batch.slots().len();
+        if n == 0 {
+            break;
+        }
+        received = true;
+        // Frames too big for a slot wait whole on the socket queue, in order.
+        let copies = batch
+            .slots()
+            .iter()
+            .filter(|slot| **slot == RingSlot::Copy)
+            .count();
+        let mut queued = 0;
+        if copies > 0 {
+            match rx.recv_up_to(&member.port.sock, copies) {
+                Ok(got) => queued = got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => fwd.log_error(&member.port.name, "receive", &e),
+            }
+        }
+        let mut next_copy = 0;
+        srcs.clear();
+        srcs.extend(batch.slots().iter().map(|slot| match *slot {
+            RingSlot::Ring { offset, len } => Src::Ring(offset, len),
+            RingSlot::Copy if next_copy < queued => {
+                next_copy += 1;
+                Src::Queue(next_copy - 1)
+            }
+            RingSlot::Copy | RingSlot::Truncated => Src::Bad,
+        }));
+        let frames = Frames {
+            ring: Some(&batch),
+            rx,
+            srcs,
+        };
+        fwd.forward_batch(member, &frames);
+        drop(batch);
+        if n < BATCH {
+            break;
+        }
+    }
+    received
+}
+
+fn process_queue(member: &Member, s: &mut Scratch) -> bool {
     let mut received = false;
     for _ in 0..MAX_BATCHES_PER_WAKEUP {
         match s.rx.recv(&member.port.sock) {
             Ok(n) => {
                 received = true;
-                forward_batch(member, s);
+                s.srcs.clear();
+                s.srcs.extend((0..n).map(|i| {
+                    if s.rx.frame(i).truncated {
+                        Src::Bad
+                    } else {
+                        Src::Queue(i)
+                    }
+                }));
+                let frames = Frames {
+                    ring: None,
+                    rx: &s.rx,
+                    srcs: &s.srcs,
+                };
+                s.fwd.forward_batch(member, &frames);
                 if n < BATCH {
                     break;
                 }
@@ -140,7 +259,7 @@ fn process_port(member: &Member, s: &mut Scratch) -> bool {
                 // ENETDOWN when the interface went down or away: the kernel reports it
                 // once, so this does not spin.
                 bump(&member.port.stats.rx_errors, 1);
-                log_error(s, &member.port.name, "receive", &e);
+                s.fwd.log_error(&member.port.name, "receive", &e);
                 break;
             }
         }
@@ -148,97 +267,101 @@ fn process_port(member: &Member, s: &mut Scratch) -> bool {
     received
 }
 
-/// Learns, decides and sends one received batch.
-fn forward_batch(member: &Member, s: &mut Scratch) {
-    let ingress = &member.port;
-    let peers = &member.peers;
-    let now = now_ms();
-    let (mut rx_packets, mut rx_bytes, mut rx_drops, mut rx_errors) = (0, 0, 0, 0);
-    s.out.clear();
-    s.flood.clear();
-    {
-        let mut fdb = member.bridge.fdb();
-        for i in 0..s.rx.len() {
-            let frame = s.rx.frame(i);
-            if frame.truncated || frame.bytes.len() < vnet::HEADER_LEN + ethernet::HEADER_LEN {
-                rx_errors += 1;
-                continue;
-            }
-            let eth = EthernetFrame::new_unchecked(&frame.bytes[vnet::HEADER_LEN..]);
-            rx_packets += 1;
-            rx_bytes += (frame.bytes.len() - vnet::HEADER_LEN) as u64;
-            let src = eth.src_addr();
-            if src.is_multicast() {
-                rx_drops += 1;
-                continue;
-            }
-            let vlan = vlan::vlan_id(eth.into_inner());
-            fdb.learn(FdbKey { vlan, mac: src }, ingress.id, now);
-            let dst = eth.dst_addr();
-            if dst.is_multicast() {
-                s.flood.push(i as u32);
-                continue;
-            }
-            match fdb.lookup(&FdbKey { vlan, mac: dst }, now) {
-                // The destination sits behind the port the frame came in on: filter it.
-                Some(port) if port == ingress.id => {}
-                Some(port) => match peers.binary_search_by_key(&port, |p| p.id) {
-                    Ok(j) => s.out.push((j as u32, i as u32)),
-                    Err(_) => s.flood.push(i as u32),
-                },
-                None => s.flood.push(i as u32),
+impl Forwarder {
+    /// Learns, decides and sends one received batch.
+    fn forward_batch(&mut self, member: &Member, frames: &Frames) {
+        let ingress = &member.port;
+        let peers = &member.peers;
+        let now = now_ms();
+        let (mut rx_packets, mut rx_bytes, mut rx_drops, mut rx_errors) = (0, 0, 0, 0);
+        self.out.clear();
+        self.flood.clear();
+        {
+            let mut fdb = member.bridge.fdb();
+            for i in 0..frames.len() {
+                let Some(bytes) = frames
+                    .get(i)
+                    .filter(|b| b.len() >= vnet::HEADER_LEN + ethernet::HEADER_LEN)
+                else {
+                    rx_errors += 1;
+                    continue;
+                };
+                let eth = EthernetFrame::new_unchecked(&bytes[vnet::HEADER_LEN..]);
+                rx_packets += 1;
+                rx_bytes += (bytes.len() - vnet::HEADER_LEN) as u64;
+                let src = eth.src_addr();
+                if src.is_multicast() {
+                    rx_drops += 1;
+                    continue;
+                }
+                let vlan = vlan::vlan_id(eth.into_inner());
+                fdb.learn(FdbKey { vlan, mac: src }, ingress.id, now);
+                let dst = eth.dst_addr();
+                if dst.is_multicast() {
+                    self.flood.push(i as u32);
+                    continue;
+                }
+                match fdb.lookup(&FdbKey { vlan, mac: dst }, now) {
+                    // The destination sits behind the port the frame came in on: filter it.
+                    Some(port) if port == ingress.id => {}
+                    Some(port) => match peers.binary_search_by_key(&port, |p| p.id) {
+                        Ok(j) => self.out.push((j as u32, i as u32)),
+                        Err(_) => self.flood.push(i as u32),
+                    },
+                    None => self.flood.push(i as u32),
+                }
             }
         }
-    }
-    let stats = &ingress.stats;
-    bump(&stats.rx_packets, rx_packets);
-    bump(&stats.rx_bytes, rx_bytes);
-    bump(&stats.rx_drops, rx_drops);
-    bump(&stats.rx_errors, rx_errors);
+        let stats = &ingress.stats;
+        bump(&stats.rx_packets, rx_packets);
+        bump(&stats.rx_bytes, rx_bytes);
+        bump(&stats.rx_drops, rx_drops);
+        bump(&stats.rx_errors, rx_errors);
 
-    if !s.flood.is_empty() {
-        for (j, peer) in peers.iter().enumerate() {
-            if peer.id != ingress.id {
-                s.out.extend(s.flood.iter().map(|&i| (j as u32, i)));
+        if !self.flood.is_empty() {
+            for (j, peer) in peers.iter().enumerate() {
+                if peer.id != ingress.id {
+                    self.out.extend(self.flood.iter().map(|&i| (j as u32, i)));
+                }
             }
         }
-    }
-    // Grouping by egress port keeps each port's frames in arrival order.
-    s.out.sort_unstable();
-    let Scratch { rx, tx, out, .. } = s;
-    let mut failed = None;
-    for group in out.chunk_by(|a, b| a.0 == b.0) {
-        let peer = &peers[group[0].0 as usize];
-        let sent = tx.send(
-            &peer.sock,
-            group.iter().map(|&(_, i)| rx.frame(i as usize).bytes),
-        );
-        let stats = &peer.stats;
-        bump(&stats.tx_packets, sent.packets);
-        bump(
-            &stats.tx_bytes,
-            sent.bytes - sent.packets * vnet::HEADER_LEN as u64,
-        );
-        bump(&stats.tx_drops, sent.dropped);
-        bump(&stats.tx_errors, sent.errors);
-        if let Some(e) = sent.last_error {
-            failed = Some((peer.name.clone(), e));
+        // Grouping by egress port keeps each port's frames in arrival order.
+        self.out.sort_unstable();
+        let mut failed = None;
+        for group in self.out.chunk_by(|a, b| a.0 == b.0) {
+            let peer = &peers[group[0].0 as usize];
+            let sent = self.tx.send(
+                &peer.sock,
+                group.iter().filter_map(|&(_, i)| frames.get(i as usize)),
+            );
+            let stats = &peer.stats;
+            bump(&stats.tx_packets, sent.packets);
+            bump(
+                &stats.tx_bytes,
+                sent.bytes - sent.packets * vnet::HEADER_LEN as u64,
+            );
+            bump(&stats.tx_drops, sent.dropped);
+            bump(&stats.tx_errors, sent.errors);
+            if let Some(e) = sent.last_error {
+                failed = Some((peer.name.clone(), e));
+            }
+        }
+        if let Some((name, e)) = failed {
+            self.log_error(&name, "send", &e);
         }
     }
-    if let Some((name, e)) = failed {
-        log_error(s, &name, "send", &e);
-    }
-}
 
-fn log_error(s: &mut Scratch, port: &str, what: &str, e: &io::Error) {
-    let now = Instant::now();
-    if s.last_error_log
-        .is_none_or(|t| now.duration_since(t) >= ERROR_LOG_INTERVAL)
-    {
-        s.last_error_log = Some(now);
-        tracing::warn!(
-            port,
-            "{what} failed: {e} (further errors this second not logged)"
-        );
+    fn log_error(&mut self, port: &str, what: &str, e: &io::Error) {
+        let now = Instant::now();
+        if self
+            .last_error_log
+            .is_none_or(|t| now.duration_since(t) >= ERROR_LOG_INTERVAL)
+        {
+            self.last_error_log = Some(now);
+            tracing::warn!(
+                port,
+                "{what} failed: {e} (further errors this second not logged)"
+            );
+        }
     }
 }

@@ -75,6 +75,11 @@ impl RxBatch {
 
     /// Receives up to a batch without blocking. `WouldBlock` means the socket is empty.
     pub fn recv(&mut self, sock: &PacketSocket) -> io::Result<usize> {
+        self.recv_up_to(sock, self.hdrs.len())
+    }
+
+    /// Receives at most `max` messages (and at most a batch) without blocking.
+    pub fn recv_up_to(&mut self, sock: &PacketSocket, max: usize) -> io::Result<usize> {
         self.len = 0;
         for h in self.hdrs.iter_mut() {
             h.msg_hdr.msg_flags = 0;
@@ -90,7 +95,7 @@ impl RxBatch {
             libc::recvmmsg(
                 sock.as_raw_fd(),
                 self.hdrs.as_mut_ptr(),
-                self.hdrs.len() as u32,
+                max.min(self.hdrs.len()) as u32,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )

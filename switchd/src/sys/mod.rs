@@ -9,10 +9,12 @@
 mod mmsg;
 mod packet_socket;
 mod poll;
+mod ring;
 
-pub use mmsg::{RxBatch, TxBatch};
+pub use mmsg::{RxBatch, RxFrame, TxBatch};
 pub use packet_socket::PacketSocket;
 pub use poll::{Epoll, EventFd};
+pub use ring::{RingBatch, RingSlot, RxRing, RING_FRAME_BYTES};
 
 use std::ffi::CString;
 use std::io;

@@ -1,4 +1,4 @@
-use super::cvt;
+use super::{cvt, RxRing};
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -10,14 +10,17 @@ const SOCKET_BUFFER_BYTES: libc::c_int = 4 << 20;
 /// An AF_PACKET socket bound to one interface, non-blocking, with a virtio-net header
 /// on every frame in both directions.
 pub struct PacketSocket {
+    /// Declared before `fd` so the mapping goes before the socket closes.
+    rx_ring: Option<RxRing>,
     fd: OwnedFd,
     ifindex: u32,
 }
 
 impl PacketSocket {
     /// Opens a socket on `ifindex`, puts the interface into promiscuous mode for as
-    /// long as the socket lives, and starts receiving.
-    pub fn open(ifindex: u32) -> io::Result<Self> {
+    /// long as the socket lives, and starts receiving: into a receive ring of
+    /// `ring_frames` slots, or, with 0, into the socket queue for `RxBatch`.
+    pub fn open(ifindex: u32, ring_frames: usize) -> io::Result<Self> {
         // Protocol 0: receive nothing until bind() names the interface, so no frame
         // from another interface slips in between socket() and bind().
         // SAFETY: plain syscall with integer arguments.
@@ -30,7 +33,11 @@ impl PacketSocket {
         })?;
         // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let sock = PacketSocket { fd, ifindex };
+        let mut sock = PacketSocket {
+            rx_ring: None,
+            fd,
+            ifindex,
+        };
 
         sock.set_opt(libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
         // The kernel strips VLAN tags into metadata; this hands them back to us.
@@ -41,6 +48,16 @@ impl PacketSocket {
         sock.set_opt(libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
         sock.set_opt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER_BYTES)?;
         sock.set_opt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER_BYTES)?;
+        if ring_frames > 0 {
+            sock.set_opt(
+                libc::SOL_PACKET,
+                libc::PACKET_VERSION,
+                libc::tpacket_versions::TPACKET_V2 as libc::c_int,
+            )?;
+            // Frames too big for a ring slot are queued whole on the socket as well.
+            sock.set_opt(libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
+            sock.rx_ring = Some(RxRing::attach(&sock, ring_frames)?);
+        }
 
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -71,11 +88,20 @@ impl PacketSocket {
         self.ifindex
     }
 
+    pub fn rx_ring(&self) -> Option<&RxRing> {
+        self.rx_ring.as_ref()
+    }
+
     fn set_opt(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
         self.set_opt_raw(level, name, &value)
     }
 
-    fn set_opt_raw<T>(&self, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    pub(super) fn set_opt_raw<T>(
+        &self,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: &T,
+    ) -> io::Result<()> {
         // SAFETY: `value` points to a live T and the length passed is its size.
         cvt(unsafe {
             libc::setsockopt(
