@@ -1,9 +1,13 @@
 //! The MAC learning table (forwarding database) of one bridge.
 //!
 //! Entries live in a slab; each port threads its entries on a doubly linked list in
-//! last-seen order. That makes every operation O(1) except finding the port with the
-//! most entries on eviction (O(ports), only when the table is full):
-//! - aging pops expired entries off the head of each port's list;
+//! the order they were last linked. An entry is re-linked at the tail when it is
+//! seen again at least `RELINK_MS` after it was last linked, so a busy MAC costs a
+//! hash probe and a store per frame, not list surgery; its last-seen time is always
+//! within `RELINK_MS` of its link time. That makes every operation O(1) except
+//! finding the port with the most entries on eviction (O(ports), only when full):
+//! - aging walks each port's list from the head only as far as entries that could
+//!   be stale (linked more than aging time minus `RELINK_MS` ago);
 //! - a full table evicts the oldest entry of the port holding the most entries, as
 //!   Open vSwitch does, so one port flooding random source MACs cannot push
 //!   everybody else's entries out;
@@ -22,18 +26,51 @@ pub const MAC_AGING_SECS: u64 = 300;
 /// Open vSwitch's default.
 pub const MAC_TABLE_SIZE: u32 = 8192;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdbKey {
     pub vlan: u16,
     pub mac: MacAddr,
 }
 
-const NIL: u32 = u32::MAX;
+impl std::hash::Hash for FdbKey {
+    /// One 64-bit word instead of a u16 and a 6-byte slice: a third less time per
+    /// learn+lookup in the microbenchmark.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let m = self.mac.0;
+        state.write_u64(u64::from_le_bytes([
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            m[5],
+            self.vlan as u8,
+            (self.vlan >> 8) as u8,
+        ]));
+    }
+}
 
+const NIL: u32 = u32::MAX;
+/// How stale a list position may get before a refresh moves it to the tail.
+const RELINK_MS: u64 = 1000;
+
+/// What a lookup needs, stored in the hash table itself so the per-frame path
+/// touches one cache line: a separate slab access cost ~5 ns per frame at 8192
+/// entries in the microbenchmark.
+#[derive(Clone, Copy)]
+struct Entry {
+    port: PortId,
+    slot: u32,
+    last_seen_ms: u64,
+}
+
+/// A node of a port's list, in `linked_ms` order.
+#[derive(Clone, Copy)]
 struct Slot {
     key: FdbKey,
     port: PortId,
-    last_seen_ms: u64,
+    /// When this entry was put at the tail of its port's list.
+    linked_ms: u64,
     prev: u32,
     next: u32,
 }
@@ -64,7 +101,7 @@ pub struct FdbRow {
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 pub struct Fdb {
-    index: FastMap<FdbKey, u32>,
+    index: FastMap<FdbKey, Entry>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     ports: FastMap<PortId, PortList>,
@@ -114,22 +151,20 @@ impl Fdb {
     /// Records that `key` was seen on `port` at `now_ms`. The caller filters out
     /// multicast sources.
     pub fn learn(&mut self, key: FdbKey, port: PortId, now_ms: u64) {
-        if let Some(&idx) = self.index.get(&key) {
-            let slot = &mut self.slots[idx as usize];
-            if slot.port == port {
-                if slot.last_seen_ms == now_ms {
-                    return;
-                }
-                slot.last_seen_ms = now_ms;
-                if self.ports[&port].tail == idx {
+        if let Some(entry) = self.index.get_mut(&key) {
+            entry.last_seen_ms = now_ms;
+            let idx = entry.slot;
+            if entry.port == port {
+                let slot = &self.slots[idx as usize];
+                if now_ms.saturating_sub(slot.linked_ms) < RELINK_MS || slot.next == NIL {
                     return;
                 }
             } else {
+                entry.port = port;
                 self.counters.moved += 1;
-                self.slots[idx as usize].last_seen_ms = now_ms;
             }
             self.unlink(idx);
-            self.link_tail(idx, port);
+            self.link_tail(idx, port, now_ms);
             return;
         }
         if self.index.len() >= self.max_entries {
@@ -138,7 +173,7 @@ impl Fdb {
         let slot = Slot {
             key,
             port,
-            last_seen_ms: now_ms,
+            linked_ms: now_ms,
             prev: NIL,
             next: NIL,
         };
@@ -152,28 +187,40 @@ impl Fdb {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(key, idx);
-        self.link_tail(idx, port);
+        self.index.insert(
+            key,
+            Entry {
+                port,
+                slot: idx,
+                last_seen_ms: now_ms,
+            },
+        );
+        self.link_tail(idx, port, now_ms);
         self.counters.learned += 1;
     }
 
     /// The port `key` was last seen on, unless that was longer ago than the aging time.
     pub fn lookup(&self, key: &FdbKey, now_ms: u64) -> Option<PortId> {
-        let slot = &self.slots[*self.index.get(key)? as usize];
-        (now_ms.saturating_sub(slot.last_seen_ms) <= self.aging_ms).then_some(slot.port)
+        let entry = self.index.get(key)?;
+        (now_ms.saturating_sub(entry.last_seen_ms) <= self.aging_ms).then_some(entry.port)
     }
 
     /// Removes entries older than the aging time; returns how many.
     pub fn expire(&mut self, now_ms: u64) -> usize {
+        // Only entries linked before this can be stale: last seen is at most
+        // RELINK_MS after linked.
+        let horizon = now_ms.saturating_sub(self.aging_ms) + RELINK_MS;
         let mut expired = Vec::new();
         for list in self.ports.values() {
             let mut idx = list.head;
             while idx != NIL {
                 let slot = &self.slots[idx as usize];
-                if now_ms.saturating_sub(slot.last_seen_ms) <= self.aging_ms {
+                if slot.linked_ms >= horizon {
                     break;
                 }
-                expired.push(idx);
+                if now_ms.saturating_sub(self.index[&slot.key].last_seen_ms) > self.aging_ms {
+                    expired.push(idx);
+                }
                 idx = slot.next;
             }
         }
@@ -205,13 +252,10 @@ impl Fdb {
     }
 
     pub fn rows(&self, now_ms: u64) -> impl Iterator<Item = FdbRow> + '_ {
-        self.index.values().map(move |&idx| {
-            let slot = &self.slots[idx as usize];
-            FdbRow {
-                key: slot.key,
-                port: slot.port,
-                age_ms: now_ms.saturating_sub(slot.last_seen_ms),
-            }
+        self.index.iter().map(move |(key, entry)| FdbRow {
+            key: *key,
+            port: entry.port,
+            age_ms: now_ms.saturating_sub(entry.last_seen_ms),
         })
     }
 
@@ -255,7 +299,7 @@ impl Fdb {
         }
     }
 
-    fn link_tail(&mut self, idx: u32, port: PortId) {
+    fn link_tail(&mut self, idx: u32, port: PortId, now_ms: u64) {
         let list = self.ports.entry(port).or_insert(PortList {
             head: NIL,
             tail: NIL,
@@ -263,6 +307,7 @@ impl Fdb {
         });
         let slot = &mut self.slots[idx as usize];
         slot.port = port;
+        slot.linked_ms = now_ms;
         slot.prev = list.tail;
         slot.next = NIL;
         if list.tail == NIL {
@@ -334,19 +379,38 @@ mod tests {
         fdb.learn(key(1), 1, 0);
         fdb.learn(key(2), 1, 1_000);
         fdb.learn(key(3), 2, 1_500);
-        // key(1) refreshed: it moves to the tail of port 1's list.
-        fdb.learn(key(1), 1, 1_800);
+        // Refreshed soon after linking: stays in place, only its time changes.
+        fdb.learn(key(1), 1, 800);
+        // Refreshed later: moves to the tail of port 1's list.
+        fdb.learn(key(2), 1, 2_500);
         assert_eq!(
-            fdb.lookup(&key(2), 3_001),
+            fdb.lookup(&key(1), 2_801),
             None,
             "stale entries miss at once"
         );
-        assert_eq!(fdb.expire(3_001), 1);
-        assert_eq!(fdb.lookup(&key(1), 3_001), Some(1));
-        assert_eq!(fdb.lookup(&key(3), 3_001), Some(2));
-        assert_eq!(fdb.expire(10_000), 2);
+        assert_eq!(fdb.expire(2_801), 1);
+        assert_eq!(fdb.lookup(&key(2), 2_801), Some(1));
+        assert_eq!(fdb.lookup(&key(3), 2_801), Some(2));
+        // key(3) is stale after 3_500, key(2) after 4_500: each exactly on time.
+        assert_eq!(fdb.expire(3_500), 0);
+        assert_eq!(fdb.expire(3_501), 1);
+        assert_eq!(fdb.expire(4_500), 0);
+        assert_eq!(fdb.expire(4_501), 1);
         assert!(fdb.is_empty());
         assert_eq!(fdb.counters().aged, 3);
+    }
+
+    #[test]
+    fn busy_entries_refreshed_often_never_age() {
+        let mut fdb = Fdb::new(16, 2);
+        for t in (0..20_000).step_by(100) {
+            fdb.learn(key(1), 1, t);
+            fdb.learn(key(2), 1, t / 1_500 * 1_500);
+            fdb.expire(t);
+            assert_eq!(fdb.lookup(&key(1), t), Some(1), "at {t}");
+            assert_eq!(fdb.lookup(&key(2), t), Some(1), "at {t}");
+        }
+        assert_eq!(fdb.counters().aged, 0);
     }
 
     #[test]
