@@ -35,7 +35,7 @@ fn learn_and_lookup(c: &mut Criterion) {
             let mut now = 0u64;
             b.iter(|| {
                 n = (n + 1) & mask;
-                now += u64::from(n % 32 == 0);
+                now += u64::from(n.is_multiple_of(32));
                 fdb.learn(keys[n], n as u32 % 64, now);
                 black_box(fdb.lookup(&keys[mask - n], now))
             })
