@@ -8,6 +8,7 @@
 //! Each port's receive side belongs to one thread (`port id % threads`); any thread
 //! may send on any port (concurrent `sendmmsg` on one socket is safe).
 
+pub mod decide;
 pub mod fdb;
 mod port;
 mod worker;
@@ -60,6 +61,8 @@ struct Member {
     bridge: Arc<Bridge>,
     /// Every port of the bridge, the ingress port included, sorted by id.
     peers: Arc<[Arc<Port>]>,
+    /// The ids of `peers`, in the same order.
+    peer_ids: Arc<[PortId]>,
 }
 
 /// Everything one thread needs; replaced whole on every topology change.
@@ -223,6 +226,7 @@ impl Datapath {
             let mut peers = state.ports.clone();
             peers.sort_by_key(|p| p.id);
             let peers: Arc<[Arc<Port>]> = peers.into();
+            let peer_ids: Arc<[PortId]> = peers.iter().map(|p| p.id).collect();
             for port in peers.iter() {
                 views[port.id as usize % self.workers.len()]
                     .members
@@ -230,6 +234,7 @@ impl Datapath {
                         port: port.clone(),
                         bridge: state.bridge.clone(),
                         peers: peers.clone(),
+                        peer_ids: peer_ids.clone(),
                     });
             }
         }

@@ -5,11 +5,11 @@
 //! at the others, so one busy port cannot starve the rest (epoll is level-triggered
 //! and reports it again).
 
-use super::fdb::FdbKey;
+use super::decide::Decider;
 use super::port::bump;
 use super::{now_ms, Member, WorkerMsg, WorkerView};
 use crate::sys::{Epoll, EventFd, RingBatch, RingSlot, RxBatch, RxRing, TxBatch};
-use crate::wire::{ethernet, vlan, vnet, EthernetFrame};
+use crate::wire::vnet;
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,10 +35,7 @@ struct Scratch {
 /// What forwarding needs besides the frames.
 struct Forwarder {
     tx: TxBatch,
-    /// (index into `Member::peers`, frame index) pairs to send.
-    out: Vec<(u32, u32)>,
-    /// Frames of the batch to send to every port but the ingress one.
-    flood: Vec<u32>,
+    decider: Decider,
     last_error_log: Option<Instant>,
 }
 
@@ -97,8 +94,7 @@ pub(super) fn run(rx: Receiver<WorkerMsg>, wake: &EventFd, applied: &AtomicU64, 
         srcs: Vec::with_capacity(BATCH),
         fwd: Forwarder {
             tx: TxBatch::new(BATCH),
-            out: Vec::new(),
-            flood: Vec::new(),
+            decider: Decider::default(),
             last_error_log: None,
         },
     };
@@ -272,63 +268,21 @@ impl Forwarder {
     fn forward_batch(&mut self, member: &Member, frames: &Frames) {
         let ingress = &member.port;
         let peers = &member.peers;
-        let now = now_ms();
-        let (mut rx_packets, mut rx_bytes, mut rx_drops, mut rx_errors) = (0, 0, 0, 0);
-        self.out.clear();
-        self.flood.clear();
-        {
-            let mut fdb = member.bridge.fdb();
-            for i in 0..frames.len() {
-                let Some(bytes) = frames
-                    .get(i)
-                    .filter(|b| b.len() >= vnet::HEADER_LEN + ethernet::HEADER_LEN)
-                else {
-                    rx_errors += 1;
-                    continue;
-                };
-                let eth = EthernetFrame::new_unchecked(&bytes[vnet::HEADER_LEN..]);
-                rx_packets += 1;
-                rx_bytes += (bytes.len() - vnet::HEADER_LEN) as u64;
-                let src = eth.src_addr();
-                if src.is_multicast() {
-                    rx_drops += 1;
-                    continue;
-                }
-                let vlan = vlan::vlan_id(eth.into_inner());
-                fdb.learn(FdbKey { vlan, mac: src }, ingress.id, now);
-                let dst = eth.dst_addr();
-                if dst.is_multicast() {
-                    self.flood.push(i as u32);
-                    continue;
-                }
-                match fdb.lookup(&FdbKey { vlan, mac: dst }, now) {
-                    // The destination sits behind the port the frame came in on: filter it.
-                    Some(port) if port == ingress.id => {}
-                    Some(port) => match peers.binary_search_by_key(&port, |p| p.id) {
-                        Ok(j) => self.out.push((j as u32, i as u32)),
-                        Err(_) => self.flood.push(i as u32),
-                    },
-                    None => self.flood.push(i as u32),
-                }
-            }
-        }
+        let counts = self.decider.decide(
+            &mut member.bridge.fdb(),
+            now_ms(),
+            ingress.id,
+            &member.peer_ids,
+            (0..frames.len()).map(|i| frames.get(i)),
+        );
         let stats = &ingress.stats;
-        bump(&stats.rx_packets, rx_packets);
-        bump(&stats.rx_bytes, rx_bytes);
-        bump(&stats.rx_drops, rx_drops);
-        bump(&stats.rx_errors, rx_errors);
+        bump(&stats.rx_packets, counts.packets);
+        bump(&stats.rx_bytes, counts.bytes);
+        bump(&stats.rx_drops, counts.drops);
+        bump(&stats.rx_errors, counts.errors);
 
-        if !self.flood.is_empty() {
-            for (j, peer) in peers.iter().enumerate() {
-                if peer.id != ingress.id {
-                    self.out.extend(self.flood.iter().map(|&i| (j as u32, i)));
-                }
-            }
-        }
-        // Grouping by egress port keeps each port's frames in arrival order.
-        self.out.sort_unstable();
         let mut failed = None;
-        for group in self.out.chunk_by(|a, b| a.0 == b.0) {
+        for group in self.decider.groups() {
             let peer = &peers[group[0].0 as usize];
             let sent = self.tx.send(
                 &peer.sock,
