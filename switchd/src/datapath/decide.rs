@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn bad_frames_are_counted_not_sent() {
         let (mut d, mut fdb) = (Decider::default(), Fdb::new(16, 300));
-        let runt = vec![0u8; vnet::HEADER_LEN + 13];
+        let runt = [0u8; vnet::HEADER_LEN + 13];
         let group_src = frame(B, [0x01, 0, 0x5e, 0, 0, 1]);
         let counts = d.decide(
             &mut fdb,
