@@ -113,6 +113,29 @@ fn interface_vanishing_under_traffic_is_survived() {
     });
     assert!(show_says_gone, "{}", d.ctl_ok(&["show"]));
     assert!(a.can_ping(&b.ip), "other ports stopped forwarding");
+    // The dead port's socket error must not keep the datapath busy.
+    let before = cpu_ticks(d.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(d.pid()) - before;
+    assert!(
+        used <= 3,
+        "switchd used {used} ticks in 2 s after a port vanished"
+    );
+    // Nor must an interface that goes down.
+    crate::util::run("ip", &["link", "set", &b.port, "down"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(d.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(d.pid()) - before;
+    assert!(
+        used <= 3,
+        "switchd used {used} ticks in 2 s after a port went down"
+    );
+    crate::util::run("ip", &["link", "set", &b.port, "up"]);
+    assert!(
+        a.can_ping(&b.ip),
+        "no forwarding after the port came back up"
+    );
     d.ctl_ok(&["del-port", "br0", &c_port]);
     assert!(a.can_ping(&b.ip));
 }

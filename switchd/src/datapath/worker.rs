@@ -184,6 +184,15 @@ fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
         let batch = ring.recv(slots, BATCH);
         let n = batch.slots().len();
         if n == 0 {
+            if !received {
+                // Woken with nothing in the ring: an error is pending (ENETDOWN when
+                // the interface went down or away). Reading it stops epoll from
+                // reporting the socket again and again.
+                if let Some(e) = member.port.sock.take_error() {
+                    bump(&member.port.stats.rx_errors, 1);
+                    fwd.log_error(&member.port.name, "receive", &e);
+                }
+            }
             break;
         }
         received = true;
@@ -195,10 +204,18 @@ fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
             .count();
         let mut queued = 0;
         if copies > 0 {
-            match rx.recv_up_to(&member.port.sock, copies) {
-                Ok(got) => queued = got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => fwd.log_error(&member.port.name, "receive", &e),
+            // A pending socket error is reported once instead of the frames: read
+            // it, then the frames, so later batches do not pair slots with the
+            // wrong queued frames.
+            for _ in 0..2 {
+                match rx.recv_up_to(&member.port.sock, copies) {
+                    Ok(got) => {
+                        queued = got;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => fwd.log_error(&member.port.name, "receive", &e),
+                }
             }
         }
         let mut next_copy = 0;

@@ -92,6 +92,28 @@ impl PacketSocket {
         self.rx_ring.as_ref()
     }
 
+    /// Reads and clears a pending socket error (`ENETDOWN` when the interface went
+    /// down or away). Until it is read, epoll keeps reporting the socket.
+    pub fn take_error(&self) -> Option<io::Error> {
+        let mut err: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `err` and `len` are valid for writes and `len` is err's size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        match (rc, err) {
+            (0, 0) => None,
+            (0, code) => Some(io::Error::from_raw_os_error(code)),
+            _ => Some(io::Error::last_os_error()),
+        }
+    }
+
     fn set_opt(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
         self.set_opt_raw(level, name, &value)
     }
