@@ -32,6 +32,10 @@ fn bridge_commands_and_their_errors() {
     assert_eq!(d.ctl_json(&["list-br"]), serde_json::json!(["br0", "br1"]));
 
     assert_eq!(d.ctl(&["br-exists", "br0"]).status.code(), Some(0));
+    // A usage error is not "absent".
+    assert_eq!(d.ctl(&["br-exist", "br0"]).status.code(), Some(1));
+    assert_eq!(d.ctl(&["br-exists"]).status.code(), Some(1));
+    assert_eq!(d.ctl(&["--help"]).status.code(), Some(0));
     let absent = d.ctl(&["br-exists", "br9"]);
     assert_eq!(absent.status.code(), Some(2));
     assert!(absent.stderr.is_empty());

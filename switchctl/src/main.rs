@@ -2,7 +2,8 @@
 //!
 //! Every command is one JSON-RPC call; text output is rendered from the same JSON the
 //! daemon returns, which `--format json` prints as is.
-//! Exit codes: 0 success, 1 error, 2 `br-exists` on a missing bridge.
+//! Exit codes: 0 success, 1 error (usage errors included), 2 `br-exists` on a
+//! missing bridge.
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -86,7 +87,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors exit 1 like ovs-vsctl, not clap's 2, which `br-exists`
+        // uses for "no such bridge".
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
