@@ -85,6 +85,14 @@ fn missing_interface_at_start_stays_configured() {
         show.contains(&format!("    Port {}\n        state: up\n", a.port)),
         "{show}"
     );
+    // The interface appears: the port attaches by itself and forwards.
+    let back = Host::with_port(&gone_port, "10.21.0.2/24");
+    let attached = wait_until(Duration::from_secs(5), || {
+        d.ctl_ok(&["show"])
+            .contains(&format!("    Port {gone_port}\n        state: up\n"))
+    });
+    assert!(attached, "{}", d.ctl_ok(&["show"]));
+    assert!(a.can_ping(&back.ip));
     // Still removable, and the database keeps what was configured.
     d.ctl_ok(&["del-port", &gone_port]);
     assert_eq!(d.ctl_ok(&["list-ports", "br0"]), format!("{}\n", a.port));
@@ -136,8 +144,51 @@ fn interface_vanishing_under_traffic_is_survived() {
         a.can_ping(&b.ip),
         "no forwarding after the port came back up"
     );
+    // The interface comes back under the same name: the port re-attaches.
+    let c = Host::with_port(&c_port, "10.22.0.3/24");
+    // The new namespace has a new MAC; a must not keep using the old one.
+    a.ns.exec_ok(&["ip", "neigh", "flush", "all"]);
+    assert!(
+        a.can_ping(&c.ip),
+        "no forwarding to the re-created interface"
+    );
+    assert!(d
+        .ctl_ok(&["show"])
+        .contains(&format!("    Port {c_port}\n        state: up\n")));
     d.ctl_ok(&["del-port", "br0", &c_port]);
     assert!(a.can_ping(&b.ip));
+    assert!(!a.ping_once(&c.ip), "forwarded to a deleted port");
+}
+
+#[test]
+fn renamed_interface_detaches_and_its_name_can_return() {
+    let _machine = shared_machine();
+    let a = Host::new("10.24.0.1/24");
+    let b = Host::new("10.24.0.2/24");
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-port", "br0", &a.port]);
+    d.ctl_ok(&["add-port", "br0", &b.port]);
+    assert!(a.can_ping(&b.ip));
+    let renamed = crate::util::unique_name("swr");
+    crate::util::run("ip", &["link", "set", &b.port, "down"]);
+    crate::util::run("ip", &["link", "set", &b.port, "name", &renamed]);
+    crate::util::run("ip", &["link", "set", &renamed, "up"]);
+    let detached = wait_until(Duration::from_secs(5), || {
+        d.ctl_ok(&["show"]).contains(&format!(
+            "    Port {}\n        state: error: no such device\n",
+            b.port
+        ))
+    });
+    assert!(detached, "{}", d.ctl_ok(&["show"]));
+    assert!(
+        !a.ping_once(&b.ip),
+        "still forwarding to the renamed interface"
+    );
+    crate::util::run("ip", &["link", "set", &renamed, "down"]);
+    crate::util::run("ip", &["link", "set", &renamed, "name", &b.port]);
+    crate::util::run("ip", &["link", "set", &b.port, "up"]);
+    assert!(a.can_ping(&b.ip), "no forwarding once the name came back");
 }
 
 fn raw_call(socket: &std::path::Path, line: &[u8]) -> Value {

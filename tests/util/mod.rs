@@ -152,8 +152,13 @@ pub struct Host {
 impl Host {
     /// `cidr` like "192.168.0.1/24".
     pub fn new(cidr: &str) -> Host {
+        Host::with_port(&unique_name("swv"), cidr)
+    }
+
+    /// A host whose root-namespace end is called `port`.
+    pub fn with_port(port: &str, cidr: &str) -> Host {
         let ns = Netns::new();
-        let port = unique_name("swv");
+        let port = port.to_string();
         run(
             "ip",
             &[

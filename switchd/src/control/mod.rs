@@ -41,15 +41,20 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let datapath = Datapath::start(&config.datapath).context("cannot start the datapath")?;
     let netlink = netlink::Netlink::connect()?;
+    // Subscribe before restoring, so an interface that appears meanwhile is not missed.
+    let links = netlink::watch_links()?;
     let switch = Arc::new(Mutex::new(
         Switch::restore(db, config.db.clone(), datapath, netlink).await,
     ));
     tracing::info!(socket = %config.socket.display(), db = %config.db.display(), "switchd ready");
     let aging = tokio::spawn(age_out(switch.clone()));
+    let follow = tokio::spawn(follow_links(switch.clone(), links));
     server::serve(listener, switch.clone(), shutdown).await;
     aging.abort();
+    follow.abort();
     // Dropping the last handle stops and joins the datapath threads.
     let _ = aging.await;
+    let _ = follow.await;
     drop(switch);
     Ok(())
 }
@@ -72,6 +77,16 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("cannot set permissions on {}", path.display()))?;
     Ok(listener)
+}
+
+async fn follow_links(
+    switch: Arc<Mutex<Switch>>,
+    mut links: tokio::sync::mpsc::UnboundedReceiver<netlink::LinkEvent>,
+) {
+    while let Some(event) = links.recv().await {
+        switch.lock().await.process_link_event(event).await;
+    }
+    tracing::error!("link notifications stopped; ports will not follow interface changes");
 }
 
 async fn age_out(switch: Arc<Mutex<Switch>>) {

@@ -71,3 +71,59 @@ impl Netlink {
             })
     }
 }
+
+/// An interface appeared, changed (same index) or was renamed, or went away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    Present { name: String, index: u32 },
+    Gone { name: String, index: u32 },
+}
+
+/// Subscribes to link notifications (the `ip monitor link` feed). Events that
+/// happen after this returns are delivered in order on the receiver.
+pub fn watch_links() -> Result<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>, NetlinkError> {
+    use futures::StreamExt;
+    use rtnetlink::packet_core::NetlinkPayload;
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+
+    let (conn, _handle, mut messages) =
+        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+            .map_err(NetlinkError::Connect)?;
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let describe = |link: &LinkMessage| {
+        let name = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        })?;
+        Some((name, link.header.index))
+    };
+    tokio::spawn(async move {
+        while let Some((message, _)) = messages.next().await {
+            let event = match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    describe(&link).map(|(name, index)| LinkEvent::Present { name, index })
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
+                    describe(&link).map(|(name, index)| LinkEvent::Gone { name, index })
+                }
+                // The socket buffer overflowed: events were lost. Nothing to replay
+                // them from, so say so; `show` still checks each port's interface.
+                NetlinkPayload::Overrun(_) => {
+                    tracing::warn!(
+                        "link notifications overran; some interface changes were missed"
+                    );
+                    None
+                }
+                _ => None,
+            };
+            if let Some(event) = event {
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}

@@ -3,7 +3,7 @@
 //! Every change is validated, carried out, and saved to the database before the
 //! reply; if any step fails nothing of it remains.
 
-use super::netlink::{Netlink, NetlinkError};
+use super::netlink::{LinkEvent, Netlink, NetlinkError};
 use crate::config::{BridgeConfig, Db};
 use crate::datapath::{now_ms, Bridge, Datapath, Port, PortError};
 use serde_json::{json, Value};
@@ -158,6 +158,70 @@ impl Switch {
                 mac_table_size,
             } => self.set_br(&bridge, mac_aging_time, mac_table_size),
         }
+    }
+
+    /// Follows an interface appearing, being renamed or going away: a configured
+    /// port attaches when its interface appears and detaches when it goes, without
+    /// touching the other ports.
+    pub async fn process_link_event(&mut self, event: LinkEvent) {
+        let (name, index, present) = match &event {
+            LinkEvent::Present { name, index } => (name.as_str(), *index, true),
+            LinkEvent::Gone { name, index } => (name.as_str(), *index, false),
+        };
+        // An attached port whose interface went away, or now has another name.
+        let lost: Vec<(String, String)> = self
+            .bridges
+            .iter()
+            .flat_map(|(bridge, b)| {
+                b.ports.iter().filter_map(move |(port, state)| match state {
+                    PortState::Attached(p)
+                        if p.ifindex() == index && (!present || port != name) =>
+                    {
+                        Some((bridge.clone(), port.clone()))
+                    }
+                    _ => None,
+                })
+            })
+            .collect();
+        for (bridge, port) in lost {
+            let failed = PortState::Failed("no such device".to_string());
+            let state = std::mem::replace(
+                self.bridge_mut(&bridge)
+                    .ports
+                    .get_mut(&port)
+                    .expect("port exists"),
+                failed,
+            );
+            self.detach(&bridge, state).await;
+            tracing::warn!(bridge = %bridge, port = %port, "interface gone; port detached");
+        }
+        if !present {
+            return;
+        }
+        // A configured port whose interface (re)appeared under its name.
+        let Some(bridge) = self.bridge_of(name).map(str::to_string) else {
+            return;
+        };
+        if let Some(PortState::Attached(p)) = self.bridges[&bridge].ports.get(name) {
+            if p.ifindex() == index {
+                return;
+            }
+        }
+        let new_state = match self.attach(&bridge, name).await {
+            Ok(port) => {
+                tracing::info!(bridge = %bridge, port = name, "interface appeared; port attached");
+                PortState::Attached(port)
+            }
+            Err(e) => PortState::Failed(e.to_string()),
+        };
+        let old = std::mem::replace(
+            self.bridge_mut(&bridge)
+                .ports
+                .get_mut(name)
+                .expect("port exists"),
+            new_state,
+        );
+        self.detach(&bridge, old).await;
     }
 
     /// Drops aged-out MAC entries on every bridge.
