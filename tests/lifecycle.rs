@@ -310,3 +310,54 @@ fn idle_switch_uses_no_cpu() {
     // 3 s at 100 ticks/s: 3 ticks is 1% of a core. A spinning thread would use ~300.
     assert!(used <= 3, "idle switchd used {used} ticks in 3 s");
 }
+
+/// Runs switchctl as the unprivileged user nobody (uid 65534), in group `gid`.
+fn ctl_as_nobody(d: &Daemon, gid: u32, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", &format!("--regid={gid}"), "--clear-groups"])
+        .arg(crate::util::bin("switchctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .expect("run setpriv (util-linux)")
+}
+
+#[test]
+fn control_socket_admits_only_root_and_its_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let _machine = shared_machine();
+    let d = Daemon::start();
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660);
+
+    // The file mode keeps others out...
+    let out = ctl_as_nobody(&d, 65534, &["list-br"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    // ...and so do the peer credentials when the mode is opened by mistake.
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = ctl_as_nobody(&d, 65534, &["add-br", "evil"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "switchctl: permission denied: uid 65534 is neither root nor in switchd's socket group\n"
+    );
+    assert_eq!(
+        d.ctl_ok(&["list-br"]),
+        "",
+        "the refused request changed nothing"
+    );
+
+    // With --socket-group, that group's members get in.
+    let g = Daemon::start_with(&["--socket-group", "nogroup"]);
+    assert_eq!(std::fs::metadata(&g.socket).unwrap().gid(), 65534);
+    let out = ctl_as_nobody(&g, 65534, &["add-br", "br0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(g.ctl_ok(&["list-br"]), "br0\n");
+}

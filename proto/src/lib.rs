@@ -201,6 +201,10 @@ impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CallError::Io { socket, source } => match source.kind() {
+                io::ErrorKind::PermissionDenied => write!(
+                    f,
+                    "cannot connect to switchd at {socket}: permission denied (root or switchd's --socket-group only)"
+                ),
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => write!(
                     f,
                     "cannot connect to switchd at {socket}: {source} (is switchd running?)"

@@ -17,6 +17,8 @@ use crate::datapath::{MAC_AGING_SECS, MAC_TABLE_SIZE};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub socket: PathBuf,
+    /// Group (name or id) whose members may use the control socket besides root.
+    pub socket_group: Option<String>,
     pub db: PathBuf,
     pub datapath: crate::datapath::DatapathConfig,
 }

@@ -10,6 +10,10 @@ struct Args {
     /// Control socket path.
     #[arg(long, env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Group (name or id) that may use the control socket besides root; the
+    /// socket gets this group and mode 0660.
+    #[arg(long)]
+    socket_group: Option<String>,
     /// Configuration database path.
     #[arg(long, default_value = DEFAULT_DB)]
     db: PathBuf,
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         .init();
     let config = switchd::Config {
         socket: args.socket,
+        socket_group: args.socket_group,
         db: args.db,
         datapath: switchd::datapath::DatapathConfig {
             threads: args.datapath_threads.into(),

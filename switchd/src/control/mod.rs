@@ -26,7 +26,15 @@ const AGING_SWEEP: Duration = Duration::from_secs(1);
 /// Runs switchd until `shutdown` resolves, then closes the socket and removes its file.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let db = Db::load(&config.db)?;
-    let listener = bind(&config.socket)?;
+    let group = match &config.socket_group {
+        Some(name) => Some(
+            crate::sys::group_id(name)
+                .with_context(|| format!("cannot look up group {name}"))?
+                .with_context(|| format!("no group named {name}"))?,
+        ),
+        None => None,
+    };
+    let listener = bind(&config.socket, group)?;
     let socket = config.socket.clone();
     let result = serve(config, db, &listener, shutdown).await;
     let _ = std::fs::remove_file(&socket);
@@ -49,7 +57,13 @@ async fn serve(
     tracing::info!(socket = %config.socket.display(), db = %config.db.display(), "switchd ready");
     let aging = tokio::spawn(age_out(switch.clone()));
     let follow = tokio::spawn(follow_links(switch.clone(), links));
-    server::serve(listener, switch.clone(), shutdown).await;
+    let access = server::Access {
+        group: match &config.socket_group {
+            Some(name) => crate::sys::group_id(name)?,
+            None => None,
+        },
+    };
+    server::serve(listener, access, switch.clone(), shutdown).await;
     aging.abort();
     follow.abort();
     // Dropping the last handle stops and joins the datapath threads.
@@ -59,8 +73,9 @@ async fn serve(
     Ok(())
 }
 
-/// Binds the control socket, replacing a stale file but never a live daemon's socket.
-fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+/// Binds the control socket, replacing a stale file but never a live daemon's
+/// socket. Mode 0660, group `group` if given.
+fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create socket directory {}", dir.display()))?;
@@ -76,6 +91,10 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
         UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("cannot set permissions on {}", path.display()))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("cannot give {} to group {gid}", path.display()))?;
+    }
     Ok(listener)
 }
 

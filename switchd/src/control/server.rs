@@ -20,8 +20,46 @@ const MAX_CONNECTIONS: usize = 256;
 /// A client that sends nothing for this long is disconnected.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Who may use the socket: root, switchd's own user, and members of `group`.
+/// Checked on every connection with SO_PEERCRED, on top of the socket file's
+/// 0660 mode, so a socket made world-writable by mistake still lets no one in.
+pub struct Access {
+    pub group: Option<u32>,
+}
+
+impl Access {
+    fn allows(&self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
+        if uid == 0 || uid == current_uid() {
+            return true;
+        }
+        let Some(group) = self.group else {
+            return false;
+        };
+        gid == group || pid.is_some_and(|pid| supplementary_groups(pid).contains(&group))
+    }
+}
+
+fn current_uid() -> u32 {
+    std::fs::metadata("/proc/self").map_or(0, |m| std::os::unix::fs::MetadataExt::uid(&m))
+}
+
+/// A process's supplementary groups, from /proc (empty if it is gone).
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub async fn serve(
     listener: &UnixListener,
+    access: Access,
     switch: Arc<Mutex<Switch>>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -35,6 +73,11 @@ pub async fn serve(
                 .expect("semaphore is never closed");
             match listener.accept().await {
                 Ok((stream, _)) => {
+                    if let Err(refusal) = admit(&stream, &access) {
+                        tracing::warn!("{refusal}");
+                        tokio::spawn(refuse(stream, refusal));
+                        continue;
+                    }
                     let switch = switch.clone();
                     tokio::spawn(async move {
                         handle_connection(stream, switch).await;
@@ -53,6 +96,28 @@ pub async fn serve(
         () = accept => {}
         () = shutdown => {}
     }
+}
+
+/// Checks the peer's credentials.
+fn admit(stream: &UnixStream, access: &Access) -> Result<(), String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("refused a client: cannot read its credentials: {e}"))?;
+    if access.allows(cred.uid(), cred.gid(), cred.pid()) {
+        return Ok(());
+    }
+    Err(format!(
+        "permission denied: uid {} is neither root nor in switchd's socket group",
+        cred.uid()
+    ))
+}
+
+/// Tells a refused client why, then hangs up.
+async fn refuse(mut stream: UnixStream, why: String) {
+    let reply = error_reply(Value::Null, code::FAILED, why);
+    let mut bytes = serde_json::to_vec(&reply).expect("replies always serialize");
+    bytes.push(b'\n');
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
 }
 
 async fn handle_connection(stream: UnixStream, switch: Arc<Mutex<Switch>>) {
