@@ -16,6 +16,15 @@ fn attach(daemon: &Daemon, bridge: &str, hosts: &[Host]) {
     }
 }
 
+/// `n` hosts on `subnet`.1.. attached to bridge br0 of a fresh switchd.
+fn switched(subnet: &str, n: usize) -> (Vec<Host>, Daemon) {
+    let hosts = hosts(subnet, n);
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "br0"]);
+    attach(&d, "br0", &hosts);
+    (hosts, d)
+}
+
 fn counter(daemon: &Daemon, bridge: &str, port: &str, name: &str) -> u64 {
     daemon.port_counters(bridge, port)[name].as_u64().unwrap()
 }
@@ -48,10 +57,7 @@ fn tutorial_flow_two_namespaces_ping() {
 #[test]
 fn eight_namespaces_every_pair_pings() {
     let _machine = shared_machine();
-    let hosts = hosts("10.8.0", 8);
-    let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
-    attach(&d, "br0", &hosts);
+    let (hosts, d) = switched("10.8.0", 8);
     for a in &hosts {
         for b in &hosts {
             if a.ip != b.ip {
@@ -106,11 +112,8 @@ fn tcp_with_default_offloads_is_fast() {
 #[test]
 fn learned_unicast_reaches_only_its_port() {
     let _machine = shared_machine();
-    let hosts = hosts("10.10.0", 3);
+    let (hosts, d) = switched("10.10.0", 3);
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
-    let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
-    attach(&d, "br0", &hosts);
     assert!(a.can_ping(&b.ip));
 
     let fdb = d.ctl_json(&["fdb-show", "br0"]);
@@ -179,10 +182,7 @@ fn short_aging_empties_the_table() {
 #[test]
 fn del_port_stops_forwarding() {
     let _machine = shared_machine();
-    let hosts = hosts("10.12.0", 2);
-    let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
-    attach(&d, "br0", &hosts);
+    let (hosts, d) = switched("10.12.0", 2);
     assert!(hosts[0].can_ping(&hosts[1].ip));
 
     d.ctl_ok(&["del-port", "br0", &hosts[1].port]);
@@ -231,10 +231,7 @@ fn bridges_are_isolated() {
 #[test]
 fn counters_match_traffic() {
     let _machine = shared_machine();
-    let hosts = hosts("10.14.0", 2);
-    let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
-    attach(&d, "br0", &hosts);
+    let (hosts, d) = switched("10.14.0", 2);
     assert!(hosts[0].can_ping(&hosts[1].ip));
     let rx0 = counter(&d, "br0", &hosts[0].port, "rx_packets");
     let tx1 = counter(&d, "br0", &hosts[1].port, "tx_packets");
@@ -283,11 +280,8 @@ fn fdb_has(d: &Daemon, mac: [u8; 6], vlan: u16, port: &str) -> bool {
 #[test]
 fn vlan_tagged_frames_keep_their_tag_and_learn_per_vlan() {
     let _machine = shared_machine();
-    let hosts = hosts("10.15.0", 2);
+    let (hosts, d) = switched("10.15.0", 2);
     let (a, b) = (&hosts[0], &hosts[1]);
-    let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
-    attach(&d, "br0", &hosts);
     let mut sa = a.ns.packet_socket("eth0");
     let mut sb = b.ns.packet_socket("eth0");
     let (ma, mb) = ([2, 0, 0, 0, 0x15, 1], [2, 0, 0, 0, 0x15, 2]);
@@ -324,11 +318,8 @@ fn vlan_tagged_frames_keep_their_tag_and_learn_per_vlan() {
 #[test]
 fn multicast_source_is_dropped_and_not_learned() {
     let _machine = shared_machine();
-    let hosts = hosts("10.16.0", 2);
+    let (hosts, d) = switched("10.16.0", 2);
     let (a, b) = (&hosts[0], &hosts[1]);
-    let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
-    attach(&d, "br0", &hosts);
     let mut sa = a.ns.packet_socket("eth0");
     let mut sb = b.ns.packet_socket("eth0");
     let drops = counter(&d, "br0", &a.port, "rx_drops");
