@@ -361,3 +361,79 @@ fn control_socket_admits_only_root_and_its_group() {
     );
     assert_eq!(g.ctl_ok(&["list-br"]), "br0\n");
 }
+
+/// Every change switchctl acknowledged survives a SIGKILL at any moment.
+#[test]
+fn acknowledged_changes_survive_kill_9() {
+    let _machine = shared_machine();
+    let mut d = Daemon::start();
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut next = 0;
+    for round in 0..15u64 {
+        let socket = d.socket.clone();
+        let start = next;
+        let writer = std::thread::spawn(move || {
+            let mut done = Vec::new();
+            for n in start..start + 1000 {
+                let name = format!("k{n}");
+                let ok = std::process::Command::new(crate::util::bin("switchctl"))
+                    .arg("--socket")
+                    .arg(&socket)
+                    .args(["add-br", &name])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if !ok {
+                    break;
+                }
+                done.push(name);
+            }
+            done
+        });
+        // Kill at a different point of the write sequence each round.
+        std::thread::sleep(Duration::from_millis(30 + round * 7));
+        d.kill9();
+        let done = writer.join().unwrap();
+        next += 1000;
+        acknowledged.extend(done);
+        d.restart();
+        let present = d.ctl_ok(&["list-br"]);
+        let present: std::collections::HashSet<&str> = present.lines().collect();
+        for name in &acknowledged {
+            assert!(
+                present.contains(name.as_str()),
+                "round {round}: {name} acknowledged but lost"
+            );
+        }
+    }
+    assert!(
+        acknowledged.len() >= 15,
+        "too few changes made: {}",
+        acknowledged.len()
+    );
+}
+
+#[test]
+fn hundred_clients_at_once_and_a_silent_one() {
+    let _machine = shared_machine();
+    let d = Daemon::start();
+    // A client that connects and never speaks must not hold anyone up.
+    let _silent = UnixStream::connect(&d.socket).unwrap();
+    let socket = d.socket.clone();
+    let clients: Vec<_> = (0..100)
+        .map(|n| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let req = format!(
+                    "{{\"jsonrpc\":\"2.0\",\"id\":{n},\"method\":\"add-br\",\"params\":{{\"bridge\":\"c{n}\"}}}}\n"
+                );
+                raw_call(&socket, req.as_bytes())
+            })
+        })
+        .collect();
+    for (n, client) in clients.into_iter().enumerate() {
+        let reply = client.join().unwrap();
+        assert_eq!(reply["id"], n, "{reply}");
+        assert!(reply["result"].is_null(), "{reply}");
+    }
+    assert_eq!(d.ctl_ok(&["list-br"]).lines().count(), 100);
+}

@@ -295,6 +295,13 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("daemon running").id()
     }
