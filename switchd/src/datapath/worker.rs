@@ -42,8 +42,8 @@ struct Forwarder {
 /// Where frame `i` of a batch is.
 #[derive(Clone, Copy)]
 enum Src {
-    /// In the ring: offset and length.
-    Ring(usize, usize),
+    /// In the ring batch: slot index.
+    Ring(usize),
     /// In `Scratch::rx`: message index.
     Queue(usize),
     /// Truncated or lost: counted as an error, not forwarded.
@@ -65,7 +65,7 @@ impl<'a> Frames<'a> {
     /// virtio-net header + frame, or `None` for a frame that cannot be forwarded.
     fn get(&self, i: usize) -> Option<&'a [u8]> {
         match self.srcs[i] {
-            Src::Ring(offset, len) => self.ring.map(|r| r.bytes(offset, len)),
+            Src::Ring(slot) => self.ring.and_then(|r| r.bytes(slot)),
             Src::Queue(j) => Some(self.rx.frame(j).bytes),
             Src::Bad => None,
         }
@@ -220,14 +220,20 @@ fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
         }
         let mut next_copy = 0;
         srcs.clear();
-        srcs.extend(batch.slots().iter().map(|slot| match *slot {
-            RingSlot::Ring { offset, len } => Src::Ring(offset, len),
-            RingSlot::Copy if next_copy < queued => {
-                next_copy += 1;
-                Src::Queue(next_copy - 1)
-            }
-            RingSlot::Copy | RingSlot::Truncated => Src::Bad,
-        }));
+        srcs.extend(
+            batch
+                .slots()
+                .iter()
+                .enumerate()
+                .map(|(i, slot)| match *slot {
+                    RingSlot::Ring { .. } => Src::Ring(i),
+                    RingSlot::Copy if next_copy < queued => {
+                        next_copy += 1;
+                        Src::Queue(next_copy - 1)
+                    }
+                    RingSlot::Copy | RingSlot::Truncated => Src::Bad,
+                }),
+        );
         let frames = Frames {
             ring: Some(&batch),
             rx,

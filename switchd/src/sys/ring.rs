@@ -55,10 +55,11 @@ pub struct RingBatch<'a> {
     owner: bool,
 }
 
-// SAFETY: the mapping is shared memory owned by this value; the kernel side is
-// synchronised through each slot's status word, and only one thread reads slots.
+// SAFETY: the mapping is memory owned by this value, shared only with the kernel,
+// which hands slots over through their status words (acquire/release).
 unsafe impl Send for RxRing {}
-// SAFETY: as above; `&RxRing` on other threads is only used to drop it.
+// SAFETY: slots are only read through a `RingBatch`, and `lent` lets at most one
+// batch exist at a time, whichever thread asks.
 unsafe impl Sync for RxRing {}
 
 impl RxRing {
@@ -200,12 +201,16 @@ impl RingBatch<'_> {
         self.slots
     }
 
-    /// The bytes of one of this batch's `RingSlot::Ring` slots.
-    pub fn bytes(&self, offset: usize, len: usize) -> &[u8] {
-        assert!(offset + len <= self.ring.map_len, "ring slot out of range");
-        // SAFETY: in range (checked), and the slot stays ours until this batch
-        // drops, which the borrow of `self` outlives.
-        unsafe { std::slice::from_raw_parts(self.ring.map.as_ptr().add(offset), len) }
+    /// The virtio-net header and frame of slot `i` of this batch, if it is in the ring.
+    pub fn bytes(&self, i: usize) -> Option<&[u8]> {
+        let RingSlot::Ring { offset, len } = *self.slots.get(i)? else {
+            return None;
+        };
+        debug_assert!(offset + len <= self.ring.map_len);
+        // SAFETY: `take` produced this range inside one of this batch's slots,
+        // which stay ours until this batch drops; the borrow of `self` outlives
+        // the slice.
+        Some(unsafe { std::slice::from_raw_parts(self.ring.map.as_ptr().add(offset), len) })
     }
 }
 
