@@ -187,6 +187,7 @@ fn daemon_not_running_names_the_socket() {
         .arg("show")
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&socket.display().to_string()));
 }
 

@@ -170,8 +170,9 @@ fn short_aging_empties_the_table() {
     assert!(emptied, "entries did not age out");
     let stats = d.ctl_json(&["fdb-stats", "br0"]);
     assert_eq!(stats["current"], 0, "{stats}");
-    assert_eq!(stats["learned"], 2, "{stats}");
-    assert_eq!(stats["aged"], 2, "{stats}");
+    // A neighbour probe may re-learn both MACs just before the check.
+    assert!(stats["learned"].as_u64().unwrap() >= 2, "{stats}");
+    assert!(stats["aged"].as_u64().unwrap() >= 2, "{stats}");
     let text = d.ctl_ok(&["fdb-stats", "br0"]);
     assert!(
         text.contains("Current/maximum MAC entries in the table: 0/8192"),
@@ -195,7 +196,7 @@ fn del_port_stops_forwarding() {
         fdb.as_array()
             .unwrap()
             .iter()
-            .all(|r| r["port"] != hosts[1].port.as_str()),
+            .all(|r| r["port"] != hosts[1].port.as_str() && r["port"] != "?"),
         "entries of a deleted port remain: {fdb}"
     );
     for _ in 0..3 {
@@ -220,12 +221,29 @@ fn bridges_are_isolated() {
     attach(&d, "br-b", &hosts[2..]);
     assert!(hosts[0].can_ping(&hosts[1].ip));
     assert!(hosts[2].can_ping(&hosts[3].ip));
-    let before = counter(&d, "br-b", &hosts[2].port, "tx_packets");
     for target in [&hosts[2].ip, &hosts[3].ip] {
         assert!(!hosts[0].ping_once(target), "br-a reached {target} on br-b");
     }
-    // hosts[0]'s ARP broadcasts for .3 and .4 must not have reached br-b.
-    assert_eq!(counter(&d, "br-b", &hosts[2].port, "tx_packets"), before);
+    // hosts[0]'s ARP broadcasts for .3 and .4 must not have reached br-b: neither
+    // br-b's table nor the br-b namespaces ever saw hosts[0].
+    let mac0 = hosts[0].mac();
+    let fdb_b = d.ctl_json(&["fdb-show", "br-b"]);
+    assert!(
+        fdb_b
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["mac"] != mac0.as_str()),
+        "{fdb_b}"
+    );
+    for h in &hosts[2..] {
+        let neigh = h.ns.exec_ok(&["ip", "neigh", "show"]);
+        assert!(
+            !neigh.contains(&hosts[0].ip),
+            "{} learned of hosts[0]: {neigh}",
+            h.ip
+        );
+    }
 }
 
 #[test]

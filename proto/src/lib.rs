@@ -17,7 +17,8 @@ pub const DEFAULT_SOCKET: &str = "/run/switchd/switchd.sock";
 pub const DEFAULT_DB: &str = "/var/lib/switchd/switchd.json";
 /// Sets the socket path for both binaries.
 pub const SOCKET_ENV: &str = "SWITCHD_SOCKET";
-/// Longest request line the daemon reads; longer ones are refused and the connection closed.
+/// Longest request line the daemon reads; a longer one is skipped up to its newline
+/// and answered with an error, and the connection stays usable.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// Every request switchd understands; `method` is the kebab-case variant name.

@@ -295,6 +295,7 @@ impl Switch {
         if let PortState::Attached(port) = state {
             let generation = self.datapath.remove_port(bridge, port.id);
             self.wait_applied(generation).await;
+            self.datapath.forget_port(bridge, port.id);
         }
     }
 

@@ -200,15 +200,22 @@ impl Datapath {
         Ok((port, generation))
     }
 
-    /// Stops forwarding on a port and forgets its MAC entries; the socket closes once
-    /// the threads have let go of it. Returns the generation to wait for.
+    /// Stops forwarding on a port; the socket closes once the threads have let go
+    /// of it. Returns the generation to wait for; after it, `forget_port`.
     pub fn remove_port(&self, bridge: &str, id: PortId) -> u64 {
         let mut topo = self.topology();
         if let Some(state) = topo.bridges.get_mut(bridge) {
             state.ports.retain(|p| p.id != id);
-            state.bridge.fdb().remove_port(id);
         }
         self.publish(&mut topo)
+    }
+
+    /// Drops a removed port's MAC entries. Call it once no thread runs a view with
+    /// the port any more: earlier, frames still arriving on it would learn again.
+    pub fn forget_port(&self, bridge: &str, id: PortId) {
+        if let Some(state) = self.topology().bridges.get(bridge) {
+            state.bridge.fdb().remove_port(id);
+        }
     }
 
     /// True once every thread runs generation `generation` or later.

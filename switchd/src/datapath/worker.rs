@@ -6,11 +6,12 @@
 //! and reports it again).
 
 use super::decide::Decider;
+use super::fdb::PortId;
 use super::port::bump;
 use super::{now_ms, Member, WorkerMsg, WorkerView};
 use crate::sys::{Epoll, EventFd, RingBatch, RingSlot, RxBatch, RxRing, TxBatch};
 use crate::wire::vnet;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
@@ -148,15 +149,15 @@ pub(super) fn run(rx: Receiver<WorkerMsg>, wake: &EventFd, applied: &AtomicU64, 
 /// Moves epoll registrations from the ports of `old` to those of `new`.
 fn switch_view(epoll: &Epoll, old: &WorkerView, new: &WorkerView) {
     use std::os::fd::AsRawFd;
-    let keep =
-        |m: &Member, other: &WorkerView| other.members.iter().any(|o| o.port.id == m.port.id);
+    let ids = |v: &WorkerView| -> HashSet<PortId> { v.members.iter().map(|m| m.port.id).collect() };
+    let (old_ids, new_ids) = (ids(old), ids(new));
     for m in &old.members {
-        if !keep(m, new) {
+        if !new_ids.contains(&m.port.id) {
             let _ = epoll.delete(m.port.sock.as_raw_fd());
         }
     }
     for m in &new.members {
-        if !keep(m, old) {
+        if !old_ids.contains(&m.port.id) {
             if let Err(e) = epoll.add(&m.port.sock, u64::from(m.port.id)) {
                 tracing::error!(port = %m.port.name, "cannot poll port: {e}");
             }
@@ -229,7 +230,12 @@ fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
                     RingSlot::Ring { .. } => Src::Ring(i),
                     RingSlot::Copy if next_copy < queued => {
                         next_copy += 1;
-                        Src::Queue(next_copy - 1)
+                        // Even the queued copy can be cut short (a frame over 64 KB).
+                        if rx.frame(next_copy - 1).truncated {
+                            Src::Bad
+                        } else {
+                            Src::Queue(next_copy - 1)
+                        }
                     }
                     RingSlot::Copy | RingSlot::Truncated => Src::Bad,
                 }),

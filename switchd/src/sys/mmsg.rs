@@ -81,7 +81,21 @@ impl RxBatch {
     /// Receives at most `max` messages (and at most a batch) without blocking.
     pub fn recv_up_to(&mut self, sock: &PacketSocket, max: usize) -> io::Result<usize> {
         self.len = 0;
-        for h in self.hdrs.iter_mut() {
+        // Pointers are taken afresh for every call: ones kept from construction
+        // would be invalidated by the `&mut self.bufs[..]` borrows in between.
+        let bufs = self.bufs.as_mut_ptr();
+        for (i, iov) in self.iovs.iter_mut().enumerate() {
+            // SAFETY: i < capacity, so the offset stays inside `bufs`.
+            iov.iov_base = unsafe { bufs.add(i * SLOT_BYTES + HEADROOM) }.cast();
+            iov.iov_len = FRAME_BUF_BYTES;
+        }
+        let (iovs, controls) = (self.iovs.as_mut_ptr(), self.controls.as_mut_ptr());
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
+            // SAFETY: i < capacity, so the offsets stay inside `iovs` and `controls`.
+            unsafe {
+                h.msg_hdr.msg_iov = iovs.add(i);
+                h.msg_hdr.msg_control = controls.add(i).cast();
+            }
             h.msg_hdr.msg_flags = 0;
             h.msg_hdr.msg_controllen = size_of::<Control>();
             h.msg_len = 0;
@@ -241,6 +255,11 @@ impl TxBatch {
     }
 
     fn flush(&mut self, sock: &PacketSocket, n: usize, out: &mut TxOutcome) {
+        let iovs = self.iovs.as_mut_ptr();
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
+            // SAFETY: i < capacity, so the offset stays inside `iovs`.
+            h.msg_hdr.msg_iov = unsafe { iovs.add(i) };
+        }
         let mut off = 0;
         while off < n {
             // SAFETY: headers off..n point at iovecs that point at frames borrowed for
