@@ -18,8 +18,7 @@ const SLOT_BYTES: usize = HEADROOM + FRAME_BUF_BYTES;
 type Control = [u64; 8];
 
 /// Preallocated receive buffers, iovecs, control buffers and message headers for one
-/// batch. Built once per datapath thread; pointers into its own heap storage stay
-/// valid because boxed slices never move their contents.
+/// batch, built once per datapath thread.
 pub struct RxBatch {
     bufs: Box<[u8]>,
     iovs: Box<[libc::iovec]>,
@@ -39,35 +38,34 @@ pub struct RxFrame<'a> {
     pub truncated: bool,
 }
 
+/// Message headers with one iovec each; the pointers are filled in per call.
+fn headers(capacity: usize) -> Box<[libc::mmsghdr]> {
+    (0..capacity)
+        .map(|_| {
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect()
+}
+
+fn iovecs(capacity: usize) -> Box<[libc::iovec]> {
+    (0..capacity)
+        .map(|_| libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        })
+        .collect()
+}
+
 impl RxBatch {
     pub fn new(capacity: usize) -> Self {
-        let mut bufs = vec![0u8; capacity * SLOT_BYTES].into_boxed_slice();
-        let mut controls: Box<[Control]> = vec![[0u64; 8]; capacity].into_boxed_slice();
-        let mut iovs: Box<[libc::iovec]> = (0..capacity)
-            .map(|i| libc::iovec {
-                // SAFETY: i < capacity, so the offset stays inside `bufs`.
-                iov_base: unsafe { bufs.as_mut_ptr().add(i * SLOT_BYTES + HEADROOM) }.cast(),
-                iov_len: FRAME_BUF_BYTES,
-            })
-            .collect();
-        let hdrs = (0..capacity)
-            .map(|i| {
-                // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                // SAFETY: i < capacity, so the offsets stay inside `iovs` and `controls`.
-                unsafe {
-                    h.msg_hdr.msg_iov = iovs.as_mut_ptr().add(i);
-                    h.msg_hdr.msg_control = controls.as_mut_ptr().add(i).cast();
-                }
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
         RxBatch {
-            bufs,
-            iovs,
-            controls,
-            hdrs,
+            bufs: vec![0u8; capacity * SLOT_BYTES].into_boxed_slice(),
+            iovs: iovecs(capacity),
+            controls: vec![[0u64; 8]; capacity].into_boxed_slice(),
+            hdrs: headers(capacity),
             frames: vec![(0, 0, false); capacity].into_boxed_slice(),
             len: 0,
         }
@@ -209,23 +207,10 @@ pub struct TxBatch {
 
 impl TxBatch {
     pub fn new(capacity: usize) -> Self {
-        let mut iovs: Box<[libc::iovec]> = (0..capacity)
-            .map(|_| libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            })
-            .collect();
-        let hdrs = (0..capacity)
-            .map(|i| {
-                // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                // SAFETY: i < capacity, so the offset stays inside `iovs`.
-                h.msg_hdr.msg_iov = unsafe { iovs.as_mut_ptr().add(i) };
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        TxBatch { iovs, hdrs }
+        TxBatch {
+            iovs: iovecs(capacity),
+            hdrs: headers(capacity),
+        }
     }
 
     /// Sends every frame in order, a batch per syscall, without blocking. The
