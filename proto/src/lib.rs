@@ -30,6 +30,9 @@ pub enum Request {
         bridge: String,
         #[serde(default)]
         may_exist: bool,
+        /// Do not create the bridge's internal port (the TAP named after it).
+        #[serde(default)]
+        no_internal: bool,
     },
     DelBr {
         bridge: String,
@@ -82,6 +85,45 @@ pub enum Request {
         #[serde(default)]
         mac_table_size: Option<u32>,
     },
+    /// Creates a veth pair, moves one end into `netns` as `ifname` (default
+    /// `eth0`), configures it there, and adds the other end as a port.
+    AddNsPort {
+        bridge: String,
+        /// An `ip netns` name, or a path such as `/proc/PID/ns/net`.
+        netns: String,
+        #[serde(default)]
+        ifname: Option<String>,
+        /// Name of the end that stays on the host; derived from netns and ifname
+        /// when absent.
+        #[serde(default)]
+        host_ifname: Option<String>,
+        /// `ADDRESS/PREFIX` for the namespace's end.
+        #[serde(default)]
+        ip: Option<String>,
+        /// Default route inside the namespace.
+        #[serde(default)]
+        gateway: Option<String>,
+        #[serde(default)]
+        mac: Option<String>,
+        #[serde(default)]
+        mtu: Option<u32>,
+        #[serde(default)]
+        may_exist: bool,
+    },
+    /// Removes a port made by `add-ns-port` and deletes its veth pair.
+    DelNsPort {
+        bridge: String,
+        netns: String,
+        #[serde(default)]
+        ifname: Option<String>,
+        #[serde(default)]
+        if_exists: bool,
+    },
+    /// Runs `commands` in order as one transaction: all of them take effect and are
+    /// saved once, or none does. The result is the list of their results.
+    Batch {
+        commands: Vec<Request>,
+    },
 }
 
 impl Request {
@@ -101,7 +143,18 @@ impl Request {
         "fdb-stats",
         "dump-ports",
         "set-br",
+        "add-ns-port",
+        "del-ns-port",
+        "batch",
     ];
+
+    /// This request's method name.
+    pub fn method(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("method").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default()
+    }
 }
 
 /// JSON-RPC error codes. The negative ones are JSON-RPC 2.0's own.
@@ -148,6 +201,14 @@ pub struct BridgeInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortInfo {
     pub name: String,
+    /// `system` for an existing interface, `internal` for the bridge's own TAP.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// For a port made by `add-ns-port`: the namespace and the name inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// Kernel interface index the port is bound to, when attached.
     pub ifindex: Option<u32>,
     /// `None` when the port is attached and forwarding.

@@ -4,6 +4,9 @@
 //! daemon returns, which `--format json` prints as is.
 //! Exit codes: 0 success, 1 error (usage errors included), 2 `br-exists` on a
 //! missing bridge.
+//!
+//! Like ovs-vsctl, commands can be chained with `--` (`switchctl add-br br0 --
+//! add-port br0 veth1`); a chain is one transaction: all of it or none.
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -46,8 +49,13 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a bridge.
-    AddBr { bridge: String },
+    /// Create a bridge, with an internal port (a TAP) of the same name.
+    AddBr {
+        bridge: String,
+        /// Do not create the internal port.
+        #[arg(long)]
+        no_internal: bool,
+    },
     /// Delete a bridge and all its ports.
     DelBr { bridge: String },
     /// List bridges.
@@ -78,6 +86,38 @@ enum Command {
         bridge: String,
         interface: Option<String>,
     },
+    /// Connect a network namespace: create a veth pair, move one end into NETNS
+    /// (an `ip netns` name or a path like /proc/PID/ns/net), configure it, and add
+    /// the other end to BRIDGE.
+    AddNsPort {
+        bridge: String,
+        netns: String,
+        /// Name of the interface inside the namespace.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// Name of the host end (default NETNS-IFNAME, or a hash if too long).
+        #[arg(long)]
+        host_ifname: Option<String>,
+        /// Address for the namespace's interface, ADDRESS/PREFIX.
+        #[arg(long, value_name = "CIDR")]
+        ip: Option<String>,
+        /// Default route inside the namespace.
+        #[arg(long, value_name = "IP")]
+        gateway: Option<String>,
+        /// MAC address of the namespace's interface.
+        #[arg(long)]
+        mac: Option<String>,
+        /// MTU of both ends.
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+    /// Undo add-ns-port: remove the port and delete its veth pair.
+    DelNsPort {
+        bridge: String,
+        netns: String,
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+    },
     /// Change bridge settings: set-br BRIDGE mac-aging-time=SECS mac-table-size=N.
     SetBr {
         bridge: String,
@@ -87,8 +127,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let args: Vec<String> = std::env::args().collect();
+    // Split the chain at `--`; each later part is parsed as a command line of its
+    // own, of which only the command and its --may-exist/--if-exists count.
+    let mut parts = args[1..].split(|a| a == "--");
+    let first = parts.next().unwrap_or_default();
+    let parsed = std::iter::once(Cli::try_parse_from(args[..1].iter().chain(first)))
+        .chain(parts.map(|part| Cli::try_parse_from(args[..1].iter().chain(part))))
+        .collect::<Result<Vec<Cli>, _>>();
+    let clis = match parsed {
+        Ok(clis) => clis,
         // Usage errors exit 1 like ovs-vsctl, not clap's 2, which `br-exists`
         // uses for "no such bridge".
         Err(e) => {
@@ -96,7 +144,12 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
-    match run(cli) {
+    let result = if clis.len() == 1 {
+        run(clis.into_iter().next().expect("one"))
+    } else {
+        run_chain(&clis)
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("switchctl: {e:#}");
@@ -120,12 +173,66 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(exit)
 }
 
+/// Sends a chain of commands as one batch and prints each one's output in turn.
+fn run_chain(clis: &[Cli]) -> anyhow::Result<ExitCode> {
+    let first = &clis[0];
+    let commands = clis.iter().map(to_request).collect::<anyhow::Result<_>>()?;
+    let result = call(
+        &first.socket,
+        &Request::Batch { commands },
+        Duration::from_secs(first.timeout),
+    )?;
+    if first.format == Format::Json {
+        println!("{result}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let results: Vec<Value> = serde_json::from_value(result)?;
+    for (cli, result) in clis.iter().zip(results) {
+        print!("{}", render(&cli.command, result)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn to_request(cli: &Cli) -> anyhow::Result<Request> {
     let (may_exist, if_exists) = (cli.may_exist, cli.if_exists);
     Ok(match &cli.command {
-        Command::AddBr { bridge } => Request::AddBr {
+        Command::AddBr {
+            bridge,
+            no_internal,
+        } => Request::AddBr {
             bridge: bridge.clone(),
             may_exist,
+            no_internal: *no_internal,
+        },
+        Command::AddNsPort {
+            bridge,
+            netns,
+            ifname,
+            host_ifname,
+            ip,
+            gateway,
+            mac,
+            mtu,
+        } => Request::AddNsPort {
+            bridge: bridge.clone(),
+            netns: netns.clone(),
+            ifname: Some(ifname.clone()),
+            host_ifname: host_ifname.clone(),
+            ip: ip.clone(),
+            gateway: gateway.clone(),
+            mac: mac.clone(),
+            mtu: *mtu,
+            may_exist,
+        },
+        Command::DelNsPort {
+            bridge,
+            netns,
+            ifname,
+        } => Request::DelNsPort {
+            bridge: bridge.clone(),
+            netns: netns.clone(),
+            ifname: Some(ifname.clone()),
+            if_exists,
         },
         Command::DelBr { bridge } => Request::DelBr {
             bridge: bridge.clone(),
@@ -224,6 +331,8 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
         | Command::BrExists { .. }
         | Command::AddPort { .. }
         | Command::DelPort { .. }
+        | Command::AddNsPort { .. }
+        | Command::DelNsPort { .. }
         | Command::SetBr { .. } => String::new(),
     })
 }
@@ -237,6 +346,12 @@ fn render_show(show: &ShowReply) -> String {
         let _ = writeln!(out, "    mac-table-size: {}", b.mac_table_size);
         for p in &b.ports {
             let _ = writeln!(out, "    Port {}", p.name);
+            if p.kind != "system" && !p.kind.is_empty() {
+                let _ = writeln!(out, "        type: {}", p.kind);
+            }
+            if let (Some(netns), Some(peer)) = (&p.netns, &p.peer) {
+                let _ = writeln!(out, "        netns: {netns} ({peer})");
+            }
             match &p.error {
                 None => {
                     let _ = writeln!(out, "        state: up");

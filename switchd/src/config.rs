@@ -39,6 +39,21 @@ pub struct BridgeConfig {
     pub mac_table_size: u32,
     /// Interface names, in the order they were added.
     pub ports: Vec<String>,
+    /// Whether the bridge has its internal port (a TAP named after it). Absent in
+    /// databases written before internal ports existed, hence the default.
+    #[serde(default)]
+    pub internal: bool,
+    /// Ports made by `add-ns-port`, by host interface name (also in `ports`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ns_ports: BTreeMap<String, NsPort>,
+}
+
+/// Where an `add-ns-port` port leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NsPort {
+    pub netns: String,
+    pub ifname: String,
 }
 
 impl Default for BridgeConfig {
@@ -47,6 +62,8 @@ impl Default for BridgeConfig {
             mac_aging_time: MAC_AGING_SECS,
             mac_table_size: MAC_TABLE_SIZE,
             ports: Vec::new(),
+            internal: true,
+            ns_ports: BTreeMap::new(),
         }
     }
 }

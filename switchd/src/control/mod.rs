@@ -3,6 +3,7 @@
 //! changes what the datapath threads do through [`crate::datapath::Datapath`].
 
 mod netlink;
+mod netns;
 mod server;
 mod switch;
 

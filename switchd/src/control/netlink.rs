@@ -11,9 +11,27 @@ pub enum NetlinkError {
     Lookup { name: String, source: io::Error },
     #[error("cannot bring interface {name} up: {source}")]
     SetUp { name: String, source: io::Error },
+    #[error("cannot create veth pair {host}/{peer}: {source}")]
+    CreateVeth {
+        host: String,
+        peer: String,
+        source: io::Error,
+    },
+    #[error("cannot delete interface {name}: {source}")]
+    Delete { name: String, source: io::Error },
 }
 
-fn to_io(e: rtnetlink::Error) -> io::Error {
+/// A veth pair with one end in another namespace.
+pub struct VethSpec<'a> {
+    pub host: &'a str,
+    pub peer: &'a str,
+    /// The namespace the peer is created in.
+    pub peer_netns: &'a std::fs::File,
+    pub peer_mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+}
+
+pub(super) fn to_io(e: rtnetlink::Error) -> io::Error {
     match e {
         rtnetlink::Error::NetlinkError(msg) => msg.to_io(),
         other => io::Error::other(other.to_string()),
@@ -66,6 +84,54 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| NetlinkError::SetUp {
+                name: name.to_string(),
+                source: to_io(e),
+            })
+    }
+}
+
+impl Netlink {
+    /// Creates a veth pair in one request, the peer end directly in its namespace
+    /// (so it never appears in ours). Both ends start down.
+    pub async fn create_veth(&self, spec: &VethSpec<'_>) -> Result<(), NetlinkError> {
+        use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+        use std::os::fd::AsRawFd;
+        let mut peer = rtnetlink::LinkUnspec::new_with_name(spec.peer)
+            .setns_by_fd(spec.peer_netns.as_raw_fd());
+        if let Some(mac) = spec.peer_mac {
+            peer = peer.address(mac.to_vec());
+        }
+        if let Some(mtu) = spec.mtu {
+            peer = peer.mtu(mtu);
+        }
+        let mut host = rtnetlink::LinkMessageBuilder::<rtnetlink::LinkVeth>::new_with_info_kind(
+            InfoKind::Veth,
+        )
+        .name(spec.host.to_string())
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        if let Some(mtu) = spec.mtu {
+            host = host.mtu(mtu);
+        }
+        self.handle
+            .link()
+            .add(host.build())
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::CreateVeth {
+                host: spec.host.to_string(),
+                peer: spec.peer.to_string(),
+                source: to_io(e),
+            })
+    }
+
+    /// Deletes an interface (for a veth, both ends).
+    pub async fn delete_link(&self, name: &str, index: u32) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::Delete {
                 name: name.to_string(),
                 source: to_io(e),
             })

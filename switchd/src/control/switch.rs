@@ -3,8 +3,9 @@
 //! Every change is validated, carried out, and saved to the database before the
 //! reply; if any step fails nothing of it remains.
 
-use super::netlink::{LinkEvent, Netlink, NetlinkError};
-use crate::config::{BridgeConfig, Db};
+use super::netlink::{LinkEvent, Netlink, NetlinkError, VethSpec};
+use super::netns;
+use crate::config::{BridgeConfig, Db, NsPort};
 use crate::datapath::{now_ms, Bridge, Datapath, Port, PortError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -79,6 +80,34 @@ pub struct Switch {
     bridges: BTreeMap<String, BridgeState>,
     datapath: Datapath,
     netlink: Netlink,
+    /// Set while a `batch` runs: changes are saved once at its end.
+    batch: Option<BatchState>,
+}
+
+/// Kernel objects a running batch created or wants gone, so that a failed batch
+/// can leave the kernel as it found it.
+#[derive(Default)]
+struct BatchState {
+    /// veth pairs made by add-ns-port, deleted again if the batch fails.
+    created_links: Vec<String>,
+    /// veth pairs of del-ns-port, deleted only once the batch is saved.
+    doomed_links: Vec<String>,
+}
+
+/// The default host-side name of an add-ns-port veth: `NETNS-IFNAME` when that is
+/// a valid interface name, otherwise a stable hash of both.
+fn host_ifname(netns: &str, ifname: &str) -> String {
+    let readable = format!("{netns}-{ifname}");
+    if validate_name("interface", &readable).is_ok() {
+        return readable;
+    }
+    // FNV-1a: stable across runs and versions, unlike std's hasher.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in netns.bytes().chain([0]).chain(ifname.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("sd{h:08x}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,27 +130,77 @@ impl Switch {
             bridges: BTreeMap::new(),
             datapath,
             netlink,
+            batch: None,
         };
-        for (name, config) in &db.bridges {
-            switch.start_bridge(name, config);
-            for iface in &config.ports {
-                let state = match switch.attach(name, iface).await {
-                    Ok(port) => PortState::Attached(port),
-                    Err(e) => {
-                        tracing::warn!(bridge = %name, port = %iface, "port not attached: {e}");
-                        PortState::Failed(e.to_string())
-                    }
-                };
-                switch.bridge_mut(name).ports.insert(iface.clone(), state);
-            }
-        }
+        switch.reconcile(&db).await;
         switch.db = db;
         switch
     }
 
+    /// Makes the running bridges and ports match `target` as far as the kernel
+    /// lets it: at start, and to undo a failed batch.
+    async fn reconcile(&mut self, target: &Db) {
+        let gone: Vec<String> = self
+            .bridges
+            .keys()
+            .filter(|b| !target.bridges.contains_key(*b))
+            .cloned()
+            .collect();
+        for bridge in gone {
+            self.stop_bridge(&bridge).await;
+        }
+        for (name, config) in &target.bridges {
+            if !self.bridges.contains_key(name) {
+                self.start_bridge(name, config);
+            }
+            self.bridges[name]
+                .dp
+                .fdb()
+                .set_limits(config.mac_table_size, config.mac_aging_time);
+            let wanted: Vec<(&String, bool)> = config
+                .internal
+                .then_some((name, true))
+                .into_iter()
+                .chain(config.ports.iter().map(|p| (p, false)))
+                .collect();
+            let unwanted: Vec<String> = self.bridges[name]
+                .ports
+                .keys()
+                .filter(|p| !wanted.iter().any(|(w, _)| w == p))
+                .cloned()
+                .collect();
+            for port in unwanted {
+                let state = self.bridge_mut(name).ports.remove(&port).expect("listed");
+                self.detach(name, state).await;
+            }
+            for (port, internal) in wanted {
+                if self.bridges[name].ports.contains_key(port) {
+                    continue;
+                }
+                let attached = if internal {
+                    self.attach_internal(name).await
+                } else {
+                    self.attach(name, port).await
+                };
+                let state = match attached {
+                    Ok(port) => PortState::Attached(port),
+                    Err(e) => {
+                        tracing::warn!(bridge = %name, port = %port, "port not attached: {e}");
+                        PortState::Failed(e.to_string())
+                    }
+                };
+                self.bridge_mut(name).ports.insert(port.clone(), state);
+            }
+        }
+    }
+
     pub async fn handle(&mut self, request: Request) -> RpcResult {
         match request {
-            Request::AddBr { bridge, may_exist } => self.add_br(&bridge, may_exist),
+            Request::AddBr {
+                bridge,
+                may_exist,
+                no_internal,
+            } => self.add_br(&bridge, may_exist, no_internal).await,
             Request::DelBr { bridge, if_exists } => self.del_br(&bridge, if_exists).await,
             Request::ListBr {} => ok(self.bridges.keys().collect::<Vec<_>>()),
             Request::BrExists { bridge } => ok(self.bridges.contains_key(&bridge)),
@@ -157,6 +236,87 @@ impl Switch {
                 mac_aging_time,
                 mac_table_size,
             } => self.set_br(&bridge, mac_aging_time, mac_table_size),
+            Request::AddNsPort {
+                bridge,
+                netns,
+                ifname,
+                host_ifname,
+                ip,
+                gateway,
+                mac,
+                mtu,
+                may_exist,
+            } => {
+                let ifname = ifname.unwrap_or_else(|| "eth0".to_string());
+                let host = host_ifname.unwrap_or_else(|| self::host_ifname(&netns, &ifname));
+                let spec = NsPortSpec {
+                    netns,
+                    ifname,
+                    host,
+                    ip,
+                    gateway,
+                    mac,
+                    mtu,
+                };
+                self.add_ns_port(&bridge, spec, may_exist).await
+            }
+            Request::DelNsPort {
+                bridge,
+                netns,
+                ifname,
+                if_exists,
+            } => {
+                let ifname = ifname.unwrap_or_else(|| "eth0".to_string());
+                self.del_ns_port(&bridge, &netns, &ifname, if_exists).await
+            }
+            Request::Batch { commands } => self.batch(commands).await,
+        }
+    }
+
+    /// Runs requests as one transaction: saved once at the end, or, if one fails,
+    /// undone (the running state reconciled back to the saved database) and the
+    /// error says which.
+    async fn batch(&mut self, commands: Vec<Request>) -> RpcResult {
+        if self.batch.is_some() || commands.iter().any(|c| matches!(c, Request::Batch { .. })) {
+            return Err(err(code::INVALID_PARAMS, "batches cannot be nested"));
+        }
+        let saved = self.db.clone();
+        self.batch = Some(BatchState::default());
+        let mut results = Vec::with_capacity(commands.len());
+        let mut failure = None;
+        for (i, command) in commands.into_iter().enumerate() {
+            let method = command.method();
+            match Box::pin(self.handle(command)).await {
+                Ok(result) => results.push(result),
+                Err(e) => {
+                    failure = Some(err(
+                        e.code,
+                        format!("command {} ({method}): {}", i + 1, e.message),
+                    ));
+                    break;
+                }
+            }
+        }
+        let state = self.batch.take().expect("set above");
+        if failure.is_none() && self.db != saved {
+            if let Err(e) = self.db.save(&self.db_path) {
+                failure = Some(err(code::FAILED, e.to_string()));
+            }
+        }
+        let (undo, delete) = match failure {
+            Some(_) => (true, state.created_links),
+            None => (false, state.doomed_links),
+        };
+        if undo {
+            self.reconcile(&saved).await;
+            self.db = saved;
+        }
+        for host in delete {
+            self.delete_link(&host).await;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => ok(results),
         }
     }
 
@@ -202,6 +362,11 @@ impl Switch {
         let Some(bridge) = self.bridge_of(name).map(str::to_string) else {
             return;
         };
+        // An internal port's interface is the TAP switchd makes; one that appears
+        // under its name is someone else's.
+        if bridge == name && self.db.bridges.get(&bridge).is_some_and(|c| c.internal) {
+            return;
+        }
         if let Some(PortState::Attached(p)) = self.bridges[&bridge].ports.get(name) {
             if p.ifindex() == index {
                 return;
@@ -247,8 +412,13 @@ impl Switch {
             .map(|(name, _)| name.as_str())
     }
 
-    /// Saves `db` and makes it current, or leaves everything as it was.
+    /// Saves `db` and makes it current, or leaves everything as it was. Within a
+    /// batch it only becomes current; the batch saves once at its end.
     fn commit(&mut self, db: Db) -> Result<(), RpcError> {
+        if self.batch.is_some() {
+            self.db = db;
+            return Ok(());
+        }
         db.save(&self.db_path)
             .map_err(|e| err(code::FAILED, e.to_string()))?;
         self.db = db;
@@ -266,6 +436,12 @@ impl Switch {
                 ports: BTreeMap::new(),
             },
         );
+    }
+
+    async fn stop_bridge(&mut self, name: &str) {
+        self.bridges.remove(name);
+        let generation = self.datapath.remove_bridge(name);
+        self.wait_applied(generation).await;
     }
 
     async fn wait_applied(&self, generation: u64) {
@@ -291,6 +467,30 @@ impl Switch {
         Ok(port)
     }
 
+    /// Creates the bridge's TAP and forwards on it.
+    async fn attach_internal(&self, bridge: &str) -> Result<Arc<Port>, AttachError> {
+        let (port, generation) = self.datapath.add_internal_port(bridge, bridge)?;
+        self.wait_applied(generation).await;
+        if let Err(e) = self.netlink.set_up(bridge, port.ifindex()).await {
+            self.detach(bridge, PortState::Attached(port)).await;
+            return Err(e.into());
+        }
+        Ok(port)
+    }
+
+    /// Deletes an interface if it is still there; failures are only logged, as
+    /// the configuration no longer refers to it.
+    async fn delete_link(&self, name: &str) {
+        let result = match self.netlink.link_index(name).await {
+            Ok(Some(index)) => self.netlink.delete_link(name, index).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!("{e}");
+        }
+    }
+
     async fn detach(&self, bridge: &str, state: PortState) {
         if let PortState::Attached(port) = state {
             let generation = self.datapath.remove_port(bridge, port.id);
@@ -299,7 +499,7 @@ impl Switch {
         }
     }
 
-    fn add_br(&mut self, name: &str, may_exist: bool) -> RpcResult {
+    async fn add_br(&mut self, name: &str, may_exist: bool, no_internal: bool) -> RpcResult {
         validate_name("bridge", name)?;
         if self.bridges.contains_key(name) {
             if may_exist {
@@ -318,11 +518,33 @@ impl Switch {
                 ),
             ));
         }
-        let config = BridgeConfig::default();
-        let mut db = self.db.clone();
-        db.bridges.insert(name.to_string(), config.clone());
-        self.commit(db)?;
+        let config = BridgeConfig {
+            internal: !no_internal,
+            ..BridgeConfig::default()
+        };
         self.start_bridge(name, &config);
+        let internal = if config.internal {
+            match self.attach_internal(name).await {
+                Ok(port) => Some(port),
+                Err(e) => {
+                    self.stop_bridge(name).await;
+                    return Err(err(code::FAILED, e.to_string()));
+                }
+            }
+        } else {
+            None
+        };
+        let mut db = self.db.clone();
+        db.bridges.insert(name.to_string(), config);
+        if let Err(e) = self.commit(db) {
+            self.stop_bridge(name).await;
+            return Err(e);
+        }
+        if let Some(port) = internal {
+            self.bridge_mut(name)
+                .ports
+                .insert(name.to_string(), PortState::Attached(port));
+        }
         tracing::info!(bridge = name, "bridge added");
         ok(())
     }
@@ -336,11 +558,16 @@ impl Switch {
             };
         }
         let mut db = self.db.clone();
-        db.bridges.remove(name);
+        let config = db.bridges.remove(name).expect("bridge exists");
         self.commit(db)?;
-        self.bridges.remove(name);
-        let generation = self.datapath.remove_bridge(name);
-        self.wait_applied(generation).await;
+        self.stop_bridge(name).await;
+        // Its add-ns-port veths go with it, as `del-ns-port` would take them.
+        for host in config.ns_ports.into_keys() {
+            match &mut self.batch {
+                Some(batch) => batch.doomed_links.push(host),
+                None => self.delete_link(&host).await,
+            }
+        }
         tracing::info!(bridge = name, "bridge deleted");
         ok(())
     }
@@ -404,12 +631,19 @@ impl Switch {
                 },
             ));
         };
+        if owner == iface {
+            return Err(err(
+                code::FAILED,
+                format!(
+                    "cannot delete port {iface}: it is the internal port of bridge {owner} (delete the bridge instead)"
+                ),
+            ));
+        }
         let mut db = self.db.clone();
-        db.bridges
-            .get_mut(&owner)
-            .expect("bridge exists")
-            .ports
-            .retain(|p| p != iface);
+        let config = db.bridges.get_mut(&owner).expect("bridge exists");
+        config.ports.retain(|p| p != iface);
+        // The veth stays (del-ns-port removes it); the port simply stops being one.
+        config.ns_ports.remove(iface);
         self.commit(db)?;
         let state = self
             .bridge_mut(&owner)
@@ -419,6 +653,201 @@ impl Switch {
         self.detach(&owner, state).await;
         tracing::info!(bridge = %owner, port = iface, "port deleted");
         ok(())
+    }
+
+    async fn add_ns_port(&mut self, bridge: &str, spec: NsPortSpec, may_exist: bool) -> RpcResult {
+        let invalid = |message: String| err(code::INVALID_PARAMS, message);
+        self.bridge(bridge)?;
+        validate_name("interface", &spec.ifname)?;
+        validate_name("interface", &spec.host)?;
+        netns::resolve(&spec.netns).map_err(invalid)?;
+        if let Some((owner, host)) = self.ns_port(&spec.netns, &spec.ifname) {
+            if may_exist && owner == bridge {
+                return ok(());
+            }
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!(
+                    "{} in namespace {} is already port {host} of bridge {owner}",
+                    spec.ifname, spec.netns
+                ),
+            ));
+        }
+        let ip = spec
+            .ip
+            .as_deref()
+            .map(netns::parse_cidr)
+            .transpose()
+            .map_err(invalid)?;
+        let gateway = spec
+            .gateway
+            .as_deref()
+            .map(|g| {
+                g.parse::<std::net::IpAddr>()
+                    .map_err(|_| format!("invalid gateway {g:?}: not an IP address"))
+            })
+            .transpose()
+            .map_err(invalid)?;
+        let mac = spec
+            .mac
+            .as_deref()
+            .map(|m| match m.parse::<crate::wire::MacAddr>() {
+                Ok(mac) if !mac.is_multicast() && mac.0 != [0; 6] => Ok(mac.0),
+                Ok(_) => Err(format!("invalid MAC {m:?}: not a unicast address")),
+                Err(_) => Err(format!("invalid MAC {m:?}: expected xx:xx:xx:xx:xx:xx")),
+            })
+            .transpose()
+            .map_err(invalid)?;
+        if let Some(mtu) = spec.mtu {
+            if !(68..=65535).contains(&mtu) {
+                return Err(invalid(format!("invalid MTU {mtu}: must be 68 to 65535")));
+            }
+        }
+        if let Some(owner) = self.bridge_of(&spec.host) {
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!("{} is already a port of {owner}", spec.host),
+            ));
+        }
+        if self.bridges.contains_key(&spec.host) {
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!("{} is a bridge, not an interface", spec.host),
+            ));
+        }
+        let failed = |e: NetlinkError| err(code::FAILED, e.to_string());
+        if self
+            .netlink
+            .link_index(&spec.host)
+            .await
+            .map_err(failed)?
+            .is_some()
+        {
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!("an interface named {} already exists", spec.host),
+            ));
+        }
+        let ns = netns::open(&spec.netns).map_err(|m| err(code::NOT_FOUND, m))?;
+        let veth = VethSpec {
+            host: &spec.host,
+            peer: &spec.ifname,
+            peer_netns: &ns,
+            peer_mac: mac,
+            mtu: spec.mtu,
+        };
+        match self.netlink.create_veth(&veth).await {
+            Ok(()) => {}
+            Err(NetlinkError::CreateVeth { source, .. })
+                if source.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                return Err(err(
+                    code::ALREADY_EXISTS,
+                    format!(
+                        "an interface named {} already exists in namespace {}",
+                        spec.ifname, spec.netns
+                    ),
+                ));
+            }
+            Err(e) => return Err(failed(e)),
+        }
+        // From here on, a failure deletes the pair again.
+        let result = self.finish_ns_port(bridge, &spec, ns, ip, gateway).await;
+        match (&result, &mut self.batch) {
+            (Err(_), _) => self.delete_link(&spec.host).await,
+            (Ok(_), Some(batch)) => batch.created_links.push(spec.host.clone()),
+            (Ok(_), None) => {}
+        }
+        result
+    }
+
+    async fn finish_ns_port(
+        &mut self,
+        bridge: &str,
+        spec: &NsPortSpec,
+        ns: std::fs::File,
+        ip: Option<(std::net::IpAddr, u8)>,
+        gateway: Option<std::net::IpAddr>,
+    ) -> RpcResult {
+        let inside = netns::InsideConfig {
+            ifname: spec.ifname.clone(),
+            ip,
+            gateway,
+        };
+        netns::configure_inside(ns, inside)
+            .await
+            .map_err(|m| err(code::FAILED, format!("namespace {}: {m}", spec.netns)))?;
+        let port = self
+            .attach(bridge, &spec.host)
+            .await
+            .map_err(|e| err(code::FAILED, e.to_string()))?;
+        let mut db = self.db.clone();
+        let config = db.bridges.get_mut(bridge).expect("bridge exists");
+        config.ports.push(spec.host.clone());
+        config.ns_ports.insert(
+            spec.host.clone(),
+            NsPort {
+                netns: spec.netns.clone(),
+                ifname: spec.ifname.clone(),
+            },
+        );
+        if let Err(e) = self.commit(db) {
+            self.detach(bridge, PortState::Attached(port)).await;
+            return Err(e);
+        }
+        self.bridge_mut(bridge)
+            .ports
+            .insert(spec.host.clone(), PortState::Attached(port));
+        tracing::info!(bridge, port = %spec.host, netns = %spec.netns, "namespace port added");
+        ok(())
+    }
+
+    async fn del_ns_port(
+        &mut self,
+        bridge: &str,
+        netns: &str,
+        ifname: &str,
+        if_exists: bool,
+    ) -> RpcResult {
+        self.bridge(bridge)?;
+        let host = match self.ns_port(netns, ifname) {
+            Some((owner, host)) if owner == bridge => host.to_string(),
+            _ if if_exists => return ok(()),
+            _ => {
+                return Err(err(
+                    code::NOT_FOUND,
+                    format!("bridge {bridge} has no port to {ifname} in namespace {netns}"),
+                ))
+            }
+        };
+        let mut db = self.db.clone();
+        let config = db.bridges.get_mut(bridge).expect("bridge exists");
+        config.ports.retain(|p| *p != host);
+        config.ns_ports.remove(&host);
+        self.commit(db)?;
+        let state = self
+            .bridge_mut(bridge)
+            .ports
+            .remove(&host)
+            .expect("port exists");
+        self.detach(bridge, state).await;
+        match &mut self.batch {
+            Some(batch) => batch.doomed_links.push(host.clone()),
+            None => self.delete_link(&host).await,
+        }
+        tracing::info!(bridge, port = %host, netns, "namespace port deleted");
+        ok(())
+    }
+
+    /// The bridge and host interface of the add-ns-port port to `ifname` in `netns`.
+    fn ns_port(&self, netns: &str, ifname: &str) -> Option<(&str, &str)> {
+        self.db.bridges.iter().find_map(|(bridge, config)| {
+            config
+                .ns_ports
+                .iter()
+                .find(|(_, p)| p.netns == netns && p.ifname == ifname)
+                .map(|(host, _)| (bridge.as_str(), host.as_str()))
+        })
     }
 
     fn port_error(name: &str, state: &PortState) -> Option<String> {
@@ -447,6 +876,14 @@ impl Switch {
                         .iter()
                         .map(|(pname, state)| PortInfo {
                             name: pname.clone(),
+                            kind: if config.internal && pname == name {
+                                "internal"
+                            } else {
+                                "system"
+                            }
+                            .to_string(),
+                            netns: config.ns_ports.get(pname).map(|n| n.netns.clone()),
+                            peer: config.ns_ports.get(pname).map(|n| n.ifname.clone()),
                             ifindex: match state {
                                 PortState::Attached(p) => Some(p.ifindex()),
                                 PortState::Failed(_) => None,
@@ -568,9 +1005,29 @@ impl Switch {
     }
 }
 
+/// add-ns-port's parameters, names resolved, the rest still as the user wrote it.
+struct NsPortSpec {
+    netns: String,
+    ifname: String,
+    host: String,
+    ip: Option<String>,
+    gateway: Option<String>,
+    mac: Option<String>,
+    mtu: Option<u32>,
+}
+
 #[cfg(test)]
 mod tests {
-    use super::validate_name;
+    use super::{host_ifname, validate_name};
+
+    #[test]
+    fn host_names_are_valid_and_stable() {
+        assert_eq!(host_ifname("ns1", "eth0"), "ns1-eth0");
+        let long = host_ifname("/proc/1234/ns/net", "eth0");
+        assert!(validate_name("interface", &long).is_ok(), "{long}");
+        assert_eq!(long, host_ifname("/proc/1234/ns/net", "eth0"));
+        assert_ne!(long, host_ifname("/proc/1234/ns/net", "eth1"));
+    }
 
     #[test]
     fn names_follow_the_kernel_rules() {

@@ -14,9 +14,9 @@ mod port;
 mod worker;
 
 pub use fdb::{Fdb, FdbKey, FdbRow, PortId, MAC_AGING_SECS, MAC_TABLE_SIZE};
-pub use port::{Port, PortStats};
+pub use port::{Port, PortIo, PortStats};
 
-use crate::sys::{EventFd, PacketSocket};
+use crate::sys::{EventFd, PacketSocket, Tap};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -37,6 +37,18 @@ pub enum PortError {
         name: String,
         source: std::io::Error,
     },
+    #[error("could not create internal port {name}: {}", tap_reason(.source))]
+    CreateTap {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+fn tap_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => "an interface of that name exists".to_string(),
+        _ => e.to_string(),
+    }
 }
 
 /// A bridge as the datapath sees it: its MAC table.
@@ -182,13 +194,30 @@ impl Datapath {
                 name: name.to_string(),
                 source,
             })?;
+        Ok(self.insert_port(bridge, name, PortIo::Socket(sock)))
+    }
+
+    /// Creates TAP device `name` and forwards on it as the internal port of `bridge`.
+    pub fn add_internal_port(
+        &self,
+        bridge: &str,
+        name: &str,
+    ) -> Result<(Arc<Port>, u64), PortError> {
+        let tap = Tap::create(name).map_err(|source| PortError::CreateTap {
+            name: name.to_string(),
+            source,
+        })?;
+        Ok(self.insert_port(bridge, name, PortIo::Tap(tap)))
+    }
+
+    fn insert_port(&self, bridge: &str, name: &str, io: PortIo) -> (Arc<Port>, u64) {
         let mut topo = self.topology();
         let id = topo.next_port_id;
         topo.next_port_id += 1;
         let port = Arc::new(Port {
             id,
             name: name.to_string(),
-            sock,
+            io,
             stats: PortStats::default(),
         });
         let state = topo
@@ -197,7 +226,7 @@ impl Datapath {
             .expect("control plane adds ports to existing bridges only");
         state.ports.push(port.clone());
         let generation = self.publish(&mut topo);
-        Ok((port, generation))
+        (port, generation)
     }
 
     /// Stops forwarding on a port; the socket closes once the threads have let go

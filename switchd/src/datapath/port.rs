@@ -1,22 +1,47 @@
 use super::fdb::PortId;
-use crate::sys::PacketSocket;
+use crate::sys::{PacketSocket, Tap};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use switchd_proto::PortCounters;
 
-/// One switch port: a packet socket on an interface plus its counters.
+/// How a port's frames come and go.
+pub enum PortIo {
+    /// A packet socket on an existing interface (a veth end, a NIC).
+    Socket(PacketSocket),
+    /// The bridge's internal port: a TAP device switchd created.
+    Tap(Tap),
+}
+
+impl AsRawFd for PortIo {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            PortIo::Socket(s) => s.as_raw_fd(),
+            PortIo::Tap(t) => t.as_raw_fd(),
+        }
+    }
+}
+
+/// One switch port: its I/O plus its counters.
 ///
 /// Shared between the control plane (counters, name) and the datapath threads: the
 /// thread that owns the port's receive side and every thread that forwards to it.
 pub struct Port {
     pub id: PortId,
     pub name: String,
-    pub sock: PacketSocket,
+    pub io: PortIo,
     pub stats: PortStats,
 }
 
 impl Port {
     pub fn ifindex(&self) -> u32 {
-        self.sock.ifindex()
+        match &self.io {
+            PortIo::Socket(s) => s.ifindex(),
+            PortIo::Tap(t) => t.ifindex(),
+        }
+    }
+
+    pub fn is_internal(&self) -> bool {
+        matches!(self.io, PortIo::Tap(_))
     }
 }
 

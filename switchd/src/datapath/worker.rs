@@ -7,9 +7,9 @@
 
 use super::decide::Decider;
 use super::fdb::PortId;
-use super::port::bump;
+use super::port::{bump, PortIo};
 use super::{now_ms, Member, WorkerMsg, WorkerView};
-use crate::sys::{Epoll, EventFd, RingBatch, RingSlot, RxBatch, RxRing, TxBatch};
+use crate::sys::{Epoll, EventFd, PacketSocket, RingBatch, RingSlot, RxBatch, RxRing, TxBatch};
 use crate::wire::vnet;
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -153,12 +153,12 @@ fn switch_view(epoll: &Epoll, old: &WorkerView, new: &WorkerView) {
     let (old_ids, new_ids) = (ids(old), ids(new));
     for m in &old.members {
         if !new_ids.contains(&m.port.id) {
-            let _ = epoll.delete(m.port.sock.as_raw_fd());
+            let _ = epoll.delete(m.port.io.as_raw_fd());
         }
     }
     for m in &new.members {
         if !old_ids.contains(&m.port.id) {
-            if let Err(e) = epoll.add(&m.port.sock, u64::from(m.port.id)) {
+            if let Err(e) = epoll.add(&m.port.io, u64::from(m.port.id)) {
                 tracing::error!(port = %m.port.name, "cannot poll port: {e}");
             }
         }
@@ -167,13 +167,16 @@ fn switch_view(epoll: &Epoll, old: &WorkerView, new: &WorkerView) {
 
 /// Drains a readable port, a batch at a time; true if it received anything.
 fn process_port(member: &Member, s: &mut Scratch) -> bool {
-    match member.port.sock.rx_ring() {
-        Some(ring) => process_ring(member, ring, s),
-        None => process_queue(member, s),
+    match &member.port.io {
+        PortIo::Socket(sock) => match sock.rx_ring() {
+            Some(ring) => process_ring(member, sock, ring, s),
+            None => process_queue(member, |rx| rx.recv(sock), s),
+        },
+        PortIo::Tap(tap) => process_queue(member, |rx| rx.recv_tap(tap), s),
     }
 }
 
-fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
+fn process_ring(member: &Member, sock: &PacketSocket, ring: &RxRing, s: &mut Scratch) -> bool {
     let mut received = false;
     for _ in 0..MAX_BATCHES_PER_WAKEUP {
         let Scratch {
@@ -189,7 +192,7 @@ fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
                 // Woken with nothing in the ring: an error is pending (ENETDOWN when
                 // the interface went down or away). Reading it stops epoll from
                 // reporting the socket again and again.
-                if let Some(e) = member.port.sock.take_error() {
+                if let Some(e) = sock.take_error() {
                     bump(&member.port.stats.rx_errors, 1);
                     fwd.log_error(&member.port.name, "receive", &e);
                 }
@@ -209,7 +212,7 @@ fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
             // it, then the frames, so later batches do not pair slots with the
             // wrong queued frames.
             for _ in 0..2 {
-                match rx.recv_up_to(&member.port.sock, copies) {
+                match rx.recv_up_to(sock, copies) {
                     Ok(got) => {
                         queued = got;
                         break;
@@ -254,10 +257,16 @@ fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
     received
 }
 
-fn process_queue(member: &Member, s: &mut Scratch) -> bool {
+/// Drains a port without a ring: `recv` fills `Scratch::rx` from its socket queue
+/// or its TAP.
+fn process_queue(
+    member: &Member,
+    mut recv: impl FnMut(&mut RxBatch) -> io::Result<usize>,
+    s: &mut Scratch,
+) -> bool {
     let mut received = false;
     for _ in 0..MAX_BATCHES_PER_WAKEUP {
-        match s.rx.recv(&member.port.sock) {
+        match recv(&mut s.rx) {
             Ok(n) => {
                 received = true;
                 s.srcs.clear();
@@ -313,10 +322,11 @@ impl Forwarder {
         let mut failed = None;
         for group in self.decider.groups() {
             let peer = &peers[group[0].0 as usize];
-            let sent = self.tx.send(
-                &peer.sock,
-                group.iter().filter_map(|&(_, i)| frames.get(i as usize)),
-            );
+            let out = group.iter().filter_map(|&(_, i)| frames.get(i as usize));
+            let sent = match &peer.io {
+                PortIo::Socket(sock) => self.tx.send(sock, out),
+                PortIo::Tap(tap) => self.tx.send_tap(tap, out),
+            };
             let stats = &peer.stats;
             bump(&stats.tx_packets, sent.packets);
             bump(

@@ -1,6 +1,6 @@
 //! Batched receive and send: one `recvmmsg`/`sendmmsg` moves up to a whole batch.
 
-use super::PacketSocket;
+use super::{PacketSocket, Tap};
 use crate::wire::vlan;
 use std::io;
 use std::mem::size_of;
@@ -136,6 +136,27 @@ impl RxBatch {
         Ok(self.len)
     }
 
+    /// Reads up to a batch from a TAP device, one `read` per frame (a TAP has no
+    /// batched receive). `WouldBlock` means it is empty.
+    pub fn recv_tap(&mut self, tap: &Tap) -> io::Result<usize> {
+        self.len = 0;
+        while self.len < self.frames.len() {
+            let slot = self.len * SLOT_BYTES + HEADROOM;
+            match tap.read(&mut self.bufs[slot..slot + FRAME_BUF_BYTES]) {
+                Ok(n) => {
+                    // A TAP cuts longer frames short silently; ours is bigger than
+                    // anything it can hand over.
+                    self.frames[self.len] = (slot, n, n == FRAME_BUF_BYTES);
+                    self.len += 1;
+                }
+                // Hand over what was read; an error comes back on the next call.
+                Err(_) if self.len > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.len)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -237,6 +258,37 @@ impl TxBatch {
                 return out;
             }
         }
+    }
+
+    /// Writes every frame to a TAP device, one `write` each.
+    pub fn send_tap<'a>(
+        &mut self,
+        tap: &Tap,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+    ) -> TxOutcome {
+        let mut out = TxOutcome::default();
+        for frame in frames {
+            match tap.write(frame) {
+                Ok(n) => {
+                    out.packets += 1;
+                    out.bytes += n as u64;
+                }
+                // EIO: the device is down, which is the host's choice, not a fault.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAGAIN | libc::ENOBUFS | libc::EIO)
+                    ) =>
+                {
+                    out.dropped += 1;
+                }
+                Err(e) => {
+                    out.errors += 1;
+                    out.last_error = Some(e);
+                }
+            }
+        }
+        out
     }
 
     fn flush(&mut self, sock: &PacketSocket, n: usize, out: &mut TxOutcome) {

@@ -10,11 +10,13 @@ mod mmsg;
 mod packet_socket;
 mod poll;
 mod ring;
+mod tap;
 
 pub use mmsg::{RxBatch, RxFrame, TxBatch};
 pub use packet_socket::PacketSocket;
 pub use poll::{Epoll, EventFd};
 pub use ring::{RingBatch, RingSlot, RxRing, RING_FRAME_BYTES};
+pub use tap::Tap;
 
 use std::ffi::CString;
 use std::io;
@@ -34,6 +36,16 @@ pub fn ifindex(name: &str) -> Option<u32> {
     // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     (index != 0).then_some(index)
+}
+
+/// Moves the calling thread into the network namespace `ns` (an open
+/// `/run/netns/NAME` or `/proc/PID/ns/net`). Sockets it opens afterwards belong to
+/// that namespace. Only ever call it on a thread of its own.
+pub fn enter_netns(ns: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a descriptor that `ns` keeps open.
+    cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+    Ok(())
 }
 
 /// The id of a group given by name or number; `None` if there is no such group.
