@@ -281,7 +281,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             let mut args = vec!["--log-level", "info"];
             args.extend(extra.split_whitespace());
             let daemon = Daemon::start_with(&args);
-            daemon.ctl_ok(&["add-br", "br0"]);
+            daemon.ctl_ok(&["add-br", "--no-internal", "br0"]);
             for ns in [&topo.a, &topo.b] {
                 let port = uplink(ns);
                 daemon.ctl_ok(&["add-port", "br0", &port]);

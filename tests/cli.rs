@@ -19,10 +19,10 @@ fn bridge_commands_and_their_errors() {
     let _machine = shared_machine();
     let d = Daemon::start();
     assert_eq!(d.ctl_ok(&["list-br"]), "");
-    d.ctl_ok(&["add-br", "br0"]);
-    d.ctl_ok(&["add-br", "br1"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br1"]);
     assert_fails(
-        d.ctl(&["add-br", "br0"]),
+        d.ctl(&["add-br", "--no-internal", "br0"]),
         1,
         "a bridge named br0 already exists",
     );
@@ -68,8 +68,8 @@ fn port_commands_and_their_errors() {
     let a = Host::new("10.30.0.1/24");
     let b = Host::new("10.30.0.2/24");
     let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
-    d.ctl_ok(&["add-br", "br1"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br1"]);
 
     assert_fails(
         d.ctl(&["add-port", "br9", &a.port]),
@@ -131,7 +131,7 @@ fn port_commands_and_their_errors() {
 fn set_br_validates_and_applies() {
     let _machine = shared_machine();
     let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     d.ctl_ok(&["set-br", "br0", "mac-aging-time=30", "mac-table-size=100"]);
     let stats = d.ctl_json(&["fdb-stats", "br0"]);
     assert_eq!(stats["max"], 100);

@@ -1,6 +1,8 @@
 //! Frames between namespaces: learning, flooding, isolation, TCP with offloads.
 
-use crate::util::{exclusive_machine, frame, shared_machine, wait_until, Daemon, Host};
+use crate::util::{
+    exclusive_machine, frame, shared_machine, unique_name, wait_until, Daemon, Host,
+};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ fn attach(daemon: &Daemon, bridge: &str, hosts: &[Host]) {
 fn switched(subnet: &str, n: usize) -> (Vec<Host>, Daemon) {
     let hosts = hosts(subnet, n);
     let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     attach(&d, "br0", &hosts);
     (hosts, d)
 }
@@ -36,13 +38,20 @@ fn tutorial_flow_two_namespaces_ping() {
     let ns1 = Host::new("192.168.0.1/24");
     let ns2 = Host::new("192.168.0.2/24");
     let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
-    d.ctl_ok(&["add-port", "br0", &ns1.port]);
-    d.ctl_ok(&["add-port", "br0", &ns2.port]);
+    // With its internal port, as a user gets it; named uniquely since that port
+    // is an interface on the host.
+    let br = unique_name("tut");
+    d.ctl_ok(&["add-br", &br]);
+    d.ctl_ok(&["add-port", &br, &ns1.port]);
+    d.ctl_ok(&["add-port", &br, &ns2.port]);
 
     let show = d.ctl_ok(&["show"]);
-    let expected = "Bridge br0\n    mac-aging-time: 300\n    mac-table-size: 8192\n";
-    assert!(show.starts_with(expected), "{show}");
+    let expected = format!("Bridge {br}\n    mac-aging-time: 300\n    mac-table-size: 8192\n");
+    assert!(show.starts_with(&expected), "{show}");
+    assert!(
+        show.contains(&format!("    Port {br}\n        type: internal\n        state: up\n")),
+        "{show}"
+    );
     for port in [&ns1.port, &ns2.port] {
         assert!(
             show.contains(&format!("    Port {port}\n        state: up\n")),
@@ -84,7 +93,7 @@ fn tcp_with_default_offloads_is_fast() {
         );
     }
     let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     attach(&d, "br0", &hosts);
     let (client, server) = (&hosts[0], &hosts[1]);
     assert!(client.can_ping(&server.ip));
@@ -153,7 +162,7 @@ fn short_aging_empties_the_table() {
     let _machine = shared_machine();
     let hosts = hosts("10.11.0", 2);
     let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     d.ctl_ok(&["set-br", "br0", "mac-aging-time=2"]);
     attach(&d, "br0", &hosts);
     assert!(hosts[0].can_ping(&hosts[1].ip));
@@ -215,8 +224,8 @@ fn bridges_are_isolated() {
     let _machine = shared_machine();
     let hosts = hosts("10.13.0", 4);
     let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br-a"]);
-    d.ctl_ok(&["add-br", "br-b"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br-a"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br-b"]);
     attach(&d, "br-a", &hosts[..2]);
     attach(&d, "br-b", &hosts[2..]);
     assert!(hosts[0].can_ping(&hosts[1].ip));

@@ -12,8 +12,8 @@ fn sigterm_cleans_up_and_restart_restores_config() {
     let a = Host::new("10.20.0.1/24");
     let b = Host::new("10.20.0.2/24");
     let mut d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
-    d.ctl_ok(&["add-br", "br1"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br1"]);
     d.ctl_ok(&["set-br", "br0", "mac-aging-time=77", "mac-table-size=500"]);
     d.ctl_ok(&["add-port", "br0", &a.port]);
     d.ctl_ok(&["add-port", "br0", &b.port]);
@@ -64,7 +64,7 @@ fn missing_interface_at_start_stays_configured() {
     let gone = Host::new("10.21.0.2/24");
     let gone_port = gone.port.clone();
     let mut d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     d.ctl_ok(&["add-port", "br0", &a.port]);
     d.ctl_ok(&["add-port", "br0", &gone_port]);
     d.stop();
@@ -105,7 +105,7 @@ fn interface_vanishing_under_traffic_is_survived() {
     let b = Host::new("10.22.0.2/24");
     let c = Host::new("10.22.0.3/24");
     let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     for h in [&a, &b, &c] {
         d.ctl_ok(&["add-port", "br0", &h.port]);
     }
@@ -166,7 +166,7 @@ fn renamed_interface_detaches_and_its_name_can_return() {
     let a = Host::new("10.24.0.1/24");
     let b = Host::new("10.24.0.2/24");
     let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     d.ctl_ok(&["add-port", "br0", &a.port]);
     d.ctl_ok(&["add-port", "br0", &b.port]);
     assert!(a.can_ping(&b.ip));
@@ -276,7 +276,7 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
         let mut s = UnixStream::connect(&d.socket).unwrap();
         s.write_all(br#"{"jsonrpc":"2.0","id":1,"meth"#).unwrap();
     }
-    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     assert_eq!(d.ctl_ok(&["list-br"]), "br0\n");
 }
 
@@ -300,7 +300,7 @@ fn idle_switch_uses_no_cpu() {
     let a = Host::new("10.23.0.1/24");
     let b = Host::new("10.23.0.2/24");
     let d = Daemon::start();
-    d.ctl_ok(&["add-br", "br0"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     d.ctl_ok(&["add-port", "br0", &a.port]);
     d.ctl_ok(&["add-port", "br0", &b.port]);
     assert!(a.can_ping(&b.ip));
@@ -353,7 +353,7 @@ fn control_socket_admits_only_root_and_its_group() {
     // With --socket-group, that group's members get in.
     let g = Daemon::start_with(&["--socket-group", "nogroup"]);
     assert_eq!(std::fs::metadata(&g.socket).unwrap().gid(), 65534);
-    let out = ctl_as_nobody(&g, 65534, &["add-br", "br0"]);
+    let out = ctl_as_nobody(&g, 65534, &["add-br", "--no-internal", "br0"]);
     assert!(
         out.status.success(),
         "{}",
@@ -424,7 +424,7 @@ fn hundred_clients_at_once_and_a_silent_one() {
             let socket = socket.clone();
             std::thread::spawn(move || {
                 let req = format!(
-                    "{{\"jsonrpc\":\"2.0\",\"id\":{n},\"method\":\"add-br\",\"params\":{{\"bridge\":\"c{n}\"}}}}\n"
+                    "{{\"jsonrpc\":\"2.0\",\"id\":{n},\"method\":\"add-br\",\"params\":{{\"bridge\":\"c{n}\",\"no_internal\":true}}}}\n"
                 );
                 raw_call(&socket, req.as_bytes())
             })
