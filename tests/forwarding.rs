@@ -49,7 +49,9 @@ fn tutorial_flow_two_namespaces_ping() {
     let expected = format!("Bridge {br}\n    mac-aging-time: 300\n    mac-table-size: 8192\n");
     assert!(show.starts_with(&expected), "{show}");
     assert!(
-        show.contains(&format!("    Port {br}\n        type: internal\n        state: up\n")),
+        show.contains(&format!(
+            "    Port {br}\n        type: internal\n        state: up\n"
+        )),
         "{show}"
     );
     for port in [&ns1.port, &ns2.port] {

@@ -4,4 +4,5 @@
 mod cli;
 mod forwarding;
 mod lifecycle;
+mod namespaces;
 mod util;
