@@ -304,11 +304,19 @@ fn idle_switch_uses_no_cpu() {
     d.ctl_ok(&["add-port", "br0", &a.port]);
     d.ctl_ok(&["add-port", "br0", &b.port]);
     assert!(a.can_ping(&b.ip));
-    let before = cpu_ticks(d.pid());
-    std::thread::sleep(Duration::from_secs(3));
-    let used = cpu_ticks(d.pid()) - before;
-    // 3 s at 100 ticks/s: 3 ticks is 1% of a core. A spinning thread would use ~300.
-    assert!(used <= 3, "idle switchd used {used} ticks in 3 s");
+    // The daemon does follow every interface change on the host, and other tests
+    // (or the kernel cleaning up their namespaces) make plenty: take the quietest
+    // of a few windows.
+    let used = (0..3)
+        .map(|_| {
+            let before = cpu_ticks(d.pid());
+            std::thread::sleep(Duration::from_secs(2));
+            cpu_ticks(d.pid()) - before
+        })
+        .min()
+        .unwrap();
+    // 2 s at 100 ticks/s: 2 ticks is 1% of a core. A spinning thread would use ~200.
+    assert!(used <= 2, "idle switchd used {used} ticks in 2 s");
 }
 
 /// Runs switchctl as the unprivileged user nobody (uid 65534), in group `gid`.

@@ -200,10 +200,13 @@ fn ns_port_sets_everything_up_and_undoes_it() {
     let mut d = Daemon::start();
     d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     let (a, b) = (Netns::new(), Netns::new());
+    let host_a = unique_name("ha");
     d.ctl_ok(&[
         "add-ns-port",
         "br0",
         &a.name,
+        "--host-ifname",
+        &host_a,
         "--ip",
         "10.232.0.1/24",
         "--mac",
@@ -243,7 +246,6 @@ fn ns_port_sets_everything_up_and_undoes_it() {
 
     // show says where each port leads.
     let shown = ports(&d);
-    let host_a = format!("{}-eth0", a.name);
     let pa = shown.iter().find(|p| p["name"] == host_a.as_str()).unwrap();
     assert_eq!(pa["netns"], a.name.as_str());
     assert_eq!(pa["peer"], "eth0");
@@ -302,6 +304,7 @@ fn ns_port_failures_leave_nothing_behind() {
         ],
     );
     let before = links_in(&ns);
+    let host = unique_name("fh");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["add-ns-port", "br0", "no-such-ns-x"],
@@ -348,7 +351,10 @@ fn ns_port_failures_leave_nothing_behind() {
             "cannot add default route",
         ),
     ];
-    for (args, message) in cases {
+    for (mut args, message) in cases {
+        if !args.contains(&"--host-ifname") {
+            args.extend(["--host-ifname", &host]);
+        }
         assert_fails(d.ctl(&args), message);
         assert_eq!(
             links_in(&ns),
@@ -356,10 +362,7 @@ fn ns_port_failures_leave_nothing_behind() {
             "{args:?} left an interface in the namespace"
         );
         assert!(ports(&d).is_empty(), "{args:?} left a port");
-        assert!(
-            !link_exists(&format!("{}-eth0", ns.name)),
-            "{args:?} left the host end"
-        );
+        assert!(!link_exists(&host), "{args:?} left the host end");
     }
     run("ip", &["link", "del", &taken]);
 }
@@ -370,10 +373,12 @@ fn chained_commands_are_all_or_nothing() {
     let _machine = shared_machine();
     let mut d = Daemon::start();
     let nss: Vec<Netns> = (0..3).map(|_| Netns::new()).collect();
+    let hosts: Vec<String> = (0..3).map(|_| unique_name("ch")).collect();
     let mut args: Vec<String> = vec!["add-br".into(), "--no-internal".into(), "br0".into()];
     for (i, ns) in nss.iter().enumerate() {
         args.extend(["--", "add-ns-port", "br0", &ns.name, "--ip"].map(String::from));
         args.push(format!("10.234.0.{}/24", i + 1));
+        args.extend(["--host-ifname".to_string(), hosts[i].clone()]);
     }
     // The last command fails: nothing of the chain may remain.
     let mut failing = args.clone();
@@ -384,9 +389,9 @@ fn chained_commands_are_all_or_nothing() {
         "command 5 (add-port): no interface named no-such-iface",
     );
     assert_eq!(d.ctl_ok(&["list-br"]), "");
-    for ns in &nss {
+    for (ns, host) in nss.iter().zip(&hosts) {
         assert!(!links_in(ns).contains("eth0"), "veth left in {}", ns.name);
-        assert!(!link_exists(&format!("{}-eth0", ns.name)));
+        assert!(!link_exists(host), "{host} left behind");
     }
     let db = std::fs::read_to_string(&d.db).unwrap_or_default();
     assert!(!db.contains("br0"), "{db}");

@@ -27,7 +27,8 @@ struct Args {
     /// blocks. Longer trades CPU for latency under sparse traffic; 0 always blocks.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     spin_us: u64,
-    /// Receive ring slots (2 KiB each) per port; 0 uses recvmmsg instead of a ring.
+    /// Receive ring slots (2 KiB each) given to a port once it gets busy; 0 always
+    /// receives with recvmmsg.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=65536))]
     rx_ring_frames: u32,
 }

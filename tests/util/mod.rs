@@ -378,7 +378,7 @@ impl Netns {
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
             let index = switchd::sys::ifindex(&ifname).expect("interface in namespace");
-            switchd::sys::PacketSocket::open(index, 0).expect("packet socket")
+            switchd::sys::PacketSocket::open(index).expect("packet socket")
         })
         .join()
         .unwrap();

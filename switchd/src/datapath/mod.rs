@@ -115,7 +115,7 @@ pub struct DatapathConfig {
     pub threads: usize,
     /// How long a thread keeps polling after forwarding before it blocks.
     pub spin: Duration,
-    /// Receive ring slots per port; 0 receives with recvmmsg instead.
+    /// Receive ring slots per busy port; 0 always receives with recvmmsg.
     pub ring_frames: usize,
 }
 
@@ -123,12 +123,11 @@ pub struct DatapathConfig {
 pub struct Datapath {
     topology: Mutex<Topology>,
     workers: Vec<WorkerHandle>,
-    ring_frames: usize,
 }
 
 impl Datapath {
     pub fn start(config: &DatapathConfig) -> std::io::Result<Self> {
-        let spin = config.spin;
+        let (spin, ring_frames) = (config.spin, config.ring_frames);
         let mut workers = Vec::new();
         for n in 0..config.threads.max(1) {
             let (tx, rx) = mpsc::channel();
@@ -139,7 +138,7 @@ impl Datapath {
                 let applied = applied.clone();
                 std::thread::Builder::new()
                     .name(format!("datapath-{n}"))
-                    .spawn(move || worker::run(rx, &wake, &applied, spin))?
+                    .spawn(move || worker::run(rx, &wake, &applied, spin, ring_frames))?
             };
             workers.push(WorkerHandle {
                 tx,
@@ -151,7 +150,6 @@ impl Datapath {
         Ok(Datapath {
             topology: Mutex::default(),
             workers,
-            ring_frames: config.ring_frames,
         })
     }
 
@@ -189,11 +187,10 @@ impl Datapath {
         name: &str,
         ifindex: u32,
     ) -> Result<(Arc<Port>, u64), PortError> {
-        let sock =
-            PacketSocket::open(ifindex, self.ring_frames).map_err(|source| PortError::Open {
-                name: name.to_string(),
-                source,
-            })?;
+        let sock = PacketSocket::open(ifindex).map_err(|source| PortError::Open {
+            name: name.to_string(),
+            source,
+        })?;
         Ok(self.insert_port(bridge, name, PortIo::Socket(sock)))
     }
 

@@ -23,7 +23,7 @@ const MAX_BATCHES_PER_WAKEUP: usize = 8;
 const WAKE_TOKEN: u64 = u64::MAX;
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Per-thread scratch space, allocated once.
+/// Per-thread scratch space and settings, allocated once.
 struct Scratch {
     /// Frames from the socket queue: all of them for a port without a ring, the
     /// ones too big for a ring slot otherwise.
@@ -31,6 +31,8 @@ struct Scratch {
     slots: Vec<RingSlot>,
     srcs: Vec<Src>,
     fwd: Forwarder,
+    /// Ring slots for a port that turns out busy; 0: never use a ring.
+    ring_frames: usize,
 }
 
 /// What forwarding needs besides the frames.
@@ -77,7 +79,18 @@ impl<'a> Frames<'a> {
 /// sleeping in epoll again, so the next frame does not pay a thread wakeup (tens
 /// of microseconds on a VM). An idle switch still blocks: the window only opens
 /// when frames arrive.
-pub(super) fn run(rx: Receiver<WorkerMsg>, wake: &EventFd, applied: &AtomicU64, spin: Duration) {
+///
+/// `ring_frames`: a port starts out receiving with recvmmsg, which costs no memory
+/// while it is idle; the first time it hands over a full batch it gets a receive
+/// ring of this many slots (512 KiB at 256), which halves the CPU per frame. So a
+/// bridge with a thousand mostly idle ports does not pin half a gigabyte of rings.
+pub(super) fn run(
+    rx: Receiver<WorkerMsg>,
+    wake: &EventFd,
+    applied: &AtomicU64,
+    spin: Duration,
+    ring_frames: usize,
+) {
     let epoll = match Epoll::new().and_then(|e| e.add(wake, WAKE_TOKEN).map(|()| e)) {
         Ok(e) => e,
         Err(e) => {
@@ -98,6 +111,7 @@ pub(super) fn run(rx: Receiver<WorkerMsg>, wake: &EventFd, applied: &AtomicU64, 
             decider: Decider::default(),
             last_error_log: None,
         },
+        ring_frames,
     };
     let mut ready = Vec::with_capacity(events.len());
     let mut spin_until: Option<Instant> = None;
@@ -170,10 +184,42 @@ fn process_port(member: &Member, s: &mut Scratch) -> bool {
     match &member.port.io {
         PortIo::Socket(sock) => match sock.rx_ring() {
             Some(ring) => process_ring(member, sock, ring, s),
-            None => process_queue(member, |rx| rx.recv(sock), s),
+            None => {
+                let drained = process_queue(member, |rx| rx.recv(sock), s);
+                if drained.busy && s.ring_frames > 0 {
+                    attach_ring(member, sock, s);
+                }
+                drained.received
+            }
         },
-        PortIo::Tap(tap) => process_queue(member, |rx| rx.recv_tap(tap), s),
+        PortIo::Tap(tap) => process_queue(member, |rx| rx.recv_tap(tap), s).received,
     }
+}
+
+/// Moves a busy port to a receive ring, then forwards what was queued before the
+/// switch, so that ring slots standing for big frames on the queue are not paired
+/// with older frames. A big frame that arrives during the switch is drained with
+/// them and its slot later counts as an error: a one-off loss of a frame or two.
+fn attach_ring(member: &Member, sock: &PacketSocket, s: &mut Scratch) {
+    match sock.attach_ring(s.ring_frames) {
+        Ok(_) => {
+            tracing::debug!(port = %member.port.name, "busy port moved to a receive ring");
+            // Bounded: under a stream of big frames the queue never quite empties.
+            for _ in 0..MAX_BATCHES_PER_WAKEUP {
+                if !process_queue(member, |rx| rx.recv(sock), s).busy {
+                    break;
+                }
+            }
+        }
+        Err(e) => s.fwd.log_error(&member.port.name, "receive ring setup", &e),
+    }
+}
+
+/// What one `process_queue` call saw.
+struct Drained {
+    received: bool,
+    /// At least one receive filled a whole batch.
+    busy: bool,
 }
 
 fn process_ring(member: &Member, sock: &PacketSocket, ring: &RxRing, s: &mut Scratch) -> bool {
@@ -184,6 +230,7 @@ fn process_ring(member: &Member, sock: &PacketSocket, ring: &RxRing, s: &mut Scr
             slots,
             srcs,
             fwd,
+            ..
         } = s;
         let batch = ring.recv(slots, BATCH);
         let n = batch.slots().len();
@@ -263,12 +310,14 @@ fn process_queue(
     member: &Member,
     mut recv: impl FnMut(&mut RxBatch) -> io::Result<usize>,
     s: &mut Scratch,
-) -> bool {
+) -> Drained {
     let mut received = false;
+    let mut busy = false;
     for _ in 0..MAX_BATCHES_PER_WAKEUP {
         match recv(&mut s.rx) {
             Ok(n) => {
                 received = true;
+                busy |= n == BATCH;
                 s.srcs.clear();
                 s.srcs.extend((0..n).map(|i| {
                     if s.rx.frame(i).truncated {
@@ -298,7 +347,7 @@ fn process_queue(
             }
         }
     }
-    received
+    Drained { received, busy }
 }
 
 impl Forwarder {

@@ -2,6 +2,7 @@ use super::{cvt, RxRing};
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 
 /// Socket buffer size forced on every port. The default (~200 KB) holds only three
 /// 64 KB GSO frames, so a burst from a TCP sender overflows it and TCP backs off.
@@ -10,17 +11,18 @@ const SOCKET_BUFFER_BYTES: libc::c_int = 4 << 20;
 /// An AF_PACKET socket bound to one interface, non-blocking, with a virtio-net header
 /// on every frame in both directions.
 pub struct PacketSocket {
-    /// Declared before `fd` so the mapping goes before the socket closes.
-    rx_ring: Option<RxRing>,
+    /// Declared before `fd` so the mapping goes before the socket closes. Set
+    /// once, by the thread that receives on the socket, when the port gets busy.
+    rx_ring: OnceLock<RxRing>,
     fd: OwnedFd,
     ifindex: u32,
 }
 
 impl PacketSocket {
     /// Opens a socket on `ifindex`, puts the interface into promiscuous mode for as
-    /// long as the socket lives, and starts receiving: into a receive ring of
-    /// `ring_frames` slots, or, with 0, into the socket queue for `RxBatch`.
-    pub fn open(ifindex: u32, ring_frames: usize) -> io::Result<Self> {
+    /// long as the socket lives, and starts receiving into the socket queue (for
+    /// `RxBatch`) until `attach_ring`.
+    pub fn open(ifindex: u32) -> io::Result<Self> {
         // Protocol 0: receive nothing until bind() names the interface, so no frame
         // from another interface slips in between socket() and bind().
         // SAFETY: plain syscall with integer arguments.
@@ -33,8 +35,8 @@ impl PacketSocket {
         })?;
         // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut sock = PacketSocket {
-            rx_ring: None,
+        let sock = PacketSocket {
+            rx_ring: OnceLock::new(),
             fd,
             ifindex,
         };
@@ -48,16 +50,6 @@ impl PacketSocket {
         sock.set_opt(libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
         sock.set_opt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER_BYTES)?;
         sock.set_opt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER_BYTES)?;
-        if ring_frames > 0 {
-            sock.set_opt(
-                libc::SOL_PACKET,
-                libc::PACKET_VERSION,
-                libc::tpacket_versions::TPACKET_V2 as libc::c_int,
-            )?;
-            // Frames too big for a ring slot are queued whole on the socket as well.
-            sock.set_opt(libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
-            sock.rx_ring = Some(RxRing::attach(&sock, ring_frames)?);
-        }
 
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -89,7 +81,26 @@ impl PacketSocket {
     }
 
     pub fn rx_ring(&self) -> Option<&RxRing> {
-        self.rx_ring.as_ref()
+        self.rx_ring.get()
+    }
+
+    /// Switches receiving to a TPACKET_V2 ring of `frames` slots. Frames already
+    /// queued stay in the socket queue: drain it with `RxBatch` before reading the
+    /// ring, or ring slots that point at the queue get paired with old frames.
+    /// Only the thread that receives on this socket may call it.
+    pub fn attach_ring(&self, frames: usize) -> io::Result<&RxRing> {
+        if let Some(ring) = self.rx_ring.get() {
+            return Ok(ring);
+        }
+        self.set_opt(
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            libc::tpacket_versions::TPACKET_V2 as libc::c_int,
+        )?;
+        // Frames too big for a ring slot are queued whole on the socket as well.
+        self.set_opt(libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
+        let ring = RxRing::attach(self, frames)?;
+        Ok(self.rx_ring.get_or_init(|| ring))
     }
 
     /// Reads and clears a pending socket error (`ENETDOWN` when the interface went
