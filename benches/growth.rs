@@ -1,0 +1,195 @@
+//! How switchd's costs grow with the number of ports on one bridge.
+//!
+//! For each size (default 10, 100, 1000 namespaces) on a fresh switchd: time to
+//! attach all of them with one chained `add-ns-port` command, the time of one more
+//! `add-ns-port` once they are attached (median of 5, to compare port 11 with port
+//! 1001), switchd's RSS and RSS per port, its CPU while idle, and TCP between two
+//! of the namespaces while all the others stay attached.
+//!
+//! Run as root: `scripts/bench growth` (or `cargo bench --bench growth` after
+//! `cargo build --release --workspace --bins`). Environment: `GROWTH_SIZES` (comma
+//! list, default `10,100,1000`), `GROWTH_JSON` (results file, default
+//! target/growth/<unix time>.json). The 1000-port round takes a few minutes,
+//! mostly creating and deleting namespaces.
+
+#[allow(dead_code)]
+#[path = "../tests/util/mod.rs"]
+mod util;
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+use util::{unique_name, wait_until, Daemon, Netns};
+
+const SPARE: usize = 5;
+
+fn ip(i: usize) -> String {
+    format!("10.236.{}.{}", i / 250, i % 250 + 1)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    t as f64
+}
+
+fn tcp_gbps(server: &Netns, server_ip: &str, client: &Netns) -> f64 {
+    let _s = server.spawn(&["iperf3", "-s", "-1"]);
+    assert!(wait_until(Duration::from_secs(5), || {
+        server.exec_ok(&["ss", "-ltn"]).contains(":5201")
+    }));
+    let out = client.exec(&["iperf3", "-c", server_ip, "-t", "3", "-J"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9
+}
+
+fn measure(n: usize) -> Value {
+    eprintln!("growth: {n} ports: creating namespaces");
+    let nss: Vec<Netns> = (0..n + SPARE).map(|_| Netns::new()).collect();
+    let d = Daemon::start_with(&["--log-level", "warn"]);
+    let br = unique_name("gr");
+    d.ctl_ok(&["add-br", "--no-internal", &br]);
+    let rss_empty = rss_kib(d.pid());
+
+    let mut args: Vec<String> = Vec::new();
+    for (i, ns) in nss[..n].iter().enumerate() {
+        if i > 0 {
+            args.push("--".into());
+        }
+        args.extend(["add-ns-port", &br, &ns.name, "--ip"].map(String::from));
+        args.push(format!("{}/16", ip(i)));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    eprintln!("growth: {n} ports: attaching");
+    let start = Instant::now();
+    d.ctl_ok(&refs);
+    let attach_all = start.elapsed().as_secs_f64();
+
+    // One more port, now that n are attached.
+    let mut one = Vec::new();
+    for (i, ns) in nss[n..].iter().enumerate() {
+        let start = Instant::now();
+        d.ctl_ok(&[
+            "add-ns-port",
+            &br,
+            &ns.name,
+            "--ip",
+            &format!("{}/16", ip(n + i)),
+        ]);
+        one.push(start.elapsed().as_secs_f64() * 1e3);
+        d.ctl_ok(&["del-ns-port", &br, &ns.name]);
+    }
+    one.sort_by(f64::total_cmp);
+    let add_one_ms = one[one.len() / 2];
+
+    // Resolve neighbours first so the table is warm, then let it settle.
+    nss[0].exec(&["ping", "-c", "1", "-W", "2", &ip(1)]);
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = rss_kib(d.pid());
+    let idle_secs = 5.0;
+    let before = cpu_ticks(d.pid());
+    std::thread::sleep(Duration::from_secs_f64(idle_secs));
+    let idle_cpu = (cpu_ticks(d.pid()) - before) as f64 / ticks_per_sec() / idle_secs * 100.0;
+    let tcp = tcp_gbps(&nss[1], &ip(1), &nss[0]);
+    let ports = d.ctl_json(&["list-ports", &br]).as_array().unwrap().len();
+    assert_eq!(ports, n, "not every port attached");
+
+    eprintln!("growth: {n} ports: cleaning up");
+    drop(d);
+    drop(nss);
+    json!({
+        "ports": n,
+        "attach_all_s": attach_all,
+        "attach_per_port_ms": attach_all * 1e3 / n as f64,
+        "add_one_more_ms": add_one_ms,
+        "rss_empty_kib": rss_empty,
+        "rss_kib": rss,
+        "rss_per_port_kib": (rss.saturating_sub(rss_empty)) as f64 / n as f64,
+        "idle_cpu_percent": idle_cpu,
+        "tcp_gbps": tcp,
+    })
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` must not run this.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code)]
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("growth: needs root (namespaces, veth pairs)");
+        std::process::exit(1);
+    }
+    let sizes: Vec<usize> = std::env::var("GROWTH_SIZES")
+        .unwrap_or_else(|_| "10,100,1000".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("GROWTH_SIZES: comma list of numbers")
+        })
+        .collect();
+    let rows: Vec<Value> = sizes.iter().map(|&n| measure(n)).collect();
+
+    println!();
+    println!(
+        "{:>6} {:>10} {:>9} {:>11} {:>9} {:>10} {:>9} {:>9}",
+        "ports", "attach s", "ms/port", "1 more ms", "RSS MiB", "KiB/port", "idle %", "TCP Gb/s"
+    );
+    for r in &rows {
+        println!(
+            "{:>6} {:>10.2} {:>9.2} {:>11.1} {:>9.1} {:>10.1} {:>9.2} {:>9.2}",
+            r["ports"],
+            r["attach_all_s"].as_f64().unwrap(),
+            r["attach_per_port_ms"].as_f64().unwrap(),
+            r["add_one_more_ms"].as_f64().unwrap(),
+            r["rss_kib"].as_f64().unwrap() / 1024.0,
+            r["rss_per_port_kib"].as_f64().unwrap(),
+            r["idle_cpu_percent"].as_f64().unwrap(),
+            r["tcp_gbps"].as_f64().unwrap(),
+        );
+    }
+    let path = std::env::var("GROWTH_JSON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            PathBuf::from(format!("target/growth/{t}.json"))
+        });
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let kernel = Command::new("uname").arg("-r").output().unwrap();
+    let doc = json!({
+        "kernel": String::from_utf8_lossy(&kernel.stdout).trim(),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "rows": rows,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    println!("\nresults: {}", path.display());
+}
