@@ -162,7 +162,7 @@ fn main() {
     for r in &rows {
         println!(
             "{:>6} {:>10.2} {:>9.2} {:>11.1} {:>9.1} {:>10.1} {:>9.2} {:>9.2}",
-            r["ports"],
+            r["ports"].as_u64().unwrap(),
             r["attach_all_s"].as_f64().unwrap(),
             r["attach_per_port_ms"].as_f64().unwrap(),
             r["add_one_more_ms"].as_f64().unwrap(),

@@ -371,6 +371,13 @@ fn multicast_source_is_dropped_and_not_learned() {
         "a frame with a group source address was forwarded"
     );
     assert_eq!(counter(&d, "br0", &a.port, "rx_drops") - drops, 2);
+    assert_eq!(
+        counter(&d, "br0", &a.port, "rx_group_src"),
+        2,
+        "drop reason"
+    );
+    let text = d.ctl_ok(&["dump-ports", "br0", &a.port]);
+    assert!(text.contains("multicast-src=2,"), "{text}");
     let fdb = d.ctl_json(&["fdb-show", "br0"]);
     assert!(
         fdb.as_array()
@@ -380,4 +387,73 @@ fn multicast_source_is_dropped_and_not_learned() {
         "{fdb}"
     );
     assert!(fdb_has(&d, good_src, 0, &a.port));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// One namespace sends 100k frames from random source MACs: the table stays within
+/// its bound, the other ports keep their entries (eviction takes from the port
+/// holding the most), two other namespaces keep talking, and memory stays flat.
+#[test]
+fn mac_flood_is_bounded_and_fair() {
+    let _machine = exclusive_machine();
+    let (hosts, d) = switched("10.24.0", 3);
+    d.ctl_ok(&["set-br", "br0", "mac-table-size=1000"]);
+    assert!(hosts[1].can_ping(&hosts[2].ip));
+    let rss_before = rss_kib(d.pid());
+
+    let dst: Vec<u8> = hosts[1]
+        .mac()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let dst: [u8; 6] = dst.try_into().unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let frames = (0..100_000).map(|_| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let r = (seed >> 16).to_be_bytes();
+        // Locally administered unicast: a valid source the table must learn.
+        let src = [0x02, r[3], r[4], r[5], r[6], r[7]];
+        frame(dst, src, None, b"mac flood")
+    });
+    let mut sock = hosts[0].ns.packet_socket("eth0");
+    let sent = sock.send_all(frames);
+    assert!(sent > 50_000, "only {sent} frames left the namespace");
+
+    let settled = wait_until(Duration::from_secs(10), || {
+        d.ctl_json(&["fdb-stats", "br0"])["learned"]
+            .as_u64()
+            .unwrap()
+            > 10_000
+    });
+    let stats = d.ctl_json(&["fdb-stats", "br0"]);
+    assert!(settled, "the flood was not learned: {stats}");
+    assert!(stats["current"].as_u64().unwrap() <= 1000, "{stats}");
+    assert!(stats["evicted"].as_u64().unwrap() > 0, "{stats}");
+
+    let fdb = d.ctl_json(&["fdb-show", "br0"]);
+    for h in &hosts[1..] {
+        assert!(
+            fdb.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["port"] == h.port.as_str() && e["mac"] == h.mac().as_str()),
+            "{} lost its entry to the flood",
+            h.port
+        );
+    }
+    assert!(hosts[1].can_ping(&hosts[2].ip), "b -> c after the flood");
+    assert!(hosts[2].can_ping(&hosts[1].ip), "c -> b after the flood");
+    let grown = rss_kib(d.pid()).saturating_sub(rss_before);
+    assert!(grown < 16 * 1024, "RSS grew {grown} KiB during the flood");
 }

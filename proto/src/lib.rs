@@ -246,6 +246,16 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     pub tx_drops: u64,
     pub tx_errors: u64,
+    /// `rx_drops` by reason: multicast/broadcast source, bad virtio-net header.
+    #[serde(default)]
+    pub rx_group_src: u64,
+    #[serde(default)]
+    pub rx_bad_vnet: u64,
+    /// Part of `rx_errors`: shorter than an Ethernet header, not received whole.
+    #[serde(default)]
+    pub rx_runts: u64,
+    #[serde(default)]
+    pub rx_truncated: u64,
 }
 
 /// Why a call did not produce a result.

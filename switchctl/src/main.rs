@@ -412,6 +412,16 @@ fn render_ports(bridge: &str, ports: &[PortCounters]) -> String {
             p.tx_errors,
             width = head.len()
         );
+        let _ = writeln!(
+            out,
+            "{:width$}rx drop/err reasons: multicast-src={}, bad-vnet-hdr={}, runt={}, truncated={}",
+            "",
+            p.rx_group_src,
+            p.rx_bad_vnet,
+            p.rx_runts,
+            p.rx_truncated,
+            width = head.len()
+        );
     }
     out
 }

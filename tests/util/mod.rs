@@ -398,6 +398,25 @@ impl NsSocket {
         assert_eq!(sent.packets, 1, "send failed: {:?}", sent.last_error);
     }
 
+    /// Sends every frame, a batch per syscall; returns how many the kernel took.
+    pub fn send_all(&mut self, frames: impl Iterator<Item = Vec<u8>>) -> u64 {
+        let bufs: Vec<Vec<u8>> = frames
+            .map(|f| {
+                let mut b = vec![0u8; VNET_HDR];
+                b.extend_from_slice(&f);
+                b
+            })
+            .collect();
+        let mut sent = 0;
+        for chunk in bufs.chunks(64) {
+            sent += self
+                .tx
+                .send(&self.sock, chunk.iter().map(|b| &b[..]))
+                .packets;
+        }
+        sent
+    }
+
     /// Frames received until `stop` returns true for one (returned last) or `timeout`.
     pub fn recv_until(&mut self, timeout: Duration, stop: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();

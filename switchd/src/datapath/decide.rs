@@ -4,17 +4,31 @@
 //! bench calls it directly.
 
 use super::fdb::{Fdb, FdbKey, PortId};
-use crate::wire::{ethernet, vlan, vnet, EthernetFrame};
+use crate::wire::{ethernet, vlan, vnet, EthernetFrame, VnetHeader};
 
 /// Counters for the ingress port, accumulated over a batch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RxCounts {
     pub packets: u64,
     pub bytes: u64,
-    /// Valid frames not forwarded: a multicast source address.
-    pub drops: u64,
-    /// Frames that cannot be parsed (runt, truncated).
-    pub errors: u64,
+    /// Frames not forwarded, by reason: a group (multicast or broadcast) source
+    /// address, a virtio-net header that makes no sense.
+    pub group_src: u64,
+    pub bad_vnet: u64,
+    /// Frames that cannot be parsed: shorter than an Ethernet header, or not
+    /// received whole.
+    pub runts: u64,
+    pub truncated: u64,
+}
+
+impl RxCounts {
+    pub fn drops(&self) -> u64 {
+        self.group_src + self.bad_vnet
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.runts + self.truncated
+    }
 }
 
 /// Reusable per-thread state for deciding batches; allocates only while growing.
@@ -42,17 +56,25 @@ impl Decider {
         self.out.clear();
         self.flood.clear();
         for (i, frame) in frames.enumerate() {
-            let Some(bytes) = frame.filter(|b| b.len() >= vnet::HEADER_LEN + ethernet::HEADER_LEN)
-            else {
-                counts.errors += 1;
+            let Some(bytes) = frame else {
+                counts.truncated += 1;
                 continue;
             };
-            let eth = EthernetFrame::new_unchecked(&bytes[vnet::HEADER_LEN..]);
+            if bytes.len() < vnet::HEADER_LEN + ethernet::HEADER_LEN {
+                counts.runts += 1;
+                continue;
+            }
+            let (header, frame) = bytes.split_at(vnet::HEADER_LEN);
+            let eth = EthernetFrame::new_unchecked(frame);
             counts.packets += 1;
-            counts.bytes += (bytes.len() - vnet::HEADER_LEN) as u64;
+            counts.bytes += frame.len() as u64;
             let src = eth.src_addr();
             if src.is_multicast() {
-                counts.drops += 1;
+                counts.group_src += 1;
+                continue;
+            }
+            if !VnetHeader::new_unchecked(header).is_valid_for(frame.len()) {
+                counts.bad_vnet += 1;
                 continue;
             }
             let vlan = vlan::vlan_id(eth.into_inner());
@@ -177,24 +199,35 @@ mod tests {
         let (mut d, mut fdb) = (Decider::default(), Fdb::new(16, 300));
         let runt = [0u8; vnet::HEADER_LEN + 13];
         let group_src = frame(B, [0x01, 0, 0x5e, 0, 0, 1]);
+        let mut bad_vnet = frame(B, A);
+        bad_vnet[1] = 0x42; // no such GSO type
         let counts = d.decide(
             &mut fdb,
             0,
             10,
             &[10, 20],
-            [Some(&runt[..]), None, Some(&group_src[..])].into_iter(),
+            [
+                Some(&runt[..]),
+                None,
+                Some(&group_src[..]),
+                Some(&bad_vnet[..]),
+            ]
+            .into_iter(),
         );
         assert_eq!(
             counts,
             RxCounts {
-                packets: 1,
-                bytes: 60,
-                drops: 1,
-                errors: 2
+                packets: 2,
+                bytes: 120,
+                group_src: 1,
+                bad_vnet: 1,
+                runts: 1,
+                truncated: 1,
             }
         );
+        assert_eq!((counts.drops(), counts.errors()), (2, 2));
         assert_eq!(d.groups().count(), 0);
-        assert!(fdb.is_empty(), "a group source is never learned");
+        assert!(fdb.is_empty(), "dropped frames are never learned");
     }
 
     #[test]

@@ -50,10 +50,19 @@ impl Port {
 pub struct PortStats {
     pub rx_packets: AtomicU64,
     pub rx_bytes: AtomicU64,
-    /// Valid frames we chose not to forward (multicast source address).
+    /// Valid frames we chose not to forward: the sum of the drop reasons below.
     pub rx_drops: AtomicU64,
-    /// Frames that could not be read or were malformed (runt, truncated).
+    /// Frames that could not be read or were malformed: the sum of runts,
+    /// truncated frames and receive failures.
     pub rx_errors: AtomicU64,
+    /// Per reason: a multicast or broadcast source address.
+    pub rx_group_src: AtomicU64,
+    /// A virtio-net header that makes no sense for its frame.
+    pub rx_bad_vnet: AtomicU64,
+    /// Shorter than an Ethernet header.
+    pub rx_runts: AtomicU64,
+    /// Not received whole.
+    pub rx_truncated: AtomicU64,
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
     /// Frames lost because the port's socket or device queue was full.
@@ -74,6 +83,10 @@ impl PortStats {
             tx_bytes: self.tx_bytes.load(Relaxed),
             tx_drops: self.tx_drops.load(Relaxed),
             tx_errors: self.tx_errors.load(Relaxed),
+            rx_group_src: self.rx_group_src.load(Relaxed),
+            rx_bad_vnet: self.rx_bad_vnet.load(Relaxed),
+            rx_runts: self.rx_runts.load(Relaxed),
+            rx_truncated: self.rx_truncated.load(Relaxed),
         }
     }
 }

@@ -365,8 +365,12 @@ impl Forwarder {
         let stats = &ingress.stats;
         bump(&stats.rx_packets, counts.packets);
         bump(&stats.rx_bytes, counts.bytes);
-        bump(&stats.rx_drops, counts.drops);
-        bump(&stats.rx_errors, counts.errors);
+        bump(&stats.rx_drops, counts.drops());
+        bump(&stats.rx_errors, counts.errors());
+        bump(&stats.rx_group_src, counts.group_src);
+        bump(&stats.rx_bad_vnet, counts.bad_vnet);
+        bump(&stats.rx_runts, counts.runts);
+        bump(&stats.rx_truncated, counts.truncated);
 
         let mut failed = None;
         for group in self.decider.groups() {

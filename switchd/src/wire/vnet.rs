@@ -21,6 +21,12 @@ mod field {
 pub const HEADER_LEN: usize = 10;
 pub const FLAG_NEEDS_CSUM: u8 = 1;
 pub const GSO_NONE: u8 = 0;
+pub const GSO_TCPV4: u8 = 1;
+pub const GSO_UDP: u8 = 3;
+pub const GSO_TCPV6: u8 = 4;
+pub const GSO_UDP_L4: u8 = 5;
+/// Flag bit in the GSO type: the TCP stream uses ECN.
+pub const GSO_ECN: u8 = 0x80;
 
 /// A view of a virtio-net header. Multi-byte fields are in host byte order
 /// (the kernel writes them with `virtio16` in little-endian mode on x86 and arm64).
@@ -35,6 +41,11 @@ impl<T: AsRef<[u8]>> VnetHeader<T> {
             return Err(Truncated);
         }
         Ok(VnetHeader { buffer })
+    }
+
+    /// For a buffer whose length was checked already; accessors panic otherwise.
+    pub fn new_unchecked(buffer: T) -> Self {
+        VnetHeader { buffer }
     }
 
     fn u16_at(&self, f: Field) -> u16 {
@@ -69,6 +80,21 @@ impl<T: AsRef<[u8]>> VnetHeader<T> {
     /// A GSO frame may be longer than the MTU; the kernel segments it on the way out.
     pub fn is_gso(&self) -> bool {
         self.gso_type() != GSO_NONE
+    }
+
+    /// Whether the header makes sense for a frame of `frame_len` bytes (header
+    /// excluded): a known GSO type with a segment size, and a checksum field
+    /// inside the frame. The kernel writes these headers itself, so a bad one
+    /// means a bug somewhere; such a frame is dropped rather than passed on.
+    pub fn is_valid_for(&self, frame_len: usize) -> bool {
+        let gso_ok = match self.gso_type() & !GSO_ECN {
+            GSO_NONE => true,
+            GSO_TCPV4 | GSO_UDP | GSO_TCPV6 | GSO_UDP_L4 => self.gso_size() > 0,
+            _ => false,
+        };
+        let csum_ok = self.flags() & FLAG_NEEDS_CSUM == 0
+            || usize::from(self.csum_start()) + usize::from(self.csum_offset()) + 2 <= frame_len;
+        gso_ok && csum_ok
     }
 }
 
@@ -107,6 +133,34 @@ mod tests {
         assert_eq!(h.gso_size(), 1448);
         assert_eq!(h.csum_start(), 34);
         assert_eq!(h.csum_offset(), 16);
+    }
+
+    #[test]
+    fn bogus_headers_are_invalid() {
+        let header = |flags: u8, gso: u8, gso_size: u16, start: u16, off: u16| {
+            let mut b = [0u8; 10];
+            b[0] = flags;
+            b[1] = gso;
+            b[4..6].copy_from_slice(&gso_size.to_ne_bytes());
+            b[6..8].copy_from_slice(&start.to_ne_bytes());
+            b[8..10].copy_from_slice(&off.to_ne_bytes());
+            b
+        };
+        let valid = |b: [u8; 10], len| VnetHeader::new_checked(&b[..]).unwrap().is_valid_for(len);
+        assert!(valid(header(0, GSO_NONE, 0, 0, 0), 60));
+        assert!(valid(
+            header(FLAG_NEEDS_CSUM, GSO_TCPV4 | GSO_ECN, 1448, 34, 16),
+            9000
+        ));
+        assert!(!valid(header(0, 2, 1448, 0, 0), 9000), "unknown GSO type");
+        assert!(
+            !valid(header(0, GSO_TCPV6, 0, 0, 0), 9000),
+            "GSO without a size"
+        );
+        assert!(
+            !valid(header(FLAG_NEEDS_CSUM, GSO_NONE, 0, 50, 16), 60),
+            "checksum past the end"
+        );
     }
 
     #[test]
