@@ -4,7 +4,10 @@
 //! attach all of them with one chained `add-ns-port` command, the time of one more
 //! `add-ns-port` once they are attached (median of 5, to compare port 11 with port
 //! 1001), switchd's RSS and RSS per port, its CPU while idle, and TCP between two
-//! of the namespaces while all the others stay attached.
+//! of the namespaces while all the others stay attached. Then it checks the
+//! bridge works at that size: the host pings every namespace through the
+//! internal port (each ARP request is a broadcast that must reach that namespace),
+//! the MAC table then holds every namespace, and 200 random pairs ping.
 //!
 //! Run as root: `scripts/bench growth` (or `cargo bench --bench growth` after
 //! `cargo build --release --workspace --bins`). Environment: `GROWTH_SIZES` (comma
@@ -70,7 +73,7 @@ fn measure(n: usize) -> Value {
     let nss: Vec<Netns> = (0..n + SPARE).map(|_| Netns::new()).collect();
     let d = Daemon::start_with(&["--log-level", "warn"]);
     let br = unique_name("gr");
-    d.ctl_ok(&["add-br", "--no-internal", &br]);
+    d.ctl_ok(&["add-br", &br]);
     let rss_empty = rss_kib(d.pid());
 
     let mut args: Vec<String> = Vec::new();
@@ -113,8 +116,48 @@ fn measure(n: usize) -> Value {
     std::thread::sleep(Duration::from_secs_f64(idle_secs));
     let idle_cpu = (cpu_ticks(d.pid()) - before) as f64 / ticks_per_sec() / idle_secs * 100.0;
     let tcp = tcp_gbps(&nss[1], &ip(1), &nss[0]);
+    // list-ports includes the internal port.
     let ports = d.ctl_json(&["list-ports", &br]).as_array().unwrap().len();
-    assert_eq!(ports, n, "not every port attached");
+    assert_eq!(ports, n + 1, "not every port attached");
+
+    eprintln!("growth: {n} ports: checking reachability");
+    util::run("ip", &["addr", "add", "10.236.255.254/16", "dev", &br]);
+    let script = (0..n)
+        .map(|i| {
+            format!(
+                "ping -n -q -c 1 -W 2 {} >/dev/null || echo {}",
+                ip(i),
+                ip(i)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let host_unreachable = String::from_utf8_lossy(&out.stdout).lines().count();
+    let fdb = d.ctl_json(&["fdb-show", &br]);
+    let learned_ports = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["port"].as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |m: usize| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (seed >> 33) as usize % m
+    };
+    let pairs = 200;
+    let mut pair_failures = 0;
+    for _ in 0..pairs {
+        let (a, b) = (next(n), next(n));
+        let ok = a == b
+            || nss[a]
+                .exec(&["ping", "-n", "-q", "-c", "1", "-W", "2", &ip(b)])
+                .status
+                .success();
+        pair_failures += usize::from(!ok);
+    }
 
     eprintln!("growth: {n} ports: cleaning up");
     drop(d);
@@ -129,6 +172,10 @@ fn measure(n: usize) -> Value {
         "rss_per_port_kib": (rss.saturating_sub(rss_empty)) as f64 / n as f64,
         "idle_cpu_percent": idle_cpu,
         "tcp_gbps": tcp,
+        "host_unreachable": host_unreachable,
+        "ports_in_mac_table": learned_ports,
+        "random_pairs": pairs,
+        "random_pair_failures": pair_failures,
     })
 }
 
@@ -156,12 +203,22 @@ fn main() {
 
     println!();
     println!(
-        "{:>6} {:>10} {:>9} {:>11} {:>9} {:>10} {:>9} {:>9}",
-        "ports", "attach s", "ms/port", "1 more ms", "RSS MiB", "KiB/port", "idle %", "TCP Gb/s"
+        "{:>6} {:>10} {:>9} {:>11} {:>9} {:>10} {:>9} {:>9} {:>12} {:>9} {:>10}",
+        "ports",
+        "attach s",
+        "ms/port",
+        "1 more ms",
+        "RSS MiB",
+        "KiB/port",
+        "idle %",
+        "TCP Gb/s",
+        "host->ns ok",
+        "in FDB",
+        "pairs ok"
     );
     for r in &rows {
         println!(
-            "{:>6} {:>10.2} {:>9.2} {:>11.1} {:>9.1} {:>10.1} {:>9.2} {:>9.2}",
+            "{:>6} {:>10.2} {:>9.2} {:>11.1} {:>9.1} {:>10.1} {:>9.2} {:>9.2} {:>12} {:>9} {:>10}",
             r["ports"].as_u64().unwrap(),
             r["attach_all_s"].as_f64().unwrap(),
             r["attach_per_port_ms"].as_f64().unwrap(),
@@ -170,6 +227,17 @@ fn main() {
             r["rss_per_port_kib"].as_f64().unwrap(),
             r["idle_cpu_percent"].as_f64().unwrap(),
             r["tcp_gbps"].as_f64().unwrap(),
+            format!(
+                "{}/{}",
+                r["ports"].as_u64().unwrap() - r["host_unreachable"].as_u64().unwrap(),
+                r["ports"]
+            ),
+            r["ports_in_mac_table"],
+            format!(
+                "{}/{}",
+                r["random_pairs"].as_u64().unwrap() - r["random_pair_failures"].as_u64().unwrap(),
+                r["random_pairs"]
+            ),
         );
     }
     let path = std::env::var("GROWTH_JSON")

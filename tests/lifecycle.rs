@@ -445,3 +445,82 @@ fn hundred_clients_at_once_and_a_silent_one() {
     }
     assert_eq!(d.ctl_ok(&["list-br"]).lines().count(), 100);
 }
+
+/// Changing a port's MTU or setting it down under a running switch: the daemon
+/// keeps forwarding between the other ports, `show` says what is going on, and
+/// the port works again once it is back.
+#[test]
+fn mtu_change_and_link_down_under_traffic() {
+    let _machine = shared_machine();
+    let (a, b, c) = (
+        Host::new("10.25.0.1/24"),
+        Host::new("10.25.0.2/24"),
+        Host::new("10.25.0.3/24"),
+    );
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    for h in [&a, &b, &c] {
+        d.ctl_ok(&["add-port", "br0", &h.port]);
+    }
+    assert!(a.can_ping(&b.ip));
+
+    // Jumbo frames on a's link only: a and b still talk with normal frames; a
+    // jumbo frame for c does not fit c's link, so it is dropped and counted (a
+    // switch does not fragment; the kernel bridge drops it too).
+    crate::util::run("ip", &["link", "set", &a.port, "mtu", "9000"]);
+    a.ns.exec_ok(&["ip", "link", "set", "eth0", "mtu", "9000"]);
+    assert!(a.can_ping(&b.ip), "after the MTU change");
+    assert!(a.can_ping(&c.ip));
+    let tx_errors = |d: &Daemon| {
+        d.port_counters("br0", &c.port)["tx_errors"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = tx_errors(&d);
+    let big = a.ns.exec(&[
+        "ping", "-c", "1", "-W", "1", "-M", "dont", "-s", "8000", &c.ip,
+    ]);
+    assert!(
+        !big.status.success(),
+        "a 8 KB frame crossed a 1500-byte link"
+    );
+    assert!(tx_errors(&d) > before, "oversized frame not counted");
+    assert!(a.can_ping(&c.ip), "normal frames after the jumbo one");
+    let show = d.ctl_ok(&["show"]);
+    assert!(
+        show.contains(&format!("    Port {}\n        state: up\n", a.port)),
+        "{show}"
+    );
+
+    // Set down: show says so, the others keep forwarding.
+    crate::util::run("ip", &["link", "set", &a.port, "down"]);
+    let show = d.ctl_ok(&["show"]);
+    assert!(
+        show.contains(&format!(
+            "    Port {}\n        state: down (interface is down)\n",
+            a.port
+        )),
+        "{show}"
+    );
+    assert!(b.can_ping(&c.ip), "b -> c while a is down");
+    assert!(!a.ping_once(&b.ip), "a forwarded while down");
+    // Its peer is down now: carrier gone on the namespace side, not ours.
+    a.ns.exec_ok(&["ip", "link", "set", "eth0", "down"]);
+    crate::util::run("ip", &["link", "set", &a.port, "up"]);
+    let show = d.ctl_json(&["show"]);
+    let port = show["bridges"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == a.port.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(port["down"], "no carrier", "{port}");
+    a.ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+    assert!(a.can_ping(&b.ip), "a -> b once back up");
+    assert!(d.ctl_json(&["show"])["bridges"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["down"].is_null() && p["error"].is_null()));
+}

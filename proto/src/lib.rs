@@ -211,8 +211,12 @@ pub struct PortInfo {
     pub peer: Option<String>,
     /// Kernel interface index the port is bound to, when attached.
     pub ifindex: Option<u32>,
-    /// `None` when the port is attached and forwarding.
+    /// `None` when the port is attached.
     pub error: Option<String>,
+    /// For an attached port whose interface cannot pass frames: why (set down,
+    /// no carrier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<String>,
 }
 
 /// One row of `fdb-show`.

@@ -352,11 +352,14 @@ fn render_show(show: &ShowReply) -> String {
             if let (Some(netns), Some(peer)) = (&p.netns, &p.peer) {
                 let _ = writeln!(out, "        netns: {netns} ({peer})");
             }
-            match &p.error {
-                None => {
+            match (&p.error, &p.down) {
+                (None, None) => {
                     let _ = writeln!(out, "        state: up");
                 }
-                Some(why) => {
+                (None, Some(why)) => {
+                    let _ = writeln!(out, "        state: down ({why})");
+                }
+                (Some(why), _) => {
                     let _ = writeln!(out, "        state: error: {why}");
                 }
             }

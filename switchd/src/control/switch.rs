@@ -861,6 +861,21 @@ impl Switch {
         }
     }
 
+    /// Why an attached port's interface cannot pass frames right now, if it
+    /// cannot: set down, or no carrier (a veth whose peer is down or gone).
+    fn link_down(name: &str) -> Option<String> {
+        let read = |attr: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{attr}"));
+        let flags = read("flags").ok()?;
+        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
+        if flags & libc::IFF_UP as u32 == 0 {
+            return Some("interface is down".to_string());
+        }
+        match read("carrier").map(|c| c.trim() == "0") {
+            Ok(true) => Some("no carrier".to_string()),
+            _ => None,
+        }
+    }
+
     fn show(&self) -> ShowReply {
         let bridges = self
             .bridges
@@ -889,6 +904,10 @@ impl Switch {
                                 PortState::Failed(_) => None,
                             },
                             error: Self::port_error(pname, state),
+                            down: match state {
+                                PortState::Attached(_) => Self::link_down(pname),
+                                PortState::Failed(_) => None,
+                            },
                         })
                         .collect(),
                 }
