@@ -524,3 +524,74 @@ fn mtu_change_and_link_down_under_traffic() {
         .iter()
         .all(|p| p["down"].is_null() && p["error"].is_null()));
 }
+
+/// Deletes a link on drop.
+struct LinkGuard(String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
+}
+
+/// Two ports of the bridge patched to each other: the broadcast storm is detected
+/// by the MAC moves it causes and the looping ports are blocked, the daemon
+/// answers throughout, the other ports keep forwarding, and the storm dies.
+#[test]
+fn a_loop_is_detected_and_cut() {
+    let _machine = crate::util::exclusive_machine();
+    let (a, b) = (Host::new("10.26.0.1/24"), Host::new("10.26.0.2/24"));
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    d.ctl_ok(&["add-port", "br0", &a.port]);
+    d.ctl_ok(&["add-port", "br0", &b.port]);
+    let (la, lb) = (
+        crate::util::unique_name("lpa"),
+        crate::util::unique_name("lpb"),
+    );
+    crate::util::run(
+        "ip",
+        &["link", "add", &la, "type", "veth", "peer", "name", &lb],
+    );
+    let _links = LinkGuard(la.clone());
+    d.ctl_ok(&["add-port", "br0", &la]);
+    d.ctl_ok(&["add-port", "br0", &lb]);
+
+    // An ARP broadcast for an address nobody has starts the storm.
+    a.ping_once("10.26.0.99");
+    let loop_drops = |d: &Daemon| {
+        [&la, &lb]
+            .iter()
+            .map(|p| d.port_counters("br0", p)["rx_loop"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || loop_drops(&d) > 0),
+        "the loop was not detected"
+    );
+    let started = std::time::Instant::now();
+    let show = d.ctl_ok(&["show"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "switchctl took {:?} during the storm",
+        started.elapsed()
+    );
+    assert!(show.contains("blocked: loop suspected"), "{show}");
+    assert!(a.can_ping(&b.ip), "a -> b next to the loop");
+
+    // The storm is over, not just survived: the daemon is idle again.
+    let used = (0..3)
+        .map(|_| {
+            let before = cpu_ticks(d.pid());
+            std::thread::sleep(Duration::from_secs(1));
+            cpu_ticks(d.pid()) - before
+        })
+        .min()
+        .unwrap();
+    assert!(
+        used <= 5,
+        "switchd used {used} ticks a second after the loop was cut"
+    );
+}

@@ -250,7 +250,8 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     pub tx_drops: u64,
     pub tx_errors: u64,
-    /// `rx_drops` by reason: multicast/broadcast source, bad virtio-net header.
+    /// `rx_drops` by reason: multicast/broadcast source, bad virtio-net header,
+    /// and `rx_loop` below.
     #[serde(default)]
     pub rx_group_src: u64,
     #[serde(default)]
@@ -260,6 +261,9 @@ pub struct PortCounters {
     pub rx_runts: u64,
     #[serde(default)]
     pub rx_truncated: u64,
+    /// Part of `rx_drops`: received while the port was blocked as part of a loop.
+    #[serde(default)]
+    pub rx_loop: u64,
 }
 
 /// Why a call did not produce a result.

@@ -417,10 +417,11 @@ fn render_ports(bridge: &str, ports: &[PortCounters]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:width$}rx drop/err reasons: multicast-src={}, bad-vnet-hdr={}, runt={}, truncated={}",
+            "{:width$}rx drop/err reasons: multicast-src={}, bad-vnet-hdr={}, loop={}, runt={}, truncated={}",
             "",
             p.rx_group_src,
             p.rx_bad_vnet,
+            p.rx_loop,
             p.rx_runts,
             p.rx_truncated,
             width = head.len()

@@ -905,7 +905,15 @@ impl Switch {
                             },
                             error: Self::port_error(pname, state),
                             down: match state {
-                                PortState::Attached(_) => Self::link_down(pname),
+                                PortState::Attached(p) => {
+                                    match p.loop_guard.blocked_for_ms(now_ms()) {
+                                        Some(ms) => Some(format!(
+                                            "blocked: loop suspected, {} s left",
+                                            ms.div_ceil(1000)
+                                        )),
+                                        None => Self::link_down(pname),
+                                    }
+                                }
                                 PortState::Failed(_) => None,
                             },
                         })

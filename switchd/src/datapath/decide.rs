@@ -19,6 +19,8 @@ pub struct RxCounts {
     /// received whole.
     pub runts: u64,
     pub truncated: u64,
+    /// Sources learned on the ingress port that were on another port before.
+    pub moves: u64,
 }
 
 impl RxCounts {
@@ -53,6 +55,7 @@ impl Decider {
         frames: impl Iterator<Item = Option<&'a [u8]>>,
     ) -> RxCounts {
         let mut counts = RxCounts::default();
+        let moved_before = fdb.counters().moved;
         self.out.clear();
         self.flood.clear();
         for (i, frame) in frames.enumerate() {
@@ -103,6 +106,7 @@ impl Decider {
         }
         // Grouping by egress port keeps each port's frames in arrival order.
         self.out.sort_unstable();
+        counts.moves = fdb.counters().moved - moved_before;
         counts
     }
 
@@ -223,6 +227,7 @@ mod tests {
                 bad_vnet: 1,
                 runts: 1,
                 truncated: 1,
+                moves: 0,
             }
         );
         assert_eq!((counts.drops(), counts.errors()), (2, 2));

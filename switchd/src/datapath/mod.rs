@@ -14,7 +14,7 @@ mod port;
 mod worker;
 
 pub use fdb::{Fdb, FdbKey, FdbRow, PortId, MAC_AGING_SECS, MAC_TABLE_SIZE};
-pub use port::{Port, PortIo, PortStats};
+pub use port::{Port, PortIo, PortStats, LOOP_BLOCK_MS, LOOP_MOVES_PER_SEC};
 
 use crate::sys::{EventFd, PacketSocket, Tap};
 use std::collections::HashMap;
@@ -216,6 +216,7 @@ impl Datapath {
             name: name.to_string(),
             io,
             stats: PortStats::default(),
+            loop_guard: Default::default(),
         });
         let state = topo
             .bridges

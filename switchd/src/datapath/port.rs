@@ -21,6 +21,56 @@ impl AsRawFd for PortIo {
     }
 }
 
+/// More MAC moves onto one port than this in a second means a loop: frames the
+/// switch sent come back in on another port. Hosts moving between ports do it a
+/// few times, not a thousand.
+pub const LOOP_MOVES_PER_SEC: u64 = 1000;
+/// How long a port suspected of closing a loop drops what it receives before it
+/// is tried again.
+pub const LOOP_BLOCK_MS: u64 = 10_000;
+
+/// Loop detection state of a port. Written only by the thread that receives on
+/// the port; `blocked_until_ms` is also read by `show`.
+#[derive(Default)]
+pub struct LoopGuard {
+    window_start_ms: AtomicU64,
+    window_moves: AtomicU64,
+    blocked_until_ms: AtomicU64,
+}
+
+impl LoopGuard {
+    pub fn is_blocked(&self, now_ms: u64) -> bool {
+        now_ms < self.blocked_until_ms.load(Relaxed)
+    }
+
+    /// Milliseconds the port stays blocked, if it is.
+    pub fn blocked_for_ms(&self, now_ms: u64) -> Option<u64> {
+        let until = self.blocked_until_ms.load(Relaxed);
+        (now_ms < until).then(|| until - now_ms)
+    }
+
+    /// Counts `moves` MAC moves onto the port; true if that makes it blocked.
+    pub fn note_moves(&self, moves: u64, now_ms: u64) -> bool {
+        if moves == 0 {
+            return false;
+        }
+        let start = self.window_start_ms.load(Relaxed);
+        let total = if now_ms.saturating_sub(start) >= 1000 {
+            self.window_start_ms.store(now_ms, Relaxed);
+            moves
+        } else {
+            self.window_moves.load(Relaxed) + moves
+        };
+        self.window_moves.store(total, Relaxed);
+        if total > LOOP_MOVES_PER_SEC {
+            self.blocked_until_ms.store(now_ms + LOOP_BLOCK_MS, Relaxed);
+            self.window_moves.store(0, Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
 /// One switch port: its I/O plus its counters.
 ///
 /// Shared between the control plane (counters, name) and the datapath threads: the
@@ -30,6 +80,7 @@ pub struct Port {
     pub name: String,
     pub io: PortIo,
     pub stats: PortStats,
+    pub loop_guard: LoopGuard,
 }
 
 impl Port {
@@ -63,6 +114,8 @@ pub struct PortStats {
     pub rx_runts: AtomicU64,
     /// Not received whole.
     pub rx_truncated: AtomicU64,
+    /// Received while the port was blocked as part of a loop.
+    pub rx_loop: AtomicU64,
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
     /// Frames lost because the port's socket or device queue was full.
@@ -87,6 +140,7 @@ impl PortStats {
             rx_bad_vnet: self.rx_bad_vnet.load(Relaxed),
             rx_runts: self.rx_runts.load(Relaxed),
             rx_truncated: self.rx_truncated.load(Relaxed),
+            rx_loop: self.rx_loop.load(Relaxed),
         }
     }
 }
@@ -95,5 +149,27 @@ impl PortStats {
 pub(super) fn bump(counter: &AtomicU64, n: u64) {
     if n != 0 {
         counter.fetch_add(n, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loop_guard_blocks_on_a_burst_of_moves_only() {
+        let g = LoopGuard::default();
+        // A host moving now and then never trips it, even over many seconds.
+        for s in 0..100 {
+            assert!(!g.note_moves(5, s * 1000));
+        }
+        assert!(!g.is_blocked(100_000));
+        // A storm does, within its first second, for LOOP_BLOCK_MS.
+        let t = 200_000;
+        assert!(!g.note_moves(LOOP_MOVES_PER_SEC / 2, t));
+        assert!(g.note_moves(LOOP_MOVES_PER_SEC, t + 10));
+        assert!(g.is_blocked(t + 10 + LOOP_BLOCK_MS - 1));
+        assert_eq!(g.blocked_for_ms(t + 10), Some(LOOP_BLOCK_MS));
+        assert!(!g.is_blocked(t + 10 + LOOP_BLOCK_MS));
     }
 }

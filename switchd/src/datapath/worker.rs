@@ -355,14 +355,32 @@ impl Forwarder {
     fn forward_batch(&mut self, member: &Member, frames: &Frames) {
         let ingress = &member.port;
         let peers = &member.peers;
+        let now = now_ms();
+        let stats = &ingress.stats;
+        if ingress.loop_guard.is_blocked(now) {
+            // Neither learned from nor forwarded: that is what ends the storm.
+            let n = frames.len() as u64;
+            bump(&stats.rx_packets, n);
+            bump(&stats.rx_drops, n);
+            bump(&stats.rx_loop, n);
+            return;
+        }
         let counts = self.decider.decide(
             &mut member.bridge.fdb(),
-            now_ms(),
+            now,
             ingress.id,
             &member.peer_ids,
             (0..frames.len()).map(|i| frames.get(i)),
         );
-        let stats = &ingress.stats;
+        if ingress.loop_guard.note_moves(counts.moves, now) {
+            tracing::warn!(
+                port = %ingress.name,
+                "more than {} MAC moves a second onto this port: a loop? \
+                 dropping what it receives for {} s",
+                super::LOOP_MOVES_PER_SEC,
+                super::LOOP_BLOCK_MS / 1000
+            );
+        }
         bump(&stats.rx_packets, counts.packets);
         bump(&stats.rx_bytes, counts.bytes);
         bump(&stats.rx_drops, counts.drops());
