@@ -312,11 +312,16 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Value
     envelope["id"] = Value::from(1);
     let mut line = serde_json::to_vec(&envelope).expect("values always serialize");
     line.push(b'\n');
-    stream.write_all(&line).map_err(io_err)?;
+    // A daemon that refuses the connection answers and closes without reading,
+    // so the write can fail while its answer waits to be read: read it anyway.
+    let written = stream.write_all(&line);
     let mut reply = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut reply)
-        .map_err(io_err)?;
+    let read = BufReader::new(&stream).read_line(&mut reply);
+    match (written, read) {
+        (Err(e), _) if reply.is_empty() => return Err(io_err(e)),
+        (_, Err(e)) if reply.is_empty() => return Err(io_err(e)),
+        _ => {}
+    }
     if reply.is_empty() {
         return Err(CallError::BadReply(
             "connection closed without a reply".into(),
