@@ -1,0 +1,127 @@
+//! Soak: traffic flows between two namespaces for minutes while ports are added
+//! and removed and switchd is killed with SIGKILL and restarted. At the end every
+//! acknowledged port must be configured and attached, the two namespaces must
+//! still talk, and RSS must not have grown while one daemon ran.
+//!
+//! Run as root: `scripts/bench soak` (or `cargo bench --bench soak` after
+//! `cargo build --release --workspace --bins`). `SOAK_SECS` (default 120) sets the
+//! length. Prints a summary and exits non-zero if a check failed.
+
+#[allow(dead_code)]
+#[path = "../tests/util/mod.rs"]
+mod util;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+use util::{Daemon, Host};
+
+/// Extra namespaces kept attached at any time while churning.
+const CHURN: usize = 8;
+/// SIGKILL the daemon every this many add/remove rounds.
+const KILL_EVERY: usize = 25;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code)]
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("soak: needs root (namespaces, veth pairs)");
+        std::process::exit(1);
+    }
+    let secs: u64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let (a, b) = (Host::new("10.237.0.1/24"), Host::new("10.237.0.2/24"));
+    let mut d = Daemon::start_with(&["--log-level", "warn"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    d.ctl_ok(&["add-port", "br0", &a.port]);
+    d.ctl_ok(&["add-port", "br0", &b.port]);
+    assert!(a.can_ping(&b.ip), "no forwarding before the soak");
+
+    // Continuous traffic through the switch while everything else happens.
+    let count = (secs * 100).to_string();
+    let ping =
+        a.ns.spawn(&["ping", "-q", "-i", "0.01", "-c", &count, &b.ip]);
+
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut churn: VecDeque<Host> = VecDeque::new();
+    let (mut rounds, mut kills, mut n) = (0usize, 0usize, 0usize);
+    // RSS samples of the daemon that is running now.
+    let mut rss: Vec<u64> = Vec::new();
+    let mut rss_growth_max = 0i64;
+    let mut failures: Vec<String> = Vec::new();
+    while Instant::now() < deadline {
+        n += 1;
+        let h = Host::new(&format!("10.237.{}.{}/24", 1 + n / 250 % 200, n % 250 + 1));
+        d.ctl_ok(&["add-port", "br0", &h.port]);
+        churn.push_back(h);
+        if churn.len() > CHURN {
+            let old = churn.pop_front().unwrap();
+            d.ctl_ok(&["del-port", "br0", &old.port]);
+        }
+        rss.push(rss_kib(d.pid()));
+        rounds += 1;
+        if rounds.is_multiple_of(KILL_EVERY) {
+            if let (Some(first), Some(last)) = (rss.get(rss.len().min(3) - 1), rss.last()) {
+                rss_growth_max = rss_growth_max.max(*last as i64 - *first as i64);
+            }
+            rss.clear();
+            d.kill9();
+            kills += 1;
+            d.restart();
+        }
+    }
+
+    // Every acknowledged port is there and attached.
+    let show = d.ctl_json(&["show"]);
+    let ports: Vec<&serde_json::Value> = show["bridges"][0]["ports"]
+        .as_array()
+        .map(|p| p.iter().collect())
+        .unwrap_or_default();
+    let mut expected: Vec<&str> = churn.iter().map(|h| h.port.as_str()).collect();
+    expected.extend([a.port.as_str(), b.port.as_str()]);
+    expected.sort();
+    let mut got: Vec<&str> = ports.iter().filter_map(|p| p["name"].as_str()).collect();
+    got.sort();
+    if got != expected {
+        failures.push(format!("ports {got:?}, expected {expected:?}"));
+    }
+    if ports.iter().any(|p| !p["error"].is_null()) {
+        failures.push(format!("a port is not attached: {show}"));
+    }
+    if !a.can_ping(&b.ip) {
+        failures.push("a cannot ping b at the end".into());
+    }
+    drop(ping);
+
+    println!("soak: {secs} s, {rounds} add/remove rounds, {kills} SIGKILLs and restarts");
+    println!("soak: largest RSS growth within one daemon's life: {rss_growth_max} KiB");
+    if rss_growth_max > 4096 {
+        failures.push(format!(
+            "RSS grew {rss_growth_max} KiB within one daemon's life"
+        ));
+    }
+    if failures.is_empty() {
+        println!("soak: ok: every acknowledged port present and attached, forwarding intact");
+    } else {
+        for f in &failures {
+            println!("soak: FAILED: {f}");
+        }
+        std::process::exit(1);
+    }
+}
