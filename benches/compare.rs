@@ -546,15 +546,8 @@ const FIGURES: &[(&str, &str, bool)] = &[
 ];
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` must not run this.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !util::bench_should_run("compare") {
         return;
-    }
-    // SAFETY: geteuid has no preconditions.
-    #[allow(unsafe_code)]
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("compare: needs root (namespaces, veth pairs, bridges)");
-        std::process::exit(1);
     }
     let rounds = env_u64("COMPARE_ROUNDS", 3).max(1);
     let secs = env_u64("COMPARE_SECS", 4).max(1);

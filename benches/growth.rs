@@ -23,29 +23,12 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
-use util::{unique_name, wait_until, Daemon, Netns};
+use util::{cpu_ticks, rss_kib, unique_name, wait_until, Daemon, Netns};
 
 const SPARE: usize = 5;
 
 fn ip(i: usize) -> String {
     format!("10.236.{}.{}", i / 250, i % 250 + 1)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 fn ticks_per_sec() -> f64 {
@@ -197,15 +180,8 @@ fn measure(n: usize) -> Value {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` must not run this.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !util::bench_should_run("growth") {
         return;
-    }
-    // SAFETY: geteuid has no preconditions.
-    #[allow(unsafe_code)]
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("growth: needs root (namespaces, veth pairs)");
-        std::process::exit(1);
     }
     let sizes: Vec<usize> = std::env::var("GROWTH_SIZES")
         .unwrap_or_else(|_| "10,100,1000".into())

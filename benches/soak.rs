@@ -13,34 +13,16 @@ mod util;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use util::{Daemon, Host};
+use util::{rss_kib, Daemon, Host};
 
 /// Extra namespaces kept attached at any time while churning.
 const CHURN: usize = 8;
 /// SIGKILL the daemon every this many add/remove rounds.
 const KILL_EVERY: usize = 25;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    if !util::bench_should_run("soak") {
         return;
-    }
-    // SAFETY: geteuid has no preconditions.
-    #[allow(unsafe_code)]
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("soak: needs root (namespaces, veth pairs)");
-        std::process::exit(1);
     }
     let secs: u64 = std::env::var("SOAK_SECS")
         .ok()
@@ -77,9 +59,9 @@ fn main() {
         rss.push(rss_kib(d.pid()));
         rounds += 1;
         if rounds.is_multiple_of(KILL_EVERY) {
-            if let (Some(first), Some(last)) = (rss.get(rss.len().min(3) - 1), rss.last()) {
-                rss_growth_max = rss_growth_max.max(*last as i64 - *first as i64);
-            }
+            // Against the third sample: the first rounds after a start still warm up.
+            let (baseline, last) = (rss[2.min(rss.len() - 1)], rss[rss.len() - 1]);
+            rss_growth_max = rss_growth_max.max(last as i64 - baseline as i64);
             rss.clear();
             d.kill9();
             kills += 1;

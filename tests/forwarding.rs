@@ -1,7 +1,7 @@
 //! Frames between namespaces: learning, flooding, isolation, TCP with offloads.
 
 use crate::util::{
-    exclusive_machine, frame, shared_machine, unique_name, wait_until, Daemon, Host,
+    exclusive_machine, frame, rss_kib, shared_machine, unique_name, wait_until, Daemon, Host,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -387,16 +387,6 @@ fn multicast_source_is_dropped_and_not_learned() {
         "{fdb}"
     );
     assert!(fdb_has(&d, good_src, 0, &a.port));
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
 }
 
 /// One namespace sends 100k frames from random source MACs: the table stays within

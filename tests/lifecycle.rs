@@ -1,6 +1,6 @@
 //! Start, stop, restart, vanishing interfaces and raw requests on the socket.
 
-use crate::util::{shared_machine, wait_until, Daemon, Host};
+use crate::util::{cpu_ticks, shared_machine, wait_until, Daemon, Host};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -278,18 +278,6 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
     }
     d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     assert_eq!(d.ctl_ok(&["list-br"]), "br0\n");
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 /// The datapath blocks in epoll when there is no traffic: an idle switch with

@@ -41,22 +41,38 @@ fn assert_fails(out: std::process::Output, message: &str) {
     );
 }
 
-/// TCP through the host's own iperf3 client to a server in `ns`; Gbit/s.
-fn tcp_gbits(server_ns: &Netns, server_ip: &str, client: Option<&Netns>) -> f64 {
-    let _server = server_ns.spawn(&["iperf3", "-s", "-1", "-B", server_ip]);
-    let args = ["iperf3", "-c", server_ip, "-t", "2", "-J"];
+/// `args` run inside `ns`, or on the host for `None`.
+fn command(ns: Option<&Netns>, args: &[&str]) -> Command {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &ns.name, args[0]]);
+            cmd
+        }
+        None => Command::new(args[0]),
+    };
+    cmd.args(&args[1..]);
+    cmd
+}
+
+/// iperf3 TCP from `client` to a server on `server_ip` in `server` (`None`: the
+/// host); Gbit/s.
+fn tcp_gbits(server: Option<&Netns>, server_ip: &str, client: Option<&Netns>) -> f64 {
+    let _server = ChildGuard(
+        command(server, &["iperf3", "-s", "-1", "-B", server_ip])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let listening = format!("{server_ip}:5201");
     let ready = wait_until(Duration::from_secs(5), || {
-        let probe = Command::new("ip")
-            .args(["netns", "exec", &server_ns.name, "ss", "-ltn"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&probe.stdout).contains(":5201")
+        let probe = command(server, &["ss", "-ltn"]).output().unwrap();
+        String::from_utf8_lossy(&probe.stdout).contains(&listening)
     });
     assert!(ready, "iperf3 server did not start");
-    let out = match client {
-        Some(ns) => ns.exec(&args),
-        None => Command::new(args[0]).args(&args[1..]).output().unwrap(),
-    };
+    let out = command(client, &["iperf3", "-c", server_ip, "-t", "2", "-J"])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "iperf3: {}",
@@ -115,29 +131,9 @@ fn host_reaches_namespaces_through_the_internal_port() {
     );
 
     // A stall (unhandled offloads) would show as kbit/s, not a slightly low figure.
-    let down = tcp_gbits(&ns1, "10.231.1.1", None);
+    let down = tcp_gbits(Some(&ns1), "10.231.1.1", None);
     assert!(down > 1.0, "host -> ns1 TCP at {down:.2} Gbit/s");
-    let host_server = ChildGuard(
-        Command::new("iperf3")
-            .args(["-s", "-1", "-B", "10.231.1.254"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(5), || {
-            let out = Command::new("ss").args(["-ltn"]).output().unwrap();
-            String::from_utf8_lossy(&out.stdout).contains("10.231.1.254:5201")
-        }),
-        "host iperf3 server did not start"
-    );
-    let out = ns1.exec(&["iperf3", "-c", "10.231.1.254", "-t", "2", "-J"]);
-    drop(host_server);
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let up = json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap()
-        / 1e9;
+    let up = tcp_gbits(None, "10.231.1.254", Some(&ns1));
     assert!(up > 1.0, "ns1 -> host TCP at {up:.2} Gbit/s");
 
     let internal: Vec<Value> = ports(&d)

@@ -455,3 +455,44 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, payload: &[u8]) -> V
     f.resize(f.len().max(60), 0);
     f
 }
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Resident memory of a process in KiB; 0 once it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// For a `harness = false` bench: false unless `cargo bench` runs it (so
+/// `cargo test --benches` does not); exits if not root.
+#[allow(dead_code)] // the benches' entry check; the tests use `require_root`
+pub fn bench_should_run(name: &str) -> bool {
+    if !std::env::args().any(|a| a == "--bench") {
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code)]
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("{name}: needs root (namespaces, veth pairs, bridges)");
+        std::process::exit(1);
+    }
+    true
+}
