@@ -157,6 +157,69 @@ impl Request {
     }
 }
 
+/// A request line that cannot be run: the request's `id` (null when it could not
+/// be read) and the error to answer with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub id: Value,
+    pub error: RpcError,
+}
+
+/// Decodes one JSON-RPC request line into its `id` and request. Pure, so the
+/// daemon's only parser of untrusted input can be fuzzed on its own (fuzz/).
+pub fn decode_request(line: &[u8]) -> Result<(Value, Request), Rejected> {
+    let reject = |id: &Value, code, message: String| Rejected {
+        id: id.clone(),
+        error: RpcError { code, message },
+    };
+    let request: Value = serde_json::from_slice(line)
+        .map_err(|e| reject(&Value::Null, code::PARSE_ERROR, format!("parse error: {e}")))?;
+    let Some(object) = request.as_object() else {
+        return Err(reject(
+            &Value::Null,
+            code::INVALID_REQUEST,
+            "a request must be a JSON object".into(),
+        ));
+    };
+    let id = object.get("id").cloned().unwrap_or(Value::Null);
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(reject(
+            &id,
+            code::INVALID_REQUEST,
+            "\"jsonrpc\" must be \"2.0\"".into(),
+        ));
+    }
+    let Some(method) = object.get("method").and_then(Value::as_str) else {
+        return Err(reject(
+            &id,
+            code::INVALID_REQUEST,
+            "\"method\" must be a string".into(),
+        ));
+    };
+    if !Request::METHODS.contains(&method) {
+        return Err(reject(
+            &id,
+            code::METHOD_NOT_FOUND,
+            format!("unknown method {method:?}"),
+        ));
+    }
+    let params = object
+        .get("params")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let mut tagged = serde_json::Map::new();
+    tagged.insert("method".into(), Value::String(method.into()));
+    tagged.insert("params".into(), params);
+    match serde_json::from_value(Value::Object(tagged)) {
+        Ok(request) => Ok((id, request)),
+        Err(e) => Err(reject(
+            &id,
+            code::INVALID_PARAMS,
+            format!("invalid params for {method}: {e}"),
+        )),
+    }
+}
+
 /// JSON-RPC error codes. The negative ones are JSON-RPC 2.0's own.
 pub mod code {
     pub const PARSE_ERROR: i64 = -32700;
@@ -399,5 +462,43 @@ mod tests {
         assert_eq!(err.to_string(), "no bridge named br9");
         let ok = parse_reply(r#"{"jsonrpc":"2.0","id":1,"result":[1]}"#).unwrap();
         assert_eq!(ok, serde_json::json!([1]));
+    }
+
+    #[test]
+    fn request_lines_decode_or_say_why() {
+        let (id, request) = decode_request(
+            br#"{"jsonrpc":"2.0","id":"a","method":"del-br","params":{"bridge":"b"}}"#,
+        )
+        .unwrap();
+        assert_eq!(id, serde_json::json!("a"));
+        assert_eq!(
+            request,
+            Request::DelBr {
+                bridge: "b".into(),
+                if_exists: false
+            }
+        );
+        // `params` may be left out when every parameter has a default.
+        let (id, request) = decode_request(br#"{"jsonrpc":"2.0","method":"show"}"#).unwrap();
+        assert_eq!((id, request), (Value::Null, Request::Show {}));
+
+        let rejected = |line: &str| {
+            let r = decode_request(line.as_bytes()).unwrap_err();
+            (r.id, r.error.code)
+        };
+        assert_eq!(rejected("{"), (Value::Null, code::PARSE_ERROR));
+        assert_eq!(rejected("[1]"), (Value::Null, code::INVALID_REQUEST));
+        assert_eq!(
+            rejected(r#"{"id":5,"method":"show"}"#),
+            (serde_json::json!(5), code::INVALID_REQUEST)
+        );
+        assert_eq!(
+            rejected(r#"{"jsonrpc":"2.0","id":6,"method":"reboot"}"#),
+            (serde_json::json!(6), code::METHOD_NOT_FOUND)
+        );
+        assert_eq!(
+            rejected(r#"{"jsonrpc":"2.0","id":7,"method":"add-br","params":{"bridge":1}}"#),
+            (serde_json::json!(7), code::INVALID_PARAMS)
+        );
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use switchd_proto::{code, Request, RpcError, MAX_REQUEST_BYTES};
+use switchd_proto::{code, decode_request, Rejected, RpcError, MAX_REQUEST_BYTES};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, Semaphore};
@@ -174,50 +174,9 @@ fn error_reply(id: Value, code: i64, message: String) -> Value {
 
 /// Decodes one request line and runs it.
 async fn dispatch(line: &[u8], switch: &Mutex<Switch>) -> Value {
-    let request: Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(e) => return error_reply(Value::Null, code::PARSE_ERROR, format!("parse error: {e}")),
-    };
-    let Some(object) = request.as_object() else {
-        return error_reply(
-            Value::Null,
-            code::INVALID_REQUEST,
-            "a request must be a JSON object".into(),
-        );
-    };
-    let id = object.get("id").cloned().unwrap_or(Value::Null);
-    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return error_reply(
-            id,
-            code::INVALID_REQUEST,
-            "\"jsonrpc\" must be \"2.0\"".into(),
-        );
-    }
-    let Some(method) = object.get("method").and_then(Value::as_str) else {
-        return error_reply(
-            id,
-            code::INVALID_REQUEST,
-            "\"method\" must be a string".into(),
-        );
-    };
-    if !Request::METHODS.contains(&method) {
-        return error_reply(
-            id,
-            code::METHOD_NOT_FOUND,
-            format!("unknown method {method:?}"),
-        );
-    }
-    let params = object.get("params").cloned().unwrap_or_else(|| json!({}));
-    let request: Request = match serde_json::from_value(json!({"method": method, "params": params}))
-    {
-        Ok(r) => r,
-        Err(e) => {
-            return error_reply(
-                id,
-                code::INVALID_PARAMS,
-                format!("invalid params for {method}: {e}"),
-            )
-        }
+    let (id, request) = match decode_request(line) {
+        Ok(decoded) => decoded,
+        Err(Rejected { id, error }) => return error_reply(id, error.code, error.message),
     };
     tracing::debug!(?request, "request");
     match switch.lock().await.handle(request).await {

@@ -39,12 +39,14 @@ pub fn insert_tag(buf: &mut [u8], tpid: u16, tci: u16) -> Result<(), Truncated> 
     buf[tag..tag + 2].copy_from_slice(&tpid.to_be_bytes());
     buf[tag + 2..tag + 4].copy_from_slice(&tci.to_be_bytes());
     // Offsets in the header count from the frame start: the L3 header moved by 4.
+    // Saturating: an offset that no longer fits was bogus, and one past any frame
+    // is what `VnetHeader::is_valid_for` rejects, so the frame is dropped, not wrapped.
     let mut hdr = VnetHeader::new_checked(&mut buf[..vnet::HEADER_LEN])?;
     if hdr.flags() & vnet::FLAG_NEEDS_CSUM != 0 {
-        hdr.set_csum_start(hdr.csum_start() + TAG_LEN as u16);
+        hdr.set_csum_start(hdr.csum_start().saturating_add(TAG_LEN as u16));
     }
     if hdr.hdr_len() != 0 {
-        hdr.set_hdr_len(hdr.hdr_len() + TAG_LEN as u16);
+        hdr.set_hdr_len(hdr.hdr_len().saturating_add(TAG_LEN as u16));
     }
     Ok(())
 }
@@ -76,6 +78,22 @@ mod tests {
         let hdr = VnetHeader::new_checked(&buf[..vnet::HEADER_LEN]).unwrap();
         assert_eq!(hdr.csum_start(), 38);
         assert_eq!(hdr.hdr_len(), 58);
+    }
+
+    /// Found by fuzz/frames: offsets near u16::MAX overflowed (a panic in debug builds).
+    #[test]
+    fn bogus_offsets_are_rejected_not_wrapped() {
+        let mut buf = vec![0u8; TAG_LEN];
+        let mut hdr = [0u8; vnet::HEADER_LEN];
+        hdr[0] = vnet::FLAG_NEEDS_CSUM;
+        hdr[2..4].copy_from_slice(&u16::MAX.to_ne_bytes());
+        hdr[6..8].copy_from_slice(&(u16::MAX - 1).to_ne_bytes());
+        buf.extend_from_slice(&hdr);
+        buf.extend_from_slice(&[0x02; 60]);
+        insert_tag(&mut buf, TPID_8021AD, 0xffff).unwrap();
+        let hdr = VnetHeader::new_checked(&buf[..vnet::HEADER_LEN]).unwrap();
+        assert_eq!(hdr.csum_start(), u16::MAX);
+        assert!(!hdr.is_valid_for(buf.len() - vnet::HEADER_LEN));
     }
 
     #[test]
