@@ -336,11 +336,31 @@ fn cpu_secs(pid: i32) -> f64 {
     ticks as f64 / hz
 }
 
-fn tcp_gbps(topo: &Topology, streams: u32, secs: u64) -> f64 {
+/// Busy and total jiffies of the whole machine, from /proc/stat.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = cpu.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th fields.
+    let idle = cpu.get(3).copied().unwrap_or(0) + cpu.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// TCP throughput in Gbit/s, and how busy the whole machine was meanwhile (% of
+/// all cores): a run at ~100% is bounded by CPU, not by the switch's design.
+fn tcp(topo: &Topology, streams: u32, secs: u64) -> (f64, f64) {
     let _server = topo.b.spawn(&["iperf3", "-s", "-1", "-p", "5201"]);
     assert!(wait_until(Duration::from_secs(5), || {
         topo.b.exec_ok(&["ss", "-ltn"]).contains(":5201")
     }));
+    let (busy0, total0) = machine_ticks();
     let out = topo.a.exec(&[
         "iperf3",
         "-c",
@@ -353,11 +373,44 @@ fn tcp_gbps(topo: &Topology, streams: u32, secs: u64) -> f64 {
         &streams.to_string(),
         "-J",
     ]);
+    let (busy1, total1) = machine_ticks();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    report["end"]["sum_received"]["bits_per_second"]
+    let gbps = report["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0)
-        / 1e9
+        / 1e9;
+    let busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64 * 100.0;
+    (gbps, busy)
+}
+
+/// p50 of one thread waking another that sleeps in a blocking read (half a
+/// round trip over a socket pair), in microseconds. A userspace switch pays at
+/// least one such wakeup per ping that the kernel bridge does not: the bridge
+/// answers inside the sender's system call, switchd must wake ping's process
+/// from another thread.
+fn wakeup_us() -> f64 {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let (mut here, mut there) = UnixStream::pair().expect("socketpair");
+    let echo = std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        while there.read_exact(&mut b).is_ok() && b[0] != 0 {
+            there.write_all(&b).expect("echo");
+        }
+    });
+    let mut halves = Vec::with_capacity(2000);
+    let mut b = [1u8; 1];
+    for _ in 0..2000 {
+        // Let the echo thread fall asleep, as switchd's thread does between pings.
+        std::thread::sleep(Duration::from_micros(200));
+        let t = Instant::now();
+        here.write_all(&[1]).expect("write");
+        here.read_exact(&mut b).expect("read");
+        halves.push(t.elapsed().as_secs_f64() * 1e6 / 2.0);
+    }
+    here.write_all(&[0]).expect("stop");
+    echo.join().expect("echo thread");
+    median(&halves)
 }
 
 fn ipv4_checksum(header: &[u8]) -> u16 {
@@ -531,6 +584,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// Figures in table order: key, label, higher is better.
 const FIGURES: &[(&str, &str, bool)] = &[
     ("tcp1_gbps", "TCP 1 stream, Gbit/s", true),
+    ("tcp1_busy_pct", "machine CPU busy in TCP 1, %", false),
     ("tcp4_gbps", "TCP 4 streams, Gbit/s", true),
     ("f64_kfps", "64B frames delivered, k/s", true),
     ("f64_loss_pct", "64B loss, %", false),
@@ -584,7 +638,9 @@ fn main() {
 
     // samples[kind][figure] = one value per round.
     let mut samples: BTreeMap<Kind, BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
+    let mut wakeups = Vec::new();
     for round in 0..rounds {
+        wakeups.push(wakeup_us());
         // Alternate the order so no topology always runs first on a warm machine.
         let n = topologies.len();
         for i in 0..n {
@@ -592,8 +648,10 @@ fn main() {
             eprintln!("round {}/{rounds}: {}", round + 1, topo.kind.title());
             let s = samples.entry(topo.kind).or_default();
             let mut add = |k: &'static str, v: f64| s.entry(k).or_default().push(v);
-            add("tcp1_gbps", tcp_gbps(topo, 1, secs));
-            add("tcp4_gbps", tcp_gbps(topo, 4, secs));
+            let (gbps, busy) = tcp(topo, 1, secs);
+            add("tcp1_gbps", gbps);
+            add("tcp1_busy_pct", busy);
+            add("tcp4_gbps", tcp(topo, 4, secs).0);
             let f64r = frames(topo, 60, secs);
             add("f64_kfps", f64r.delivered_per_sec / 1e3);
             add("f64_loss_pct", f64r.loss * 100.0);
@@ -621,8 +679,10 @@ fn main() {
         .iter()
         .map(|(k, figs)| (*k, figs.iter().map(|(f, v)| (*f, median(v))).collect()))
         .collect();
+    let wakeup = median(&wakeups);
     print_table(&medians, rounds);
-    write_json(&samples, &medians, rounds, secs);
+    println!("one thread waking another (socket pair, half a round trip), p50: {wakeup:.1} us");
+    write_json(&samples, &medians, rounds, secs, wakeup);
 }
 
 fn ratio(medians: &BTreeMap<Kind, BTreeMap<&str, f64>>, fig: &str, of: Kind) -> Option<f64> {
@@ -663,6 +723,7 @@ fn write_json(
     medians: &BTreeMap<Kind, BTreeMap<&str, f64>>,
     rounds: u64,
     secs: u64,
+    wakeup_us: f64,
 ) {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -693,6 +754,7 @@ fn write_json(
         "machine": {
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "kernel": run("uname", &["-r"]).trim(),
+            "thread_wakeup_us_p50": finite(wakeup_us),
         },
         "switchd_args": std::env::var("SWITCHD_ARGS").unwrap_or_default(),
         "median": medians.iter().map(|(k, f)| (k.name().to_string(),

@@ -1,6 +1,6 @@
 //! Start, stop, restart, vanishing interfaces and raw requests on the socket.
 
-use crate::util::{cpu_ticks, shared_machine, wait_until, Daemon, Host};
+use crate::util::{cpu_ticks, datapath_ticks, shared_machine, wait_until, Daemon, Host};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -122,22 +122,22 @@ fn interface_vanishing_under_traffic_is_survived() {
     assert!(show_says_gone, "{}", d.ctl_ok(&["show"]));
     assert!(a.can_ping(&b.ip), "other ports stopped forwarding");
     // The dead port's socket error must not keep the datapath busy.
-    let before = cpu_ticks(d.pid());
+    let before = datapath_ticks(d.pid());
     std::thread::sleep(Duration::from_secs(2));
-    let used = cpu_ticks(d.pid()) - before;
+    let used = datapath_ticks(d.pid()) - before;
     assert!(
         used <= 3,
-        "switchd used {used} ticks in 2 s after a port vanished"
+        "the datapath used {used} ticks in 2 s after a port vanished"
     );
     // Nor must an interface that goes down.
     crate::util::run("ip", &["link", "set", &b.port, "down"]);
     std::thread::sleep(Duration::from_millis(500));
-    let before = cpu_ticks(d.pid());
+    let before = datapath_ticks(d.pid());
     std::thread::sleep(Duration::from_secs(2));
-    let used = cpu_ticks(d.pid()) - before;
+    let used = datapath_ticks(d.pid()) - before;
     assert!(
         used <= 3,
-        "switchd used {used} ticks in 2 s after a port went down"
+        "the datapath used {used} ticks in 2 s after a port went down"
     );
     crate::util::run("ip", &["link", "set", &b.port, "up"]);
     assert!(
@@ -293,16 +293,17 @@ fn idle_switch_uses_no_cpu() {
     d.ctl_ok(&["add-port", "br0", &b.port]);
     assert!(a.can_ping(&b.ip));
     // The daemon does follow every interface change on the host, and other tests
-    // (or the kernel cleaning up their namespaces) make plenty: take the quietest
-    // of a few windows.
-    let used = (0..3)
-        .map(|_| {
-            let before = cpu_ticks(d.pid());
-            std::thread::sleep(Duration::from_secs(2));
-            cpu_ticks(d.pid()) - before
-        })
-        .min()
-        .unwrap();
+    // (or the kernel cleaning up their namespaces) make plenty: wait for a quiet
+    // window, up to 10 of them. A daemon that is busy on its own never gets one.
+    let mut used = u64::MAX;
+    for _ in 0..10 {
+        let before = cpu_ticks(d.pid());
+        std::thread::sleep(Duration::from_secs(2));
+        used = used.min(cpu_ticks(d.pid()) - before);
+        if used <= 2 {
+            break;
+        }
+    }
     // 2 s at 100 ticks/s: 2 ticks is 1% of a core. A spinning thread would use ~200.
     assert!(used <= 2, "idle switchd used {used} ticks in 2 s");
 }

@@ -39,6 +39,9 @@ fn main() -> ExitCode {
         .with_max_level(args.log_level)
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = switchd::sys::raise_fd_limit() {
+        tracing::warn!("cannot raise the open-file limit: {e}");
+    }
     let config = switchd::Config {
         socket: args.socket,
         socket_group: args.socket_group,

@@ -303,7 +303,7 @@ impl TxBatch {
             // the duration of `send`; the kernel only reads them.
             let r = unsafe {
                 libc::sendmmsg(
-                    sock.as_raw_fd(),
+                    sock.tx_fd(),
                     self.hdrs.as_mut_ptr().add(off),
                     (n - off) as u32,
                     libc::MSG_DONTWAIT,
