@@ -383,8 +383,8 @@ fn tcp(topo: &Topology, streams: u32, secs: u64) -> (f64, f64) {
     (gbps, busy)
 }
 
-/// p50 of one thread waking another that sleeps in a blocking read (half a
-/// round trip over a socket pair), in microseconds. A userspace switch pays at
+/// p50 of one thread waking another that sleeps in a blocking read on the other
+/// CPU (half a round trip over a socket pair), in microseconds. A userspace switch pays at
 /// least one such wakeup per ping that the kernel bridge does not: the bridge
 /// answers inside the sender's system call, switchd must wake ping's process
 /// from another thread.
@@ -392,17 +392,22 @@ fn wakeup_us() -> f64 {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     let (mut here, mut there) = UnixStream::pair().expect("socketpair");
+    // On different CPUs, as ping and switchd's thread are when the ping runs on
+    // the other core: the wakeup then needs an interrupt to the sleeping CPU.
+    pin_to_cpu(1);
     let echo = std::thread::spawn(move || {
+        pin_to_cpu(0);
         let mut b = [0u8; 1];
         while there.read_exact(&mut b).is_ok() && b[0] != 0 {
             there.write_all(&b).expect("echo");
         }
     });
-    let mut halves = Vec::with_capacity(2000);
+    let mut halves = Vec::with_capacity(500);
     let mut b = [1u8; 1];
-    for _ in 0..2000 {
-        // Let the echo thread fall asleep, as switchd's thread does between pings.
-        std::thread::sleep(Duration::from_micros(200));
+    for _ in 0..500 {
+        // Idle as long as between two pings of `ping_us`, so the CPUs get as deep
+        // into their idle state as they do there.
+        std::thread::sleep(Duration::from_millis(2));
         let t = Instant::now();
         here.write_all(&[1]).expect("write");
         here.read_exact(&mut b).expect("read");
@@ -410,7 +415,34 @@ fn wakeup_us() -> f64 {
     }
     here.write_all(&[0]).expect("stop");
     echo.join().expect("echo thread");
+    pin_to_cpu_all();
     median(&halves)
+}
+
+/// Pins the calling thread to `cpu` (no-op on a single-CPU machine).
+fn pin_to_cpu(cpu: usize) {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > cpu {
+        set_affinity(&[cpu]);
+    }
+}
+
+/// Lets the calling thread run anywhere again.
+fn pin_to_cpu_all() {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    set_affinity(&(0..n).collect::<Vec<_>>());
+}
+
+fn set_affinity(cpus: &[usize]) {
+    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set, CPU_SET
+    // writes inside it, and sched_setaffinity reads exactly its size.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
 
 fn ipv4_checksum(header: &[u8]) -> u16 {
@@ -681,7 +713,7 @@ fn main() {
         .collect();
     let wakeup = median(&wakeups);
     print_table(&medians, rounds);
-    println!("one thread waking another (socket pair, half a round trip), p50: {wakeup:.1} us");
+    println!("one thread waking another on the other CPU after 2 ms idle, p50: {wakeup:.1} us");
     write_json(&samples, &medians, rounds, secs, wakeup);
 }
 
