@@ -324,16 +324,10 @@ fn counter(ns: &Netns, name: &str) -> u64 {
 /// utime + stime of a process, in seconds.
 fn cpu_secs(pid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .map_or(0, |f| f.iter().map(|v| v.parse::<u64>().unwrap_or(0)).sum());
     // SAFETY: sysconf has no preconditions.
     #[allow(unsafe_code)]
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks as f64 / hz
+    util::stat_ticks(&stat) as f64 / hz
 }
 
 /// Busy and total jiffies of the whole machine, from /proc/stat.

@@ -456,16 +456,24 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, payload: &[u8]) -> V
     f
 }
 
-/// utime + stime of a process, in clock ticks.
-pub fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+/// utime + stime from the text of a `/proc/.../stat` file, in clock ticks; 0 if
+/// it cannot be read.
+pub fn stat_ticks(stat: &str) -> u64 {
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
-        .unwrap()
+        .unwrap_or("")
         .split_whitespace()
         .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().map(|v| v.parse::<u64>().unwrap_or(0)).sum())
+}
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap())
 }
 
 /// CPU ticks used so far by switchd's datapath threads (named `datapath-N`) alone:
@@ -476,15 +484,7 @@ pub fn datapath_ticks(pid: u32) -> u64 {
     tasks
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
         .filter(|stat| stat.contains("(datapath-"))
-        .map(|stat| {
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap()
-                .split_whitespace()
-                .collect();
-            fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-        })
+        .map(|stat| stat_ticks(&stat))
         .sum()
 }
 

@@ -30,10 +30,10 @@ fn cvt<T: PartialOrd + Default>(ret: T) -> io::Result<T> {
     }
 }
 
-/// Raises the soft limit on open files to the hard limit and returns it. Each
+/// Raises the soft limit on open files to the hard limit. Each
 /// port holds two sockets; the usual soft limit of 1024 would stop a bridge
 /// near 500 ports.
-pub fn raise_fd_limit() -> io::Result<u64> {
+pub fn raise_fd_limit() -> io::Result<()> {
     // SAFETY: rlimit is plain old data; all-zero is a valid value.
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: `lim` is valid for writes.
@@ -43,7 +43,7 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         // SAFETY: `lim` is a valid rlimit; the soft limit does not exceed the hard one.
         cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     }
-    Ok(lim.rlim_cur)
+    Ok(())
 }
 
 /// The current index of a network interface in this namespace, `None` if absent.

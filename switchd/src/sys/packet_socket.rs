@@ -37,9 +37,9 @@ impl PacketSocket {
         };
         for fd in [&sock.fd, &sock.tx] {
             set_opt(fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
-            // Straight to the driver: veth has no queue worth going through.
-            set_opt(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
         }
+        // Straight to the driver: veth has no queue worth going through.
+        set_opt(&sock.tx, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
         // The kernel strips VLAN tags into metadata; this hands them back to us.
         set_opt(&sock.fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
         // We never want to read back what we (or anyone) sent out of this port.
