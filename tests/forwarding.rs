@@ -120,6 +120,58 @@ fn tcp_with_default_offloads_is_fast() {
     );
 }
 
+/// A port that is receiving leaves epoll while its thread spins and is polled
+/// through its ring instead (worker::poll_hot). Topology changes under load and
+/// the end of the load must hand it back to epoll: a port left out goes deaf, a
+/// thread that never stops polling burns a core.
+#[test]
+fn ports_polled_under_load_survive_changes_and_sleep_after() {
+    let _machine = exclusive_machine();
+    let hosts = hosts("10.31.0", 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    let d = Daemon::start_with(&["--log-level", "debug"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    attach(&d, "br0", &hosts[..2]);
+    assert!(a.can_ping(&b.ip));
+
+    let _server = b.ns.spawn(&["iperf3", "-s", "-1", "-p", "5201"]);
+    assert!(wait_until(Duration::from_secs(5), || {
+        b.ns.exec_ok(&["ss", "-ltn"]).contains(":5201")
+    }));
+    let mut client =
+        a.ns.spawn(&["iperf3", "-c", &b.ip, "-p", "5201", "-t", "4"]);
+    // Only a port with a ring is polled; a TCP stream gives one to a's port.
+    let has_ring = |port: &str| {
+        d.log().lines().any(|l| {
+            l.contains("busy port moved to a receive ring") && l.ends_with(&format!(" port={port}"))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || has_ring(&a.port)),
+        "a's port never got a ring under TCP; log:\n{}",
+        d.log()
+    );
+    // Each change hands the threads a new view while a's port is being polled.
+    for _ in 0..5 {
+        d.ctl_ok(&["add-port", "br0", &c.port]);
+        d.ctl_ok(&["del-port", "br0", &c.port]);
+    }
+    d.ctl_ok(&["add-port", "br0", &c.port]);
+    let finished = client.0.wait().expect("iperf3 client");
+    assert!(finished.success(), "TCP failed during the changes");
+
+    // Once the load is gone the ports are asleep in epoll again, and wake for a
+    // lone frame.
+    std::thread::sleep(Duration::from_millis(500));
+    for (from, to) in [(a, b), (a, c), (b, c), (b, a)] {
+        assert!(from.can_ping(&to.ip), "{} cannot reach {}", from.ip, to.ip);
+    }
+    let before = crate::util::datapath_ticks(d.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = crate::util::datapath_ticks(d.pid()) - before;
+    assert!(used <= 3, "the datapath used {used} ticks in 2 s of quiet");
+}
+
 #[test]
 fn learned_unicast_reaches_only_its_port() {
     let _machine = shared_machine();

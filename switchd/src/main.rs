@@ -38,6 +38,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_max_level(args.log_level)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person watching, not in a log file or journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = switchd::sys::raise_fd_limit() {
         tracing::warn!("cannot raise the open-file limit: {e}");

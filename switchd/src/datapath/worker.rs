@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 const BATCH: usize = 32;
 const MAX_BATCHES_PER_WAKEUP: usize = 8;
 const WAKE_TOKEN: u64 = u64::MAX;
+/// While spinning on hot rings, epoll (control messages, other ports) is asked
+/// after a pass that found nothing, and at least once per this many passes.
+const PASSES_PER_EPOLL_CHECK: u32 = 64;
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Per-thread scratch space and settings, allocated once.
@@ -115,19 +118,33 @@ pub(super) fn run(
     };
     let mut ready = Vec::with_capacity(events.len());
     let mut spin_until: Option<Instant> = None;
+    // Ring ports taken out of epoll while the thread spins (indices into
+    // `view.members`); see `poll_hot`.
+    let mut hot: Vec<usize> = Vec::new();
+    let mut passes = 0;
     loop {
-        ready.clear();
-        let timeout = spin_until
-            .filter(|&t| Instant::now() < t)
-            .map(|_| Duration::ZERO);
-        match epoll.wait(&mut events, timeout) {
-            Ok(tokens) => ready.extend(tokens),
-            Err(e) => {
-                tracing::error!("datapath thread stops: epoll_wait: {e}");
-                return;
-            }
-        }
+        let spinning = spin_until.is_some_and(|t| Instant::now() < t);
         let mut forwarded = false;
+        if spinning {
+            forwarded = poll_hot(&view, &hot, &mut scratch);
+            passes += 1;
+        } else {
+            rearm(&epoll, &view, &mut hot);
+        }
+        if !spinning || !forwarded || passes >= PASSES_PER_EPOLL_CHECK {
+            passes = 0;
+            ready.clear();
+            let timeout = spinning.then_some(Duration::ZERO);
+            match epoll.wait(&mut events, timeout) {
+                Ok(tokens) => ready.extend(tokens),
+                Err(e) => {
+                    tracing::error!("datapath thread stops: epoll_wait: {e}");
+                    return;
+                }
+            }
+        } else {
+            ready.clear();
+        }
         for &token in &ready {
             if token == WAKE_TOKEN {
                 wake.drain();
@@ -138,6 +155,9 @@ pub(super) fn run(
                             generation,
                             view: next,
                         } => {
+                            // `hot` indexes the old view, and switch_view expects
+                            // every old port to be registered.
+                            rearm(&epoll, &view, &mut hot);
                             switch_view(&epoll, &view, &next);
                             view = next;
                             index = view
@@ -151,12 +171,63 @@ pub(super) fn run(
                     }
                 }
             } else if let Some(&i) = index.get(&token) {
-                forwarded |= process_port(&view.members[i], &mut scratch);
+                let member = &view.members[i];
+                if process_port(member, &mut scratch) {
+                    forwarded = true;
+                    // Not registered, a port cannot be reported again: no duplicates.
+                    if !spin.is_zero() && ring_of(member).is_some() {
+                        use std::os::fd::AsRawFd;
+                        if epoll.delete(member.port.io.as_raw_fd()).is_ok() {
+                            hot.push(i);
+                        }
+                    }
+                }
             }
         }
         if forwarded {
             spin_until = Some(Instant::now() + spin);
         }
+    }
+}
+
+/// Forwards what the hot rings hold; true if there was anything.
+///
+/// While a ring port is registered in epoll, every frame the kernel writes into
+/// its ring runs epoll's wakeup callback under the socket's wait-queue lock (with
+/// interrupts off, in the sender's context), and every `epoll_wait` of ours polls
+/// the socket under its receive-queue lock, which the kernel holds while filling
+/// the ring. perf at 64-byte frames: 14% of the datapath thread's CPU in
+/// `epoll_wait`, 5% of the sender's in that callback. So a port that has just
+/// received leaves epoll for as long as the thread spins, and the thread reads its
+/// ring's next status word instead: no syscall, no shared lock.
+fn poll_hot(view: &WorkerView, hot: &[usize], s: &mut Scratch) -> bool {
+    let mut forwarded = false;
+    for &i in hot {
+        let member = &view.members[i];
+        if ring_of(member).is_some_and(RxRing::ready) {
+            forwarded |= process_port(member, s);
+        }
+    }
+    forwarded
+}
+
+/// Puts the hot ports back into epoll before the thread blocks or changes view.
+/// Level-triggered: a port whose ring filled meanwhile is reported at once.
+fn rearm(epoll: &Epoll, view: &WorkerView, hot: &mut Vec<usize>) {
+    for i in hot.drain(..) {
+        let port = &view.members[i].port;
+        match epoll.add(&port.io, u64::from(port.id)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => tracing::error!(port = %port.name, "cannot poll port: {e}"),
+        }
+    }
+}
+
+fn ring_of(member: &Member) -> Option<&RxRing> {
+    match &member.port.io {
+        PortIo::Socket(sock) => sock.rx_ring(),
+        PortIo::Tap(_) => None,
     }
 }
 

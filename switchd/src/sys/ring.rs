@@ -137,6 +137,13 @@ impl RxRing {
         }
     }
 
+    /// True if the next slot holds a frame: one load, no syscall, for polling
+    /// the ring instead of asking epoll.
+    pub fn ready(&self) -> bool {
+        let head = self.head.load(Ordering::Relaxed);
+        self.status(head).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
+    }
+
     fn take(&self, slot: usize, status: u32) -> RingSlot {
         let base = slot * RING_FRAME_BYTES;
         // SAFETY: the kernel set TP_STATUS_USER (read with acquire), so the slot's
