@@ -23,10 +23,16 @@ struct Args {
     /// Datapath threads; each port's receive side belongs to one of them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     datapath_threads: u16,
-    /// Microseconds a datapath thread keeps polling after forwarding before it
-    /// blocks. Longer trades CPU for latency under sparse traffic; 0 always blocks.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    /// The longest a datapath thread keeps polling after forwarding before it
+    /// blocks, in microseconds. The window adapts between 50 µs and this to the
+    /// gaps between frames; 0 always blocks.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     spin_us: u64,
+    /// Polling that finds nothing may cost at most this percentage of the CPU time
+    /// spent forwarding; past it a thread polls only 50 µs. Raise it (e.g. 100000)
+    /// to poll through every gap up to --spin-us, for the lowest latency.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    spin_budget: u32,
     /// Receive ring slots (2 KiB each) given to a port once it gets busy; 0 always
     /// receives with recvmmsg.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=65536))]
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
         datapath: switchd::datapath::DatapathConfig {
             threads: args.datapath_threads.into(),
             spin: std::time::Duration::from_micros(args.spin_us),
+            spin_budget_pct: args.spin_budget,
             ring_frames: args.rx_ring_frames as usize,
         },
     };

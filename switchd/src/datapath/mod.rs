@@ -11,6 +11,7 @@
 pub mod decide;
 pub mod fdb;
 mod port;
+mod spin;
 mod worker;
 
 pub use fdb::{Fdb, FdbKey, FdbRow, PortId, MAC_AGING_SECS, MAC_TABLE_SIZE};
@@ -113,8 +114,11 @@ struct Topology {
 pub struct DatapathConfig {
     /// Forwarding threads; each port's receive side belongs to one of them.
     pub threads: usize,
-    /// How long a thread keeps polling after forwarding before it blocks.
+    /// The longest a thread keeps polling after forwarding before it blocks.
     pub spin: Duration,
+    /// Polling that finds nothing may cost at most this percentage of the time
+    /// spent forwarding.
+    pub spin_budget_pct: u32,
     /// Receive ring slots per busy port; 0 always receives with recvmmsg.
     pub ring_frames: usize,
 }
@@ -127,7 +131,7 @@ pub struct Datapath {
 
 impl Datapath {
     pub fn start(config: &DatapathConfig) -> std::io::Result<Self> {
-        let (spin, ring_frames) = (config.spin, config.ring_frames);
+        let ring_frames = config.ring_frames;
         let mut workers = Vec::new();
         for n in 0..config.threads.max(1) {
             let (tx, rx) = mpsc::channel();
@@ -136,6 +140,7 @@ impl Datapath {
             let thread = {
                 let wake = wake.clone();
                 let applied = applied.clone();
+                let spin = spin::Spin::new(config.spin, config.spin_budget_pct, Instant::now());
                 std::thread::Builder::new()
                     .name(format!("datapath-{n}"))
                     .spawn(move || worker::run(rx, &wake, &applied, spin, ring_frames))?

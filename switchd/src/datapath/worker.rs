@@ -8,6 +8,7 @@
 use super::decide::Decider;
 use super::fdb::PortId;
 use super::port::{bump, PortIo};
+use super::spin::{Pass, Spin};
 use super::{now_ms, Member, WorkerMsg, WorkerView};
 use crate::sys::{Epoll, EventFd, PacketSocket, RingBatch, RingSlot, RxBatch, RxRing, TxBatch};
 use crate::wire::vnet;
@@ -78,10 +79,10 @@ impl<'a> Frames<'a> {
     }
 }
 
-/// `spin`: after forwarding anything, poll without blocking for this long before
+/// `spin`: after forwarding anything, poll without blocking for a while before
 /// sleeping in epoll again, so the next frame does not pay a thread wakeup (tens
-/// of microseconds on a VM). An idle switch still blocks: the window only opens
-/// when frames arrive.
+/// of microseconds on a VM); how long adapts to the traffic (`spin.rs`). An idle
+/// switch still blocks: the window only opens when frames arrive.
 ///
 /// `ring_frames`: a port starts out receiving with recvmmsg, which costs no memory
 /// while it is idle; the first time it hands over a full batch it gets a receive
@@ -91,7 +92,7 @@ pub(super) fn run(
     rx: Receiver<WorkerMsg>,
     wake: &EventFd,
     applied: &AtomicU64,
-    spin: Duration,
+    mut spin: Spin,
     ring_frames: usize,
 ) {
     let epoll = match Epoll::new().and_then(|e| e.add(wake, WAKE_TOKEN).map(|()| e)) {
@@ -118,13 +119,17 @@ pub(super) fn run(
     };
     let mut ready = Vec::with_capacity(events.len());
     let mut spin_until: Option<Instant> = None;
+    // When the last pass that forwarded ended: a sleep's gap is measured from it.
+    let mut last_forward = Instant::now();
     // Ring ports taken out of epoll while the thread spins (indices into
     // `view.members`); see `poll_hot`.
     let mut hot: Vec<usize> = Vec::new();
     let mut passes = 0;
     loop {
-        let spinning = spin_until.is_some_and(|t| Instant::now() < t);
+        let mut start = Instant::now();
+        let spinning = spin_until.is_some_and(|t| start < t);
         let mut forwarded = false;
+        let mut slept = false;
         if spinning {
             forwarded = poll_hot(&view, &hot, &mut scratch);
             passes += 1;
@@ -141,6 +146,10 @@ pub(super) fn run(
                     tracing::error!("datapath thread stops: epoll_wait: {e}");
                     return;
                 }
+            }
+            if !spinning {
+                slept = true;
+                start = Instant::now();
             }
         } else {
             ready.clear();
@@ -175,7 +184,7 @@ pub(super) fn run(
                 if process_port(member, &mut scratch) {
                     forwarded = true;
                     // Not registered, a port cannot be reported again: no duplicates.
-                    if !spin.is_zero() && ring_of(member).is_some() {
+                    if !spin.is_off() && ring_of(member).is_some() {
                         use std::os::fd::AsRawFd;
                         if epoll.delete(member.port.io.as_raw_fd()).is_ok() {
                             hot.push(i);
@@ -184,8 +193,18 @@ pub(super) fn run(
                 }
             }
         }
+        let end = Instant::now();
         if forwarded {
-            spin_until = Some(Instant::now() + spin);
+            if slept {
+                spin.woke_after(start.duration_since(last_forward));
+            }
+            spin.account(Pass::Worked, end.duration_since(start), end);
+            last_forward = end;
+            spin_until = Some(end + spin.window());
+        } else if spinning {
+            spin.account(Pass::Polled, end.duration_since(start), end);
+        } else {
+            spin.account(Pass::Slept, Duration::ZERO, end);
         }
     }
 }
