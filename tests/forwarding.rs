@@ -172,6 +172,46 @@ fn ports_polled_under_load_survive_changes_and_sleep_after() {
     assert!(used <= 3, "the datapath used {used} ticks in 2 s of quiet");
 }
 
+/// Datapath CPU ticks (100 a second) while `from` pings `to` 1500 times 1 ms
+/// apart, and the seconds that took.
+fn ticks_during_pings(d: &Daemon, from: &Host, to: &Host) -> (u64, f64) {
+    let start = std::time::Instant::now();
+    let before = crate::util::datapath_ticks(d.pid());
+    from.ns
+        .exec_ok(&["ping", "-n", "-q", "-c", "1500", "-i", "0.001", &to.ip]);
+    let used = crate::util::datapath_ticks(d.pid()) - before;
+    (used, start.elapsed().as_secs_f64())
+}
+
+/// Pings 1 ms apart fall within the default 1 ms poll ceiling, so the window
+/// grows to cover them; the budget (polling at most 3x the forwarding time) must
+/// stop that from turning a trickle of frames into a busy core. The same pings
+/// with the budget lifted show the test can tell.
+#[test]
+fn a_trickle_of_frames_does_not_keep_a_core_busy() {
+    let _machine = exclusive_machine();
+    let hosts = hosts("10.32.0", 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let mut used = Vec::new();
+    for flags in [&[][..], &["--spin-budget", "1000000"][..]] {
+        let d = Daemon::start_with(flags);
+        d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+        attach(&d, "br0", &hosts);
+        assert!(a.can_ping(&b.ip));
+        let (ticks, secs) = ticks_during_pings(&d, a, b);
+        used.push(ticks as f64 / secs);
+    }
+    let (budgeted, unbudgeted) = (used[0], used[1]);
+    assert!(
+        budgeted < 50.0,
+        "the datapath used {budgeted:.0}% of a core for 1000 pings a second"
+    );
+    assert!(
+        unbudgeted > 70.0,
+        "without a budget the thread should poll through every gap, used {unbudgeted:.0}%"
+    );
+}
+
 #[test]
 fn learned_unicast_reaches_only_its_port() {
     let _machine = shared_machine();
