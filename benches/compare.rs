@@ -386,6 +386,9 @@ fn wakeup_us() -> f64 {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     let (mut here, mut there) = UnixStream::pair().expect("socketpair");
+    // Everything the bench starts later inherits this thread's CPU mask: put the
+    // one it had back afterwards, whatever it was.
+    let mask = affinity();
     // On different CPUs, as ping and switchd's thread are when the ping runs on
     // the other core: the wakeup then needs an interrupt to the sleeping CPU.
     pin_to_cpu(1);
@@ -409,33 +412,42 @@ fn wakeup_us() -> f64 {
     }
     here.write_all(&[0]).expect("stop");
     echo.join().expect("echo thread");
-    pin_to_cpu_all();
+    set_affinity(&mask);
     median(&halves)
 }
 
 /// Pins the calling thread to `cpu` (no-op on a single-CPU machine).
 fn pin_to_cpu(cpu: usize) {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) > cpu {
-        set_affinity(&[cpu]);
+        // SAFETY: cpu_set_t is plain old data and all-zero is the empty set;
+        // CPU_SET writes inside it.
+        #[allow(unsafe_code)]
+        let set = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            set
+        };
+        set_affinity(&set);
     }
 }
 
-/// Lets the calling thread run anywhere again.
-fn pin_to_cpu_all() {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    set_affinity(&(0..n).collect::<Vec<_>>());
-}
-
-fn set_affinity(cpus: &[usize]) {
-    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set, CPU_SET
-    // writes inside it, and sched_setaffinity reads exactly its size.
+/// The calling thread's CPU mask.
+fn affinity() -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain old data; sched_getaffinity writes at most its
+    // size.
     #[allow(unsafe_code)]
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &cpu in cpus {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        set
+    }
+}
+
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: sched_setaffinity reads exactly the size of the set it is given.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
     }
 }
 
