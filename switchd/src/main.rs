@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     spin_us: u64,
     /// Polling that finds nothing may cost at most this percentage of the CPU time
-    /// spent forwarding; past it a thread polls only 50 µs. Raise it (e.g. 100000)
+    /// spent forwarding; past it a thread polls only 50 µs. Raise it (e.g. 1000000)
     /// to poll through every gap up to --spin-us, for the lowest latency.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     spin_budget: u32,
