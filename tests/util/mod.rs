@@ -267,10 +267,17 @@ impl Daemon {
             .spawn()
             .expect("start switchd");
         self.child = Some(child);
+        // The socket accepts connections before the saved configuration is
+        // restored; requests are answered only after it. So an answer, not a
+        // connection, means the bridges and their TAPs are back.
         let up = wait_until(Duration::from_secs(10), || {
-            std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+            self.ctl(&["list-br"]).status.success()
         });
-        assert!(up, "switchd did not open its socket; log:\n{}", self.log());
+        assert!(
+            up,
+            "switchd did not answer on its socket; log:\n{}",
+            self.log()
+        );
     }
 
     /// SIGTERM, then waits for a clean exit; returns the exit status.
