@@ -2,7 +2,8 @@
 //!
 //! Sets up two namespaces joined through each of: a direct veth pair (the ceiling),
 //! the Linux kernel bridge, Open vSwitch's userspace (netdev) datapath with
-//! `userspace-tso-enable=true`, and switchd; then measures each in alternating
+//! `userspace-tso-enable=true`, and switchd (as it runs by default, and with
+//! `--offload none`: every frame through its userspace datapath); then measures each in alternating
 //! rounds and prints the median of each figure with switchd's ratio to the kernel
 //! bridge and to Open vSwitch. Machines here are shared and noisy: read the ratios,
 //! not the absolute numbers.
@@ -10,7 +11,8 @@
 //! Run as root: `scripts/bench` (installs iperf3, netsniff-ng and
 //! openvswitch-switch if missing, builds the release binaries, runs this).
 //! Environment: `COMPARE_ROUNDS` (default 3), `COMPARE_SECS` (seconds per
-//! throughput test, default 4), `COMPARE_ONLY` (comma list of veth,bridge,ovs,switchd),
+//! throughput test, default 4), `COMPARE_ONLY` (comma list of
+//! veth,bridge,ovs,switchd,switchd-user),
 //! `COMPARE_JSON` (results file, default target/compare/<unix time>.json),
 //! `SWITCHD_ARGS` (extra switchd flags, e.g. `--datapath-threads 2 --spin-us 1000`).
 
@@ -35,10 +37,17 @@ enum Kind {
     Bridge,
     Ovs,
     Switchd,
+    SwitchdUser,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Veth, Kind::Bridge, Kind::Ovs, Kind::Switchd];
+    const ALL: [Kind; 5] = [
+        Kind::Veth,
+        Kind::Bridge,
+        Kind::Ovs,
+        Kind::Switchd,
+        Kind::SwitchdUser,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -46,6 +55,7 @@ impl Kind {
             Kind::Bridge => "bridge",
             Kind::Ovs => "ovs",
             Kind::Switchd => "switchd",
+            Kind::SwitchdUser => "switchd-user",
         }
     }
 
@@ -55,6 +65,7 @@ impl Kind {
             Kind::Bridge => "kernel bridge",
             Kind::Ovs => "OVS netdev+TSO",
             Kind::Switchd => "switchd",
+            Kind::SwitchdUser => "switchd-user",
         }
     }
 }
@@ -276,10 +287,13 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             }
             topo.switch_pid = Some(ovs.vswitchd_pid());
         }
-        Kind::Switchd => {
+        Kind::Switchd | Kind::SwitchdUser => {
             let extra = std::env::var("SWITCHD_ARGS").unwrap_or_default();
             let mut args = vec!["--log-level", "info"];
             args.extend(extra.split_whitespace());
+            if kind == Kind::SwitchdUser {
+                args.extend(["--offload", "none"]);
+            }
             let daemon = Daemon::start_with(&args);
             daemon.ctl_ok(&["add-br", "--no-internal", "br0"]);
             for ns in [&topo.a, &topo.b] {
@@ -732,7 +746,7 @@ fn ratio(medians: &BTreeMap<Kind, BTreeMap<&str, f64>>, fig: &str, of: Kind) -> 
 fn print_table(medians: &BTreeMap<Kind, BTreeMap<&str, f64>>, rounds: u64) {
     let kinds: Vec<Kind> = medians.keys().copied().collect();
     println!();
-    println!("median of {rounds} rounds; ratios are switchd / peer");
+    println!("median of {rounds} rounds; ratios are switchd (default flags) / peer");
     print!("{:<34}", "");
     for k in &kinds {
         print!("{:>15}", k.title());

@@ -5,4 +5,5 @@ mod cli;
 mod forwarding;
 mod lifecycle;
 mod namespaces;
+mod offload;
 mod util;

@@ -327,6 +327,12 @@ pub struct PortCounters {
     /// Part of `rx_drops`: received while the port was blocked as part of a loop.
     #[serde(default)]
     pub rx_loop: u64,
+    /// Part of `rx_packets` and `tx_packets`: frames the kernel fast path
+    /// forwarded without the userspace datapath.
+    #[serde(default)]
+    pub rx_kernel: u64,
+    #[serde(default)]
+    pub tx_kernel: u64,
 }
 
 /// Why a call did not produce a result.

@@ -426,6 +426,14 @@ fn render_ports(bridge: &str, ports: &[PortCounters]) -> String {
             p.rx_truncated,
             width = head.len()
         );
+        let _ = writeln!(
+            out,
+            "{:width$}kernel fast path: rx pkts={}, tx pkts={}",
+            "",
+            p.rx_kernel,
+            p.tx_kernel,
+            width = head.len()
+        );
     }
     out
 }

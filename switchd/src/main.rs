@@ -37,6 +37,18 @@ struct Args {
     /// receives with recvmmsg.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=65536))]
     rx_ring_frames: u32,
+    /// Who forwards known unicast between ports once both addresses are learned:
+    /// `tc`, a BPF program on each port's ingress (kernel 6.6 or later; falls back
+    /// to `none` with a warning where it cannot load), or `none`, the userspace
+    /// datapath for every frame.
+    #[arg(long, value_enum, default_value = "tc")]
+    offload: Offload,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Offload {
+    Tc,
+    None,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +71,7 @@ fn main() -> ExitCode {
             spin: std::time::Duration::from_micros(args.spin_us),
             spin_budget_pct: args.spin_budget,
             ring_frames: args.rx_ring_frames as usize,
+            offload: matches!(args.offload, Offload::Tc),
         },
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -369,6 +369,8 @@ impl Switch {
         }
         if let Some(PortState::Attached(p)) = self.bridges[&bridge].ports.get(name) {
             if p.ifindex() == index {
+                // Some other change, perhaps the MTU.
+                p.refresh_mtu();
                 return;
             }
         }
@@ -936,6 +938,7 @@ impl Switch {
             .collect();
         let now = now_ms();
         let mut fdb = b.dp.fdb();
+        fdb.sync_kernel_seen(now);
         // Sweep first so the rows and the counters agree.
         fdb.expire(now);
         let mut rows: Vec<FdbEntry> = fdb
@@ -993,7 +996,7 @@ impl Switch {
             .iter()
             .filter(|(name, _)| iface.is_none_or(|i| i == name.as_str()))
             .map(|(name, state)| match state {
-                PortState::Attached(p) => p.stats.snapshot(name),
+                PortState::Attached(p) => p.counters(name),
                 PortState::Failed(_) => PortCounters {
                     port: name.clone(),
                     ..Default::default()

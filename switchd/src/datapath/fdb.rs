@@ -16,6 +16,7 @@
 //! The table is not synchronised itself: the datapath locks it once per received
 //! batch, never per frame (see `datapath::Bridge`).
 
+use super::offload::{Mirror, PortOffload};
 use crate::wire::MacAddr;
 use std::collections::HashMap;
 
@@ -108,6 +109,8 @@ pub struct Fdb {
     max_entries: usize,
     aging_ms: u64,
     counters: FdbCounters,
+    /// The kernel fast path's copy of this table, kept in step by every change.
+    mirror: Option<Mirror>,
 }
 
 impl Fdb {
@@ -120,6 +123,77 @@ impl Fdb {
             max_entries: max_entries.max(1) as usize,
             aging_ms: aging_secs.saturating_mul(1000),
             counters: FdbCounters::default(),
+            mirror: None,
+        }
+    }
+
+    /// Copies the entries of ports given `offload_port` into the kernel from now on.
+    pub fn set_mirror(&mut self, mirror: Mirror) {
+        self.mirror = Some(mirror);
+    }
+
+    pub fn mirror(&self) -> Option<&Mirror> {
+        self.mirror.as_ref()
+    }
+
+    /// Lets the kernel forward to and from `port`: copies its entries there.
+    pub fn offload_port(&mut self, port: PortId, offload: &PortOffload) {
+        let Some(mirror) = &mut self.mirror else {
+            return;
+        };
+        mirror.add_port(port, offload);
+        self.for_each_on(port, |mirror, key| mirror.set(key, port));
+    }
+
+    /// Stops the kernel forwarding to and from `port`: removes its entries there.
+    pub fn unoffload_port(&mut self, port: PortId) {
+        let Some(mirror) = &mut self.mirror else {
+            return;
+        };
+        if mirror.remove_port(port) {
+            self.for_each_on(port, |mirror, key| mirror.delete(key));
+        }
+    }
+
+    fn for_each_on(&self, port: PortId, mut f: impl FnMut(&Mirror, &FdbKey)) {
+        let (Some(mirror), Some(list)) = (&self.mirror, self.ports.get(&port)) else {
+            return;
+        };
+        let mut idx = list.head;
+        while idx != NIL {
+            let slot = &self.slots[idx as usize];
+            f(mirror, &slot.key);
+            idx = slot.next;
+        }
+    }
+
+    /// Brings last-seen times up to date with frames the kernel forwarded.
+    pub fn sync_kernel_seen(&mut self, now_ms: u64) {
+        let Some(mirror) = &self.mirror else {
+            return;
+        };
+        let mut seen = Vec::new();
+        for (key, entry) in &self.index {
+            if mirror.has_port(entry.port) {
+                if let Some(idle) = mirror.idle(key) {
+                    seen.push((*key, entry.port, idle.as_millis() as u64));
+                }
+            }
+        }
+        for (key, port, idle_ms) in seen {
+            self.touch(key, port, now_ms.saturating_sub(idle_ms), now_ms);
+        }
+    }
+
+    /// Moves `key`'s last-seen time forward to `seen_ms` if it is still on `port`.
+    fn touch(&mut self, key: FdbKey, port: PortId, seen_ms: u64, now_ms: u64) {
+        if let Some(entry) = self.index.get_mut(&key) {
+            if entry.port == port && seen_ms > entry.last_seen_ms {
+                entry.last_seen_ms = seen_ms;
+                let idx = entry.slot;
+                self.unlink(idx);
+                self.link_tail(idx, port, now_ms);
+            }
         }
     }
 
@@ -160,6 +234,9 @@ impl Fdb {
                     return;
                 }
             } else {
+                if let Some(mirror) = &self.mirror {
+                    mirror.moved(&key, entry.port, port);
+                }
                 entry.port = port;
                 self.counters.moved += 1;
             }
@@ -197,6 +274,9 @@ impl Fdb {
         );
         self.link_tail(idx, port, now_ms);
         self.counters.learned += 1;
+        if let Some(mirror) = &self.mirror {
+            mirror.set(&key, port);
+        }
     }
 
     /// The port `key` was last seen on, unless that was longer ago than the aging time.
@@ -211,7 +291,9 @@ impl Fdb {
         // RELINK_MS after linked.
         let horizon = now_ms.saturating_sub(self.aging_ms) + RELINK_MS;
         let mut expired = Vec::new();
-        for list in self.ports.values() {
+        let mut alive = Vec::new();
+        for (&port, list) in &self.ports {
+            let kernel = self.mirror.as_ref().filter(|m| m.has_port(port));
             let mut idx = list.head;
             while idx != NIL {
                 let slot = &self.slots[idx as usize];
@@ -219,10 +301,23 @@ impl Fdb {
                     break;
                 }
                 if now_ms.saturating_sub(self.index[&slot.key].last_seen_ms) > self.aging_ms {
-                    expired.push(idx);
+                    // The kernel may have forwarded its frames all along.
+                    match kernel.and_then(|m| m.idle(&slot.key)) {
+                        Some(idle) if idle.as_millis() as u64 <= self.aging_ms => {
+                            alive.push((
+                                slot.key,
+                                port,
+                                now_ms.saturating_sub(idle.as_millis() as u64),
+                            ));
+                        }
+                        _ => expired.push(idx),
+                    }
                 }
                 idx = slot.next;
             }
+        }
+        for (key, port, seen_ms) in alive {
+            self.touch(key, port, seen_ms, now_ms);
         }
         for &idx in &expired {
             self.remove(idx);
@@ -244,6 +339,11 @@ impl Fdb {
     /// Forgets everything; returns how many entries there were.
     pub fn flush(&mut self) -> usize {
         let n = self.index.len();
+        if let Some(mirror) = &self.mirror {
+            for (key, entry) in &self.index {
+                mirror.clear(key, entry.port);
+            }
+        }
         self.index.clear();
         self.slots.clear();
         self.free.clear();
@@ -273,9 +373,12 @@ impl Fdb {
 
     fn remove(&mut self, idx: u32) {
         self.unlink(idx);
-        let key = self.slots[idx as usize].key;
+        let Slot { key, port, .. } = self.slots[idx as usize];
         self.index.remove(&key);
         self.free.push(idx);
+        if let Some(mirror) = &self.mirror {
+            mirror.clear(&key, port);
+        }
     }
 
     fn unlink(&mut self, idx: u32) {

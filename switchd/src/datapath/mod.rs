@@ -10,6 +10,7 @@
 
 pub mod decide;
 pub mod fdb;
+pub mod offload;
 mod port;
 mod spin;
 mod worker;
@@ -18,7 +19,9 @@ pub use fdb::{Fdb, FdbKey, FdbRow, PortId, MAC_AGING_SECS, MAC_TABLE_SIZE};
 pub use port::{Port, PortIo, PortStats, LOOP_BLOCK_MS, LOOP_MOVES_PER_SEC};
 
 use crate::sys::{EventFd, PacketSocket, Tap};
+use offload::{Offload, PortOffload};
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -121,12 +124,15 @@ pub struct DatapathConfig {
     pub spin_budget_pct: u32,
     /// Receive ring slots per busy port; 0 always receives with recvmmsg.
     pub ring_frames: usize,
+    /// Let the kernel forward known unicast between ports (`offload`).
+    pub offload: bool,
 }
 
 /// The control plane's handle on the datapath threads.
 pub struct Datapath {
     topology: Mutex<Topology>,
     workers: Vec<WorkerHandle>,
+    offload: Option<Arc<Offload>>,
 }
 
 impl Datapath {
@@ -152,9 +158,23 @@ impl Datapath {
                 thread: Some(thread),
             });
         }
+        let offload = if config.offload {
+            match Offload::new() {
+                Ok(offload) => Some(offload),
+                Err(e) => {
+                    tracing::warn!(
+                        "kernel fast path unavailable, forwarding every frame in userspace: {e}"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Datapath {
             topology: Mutex::default(),
             workers,
+            offload,
         })
     }
 
@@ -165,24 +185,38 @@ impl Datapath {
     /// Creates an empty bridge, or returns the one of that name.
     pub fn add_bridge(&self, name: &str, max_entries: u32, aging_secs: u64) -> Arc<Bridge> {
         let mut topo = self.topology();
-        let state = topo
-            .bridges
-            .entry(name.to_string())
-            .or_insert_with(|| BridgeState {
+        let state = topo.bridges.entry(name.to_string()).or_insert_with(|| {
+            let mut fdb = Fdb::new(max_entries, aging_secs);
+            if let Some(mirror) = self.offload.as_ref().and_then(|o| o.add_bridge()) {
+                fdb.set_mirror(mirror);
+            }
+            BridgeState {
                 bridge: Arc::new(Bridge {
                     name: name.to_string(),
-                    fdb: Mutex::new(Fdb::new(max_entries, aging_secs)),
+                    fdb: Mutex::new(fdb),
                 }),
                 ports: Vec::new(),
-            });
+            }
+        });
         state.bridge.clone()
     }
 
     /// Removes a bridge and all its ports; returns the generation to wait for.
     pub fn remove_bridge(&self, name: &str) -> u64 {
         let mut topo = self.topology();
-        topo.bridges.remove(name);
+        if let Some(state) = topo.bridges.remove(name) {
+            for port in &state.ports {
+                Self::unoffload(&state.bridge, port);
+            }
+        }
         self.publish(&mut topo)
+    }
+
+    /// Takes the kernel fast path away from a port: its addresses first, so no
+    /// other port sends it frames, then its own program.
+    fn unoffload(bridge: &Bridge, port: &Port) {
+        bridge.fdb().unoffload_port(port.id);
+        port.offload().take();
     }
 
     /// Opens a socket on `ifindex` and starts forwarding on it as a port of `bridge`.
@@ -196,7 +230,29 @@ impl Datapath {
             name: name.to_string(),
             source,
         })?;
-        Ok(self.insert_port(bridge, name, PortIo::Socket(sock)))
+        let bridge_id = self
+            .topology()
+            .bridges
+            .get(bridge)
+            .and_then(|s| s.bridge.fdb().mirror().map(|m| m.bridge()));
+        let offload = match (&self.offload, bridge_id) {
+            (Some(offload), Some(id)) => match offload.attach(
+                id,
+                ifindex,
+                crate::sys::mtu(name).unwrap_or(1500),
+                sock.as_raw_fd(),
+            ) {
+                Ok(port) => Some(port),
+                Err(e) => {
+                    tracing::warn!(
+                        "port {name}: no kernel fast path, forwarding in userspace: {e}"
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        Ok(self.insert_port(bridge, name, PortIo::Socket(sock), offload))
     }
 
     /// Creates TAP device `name` and forwards on it as the internal port of `bridge`.
@@ -209,10 +265,16 @@ impl Datapath {
             name: name.to_string(),
             source,
         })?;
-        Ok(self.insert_port(bridge, name, PortIo::Tap(tap)))
+        Ok(self.insert_port(bridge, name, PortIo::Tap(tap), None))
     }
 
-    fn insert_port(&self, bridge: &str, name: &str, io: PortIo) -> (Arc<Port>, u64) {
+    fn insert_port(
+        &self,
+        bridge: &str,
+        name: &str,
+        io: PortIo,
+        offload: Option<PortOffload>,
+    ) -> (Arc<Port>, u64) {
         let mut topo = self.topology();
         let id = topo.next_port_id;
         topo.next_port_id += 1;
@@ -222,11 +284,16 @@ impl Datapath {
             io,
             stats: PortStats::default(),
             loop_guard: Default::default(),
+            offload: Mutex::new(None),
         });
         let state = topo
             .bridges
             .get_mut(bridge)
             .expect("control plane adds ports to existing bridges only");
+        if let Some(offload) = offload {
+            state.bridge.fdb().offload_port(id, &offload);
+            *port.offload() = Some(offload);
+        }
         state.ports.push(port.clone());
         let generation = self.publish(&mut topo);
         (port, generation)
@@ -237,6 +304,9 @@ impl Datapath {
     pub fn remove_port(&self, bridge: &str, id: PortId) -> u64 {
         let mut topo = self.topology();
         if let Some(state) = topo.bridges.get_mut(bridge) {
+            if let Some(port) = state.ports.iter().find(|p| p.id == id) {
+                Self::unoffload(&state.bridge, port);
+            }
             state.ports.retain(|p| p.id != id);
         }
         self.publish(&mut topo)

@@ -1,7 +1,9 @@
 use super::fdb::PortId;
+use super::offload::PortOffload;
 use crate::sys::{PacketSocket, Tap};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
 use switchd_proto::PortCounters;
 
 /// How a port's frames come and go.
@@ -81,6 +83,8 @@ pub struct Port {
     pub io: PortIo,
     pub stats: PortStats,
     pub loop_guard: LoopGuard,
+    /// The port's kernel fast path, while it has one.
+    pub(super) offload: Mutex<Option<PortOffload>>,
 }
 
 impl Port {
@@ -93,6 +97,39 @@ impl Port {
 
     pub fn is_internal(&self) -> bool {
         matches!(self.io, PortIo::Tap(_))
+    }
+
+    pub(super) fn offload(&self) -> MutexGuard<'_, Option<PortOffload>> {
+        self.offload.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-reads the interface's MTU for the kernel fast path.
+    pub fn refresh_mtu(&self) {
+        if let Some(offload) = self.offload().as_ref() {
+            if let Some(mtu) = crate::sys::mtu(&self.name) {
+                offload.set_mtu(mtu);
+            }
+        }
+    }
+
+    /// True while the kernel forwards this port's known unicast.
+    pub fn is_offloaded(&self) -> bool {
+        self.offload().is_some()
+    }
+
+    /// The port's counters, frames the kernel forwarded for it included.
+    pub fn counters(&self, name: &str) -> PortCounters {
+        let mut c = self.stats.snapshot(name);
+        if let Some(offload) = self.offload().as_ref() {
+            let k = offload.counters();
+            c.rx_packets += k.rx_packets;
+            c.rx_bytes += k.rx_bytes;
+            c.tx_packets += k.tx_packets;
+            c.tx_bytes += k.tx_bytes;
+            c.rx_kernel = k.rx_packets;
+            c.tx_kernel = k.tx_packets;
+        }
+        c
     }
 }
 
@@ -141,6 +178,8 @@ impl PortStats {
             rx_runts: self.rx_runts.load(Relaxed),
             rx_truncated: self.rx_truncated.load(Relaxed),
             rx_loop: self.rx_loop.load(Relaxed),
+            rx_kernel: 0,
+            tx_kernel: 0,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! frames/s, problem 2).
 #![allow(unsafe_code)]
 
+pub mod bpf;
 mod mmsg;
 mod packet_socket;
 mod poll;
@@ -44,6 +45,24 @@ pub fn raise_fd_limit() -> io::Result<()> {
         cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     }
     Ok(())
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `Instant` and of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: timespec is plain old data; all-zero is a valid value.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is valid for writes; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The MTU of interface `name` in this namespace, `None` if absent.
+pub fn mtu(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The current index of a network interface in this namespace, `None` if absent.

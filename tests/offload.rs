@@ -1,0 +1,178 @@
+//! The kernel fast path (`--offload tc`, the default): known unicast between
+//! ports is forwarded by a TC program from a BPF copy of the MAC table. Each test
+//! checks that the kernel did the work (its counters) and that the copy follows
+//! every change the userspace table goes through.
+
+use crate::util::{shared_machine, wait_until, Daemon, Host};
+use std::time::Duration;
+
+fn hosts(subnet: &str, n: usize) -> Vec<Host> {
+    (1..=n)
+        .map(|i| Host::new(&format!("{subnet}.{i}/24")))
+        .collect()
+}
+
+fn switched_with(args: &[&str], subnet: &str, n: usize) -> (Vec<Host>, Daemon) {
+    let hosts = hosts(subnet, n);
+    let d = Daemon::start_with(args);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    for h in &hosts {
+        d.ctl_ok(&["add-port", "br0", &h.port]);
+    }
+    (hosts, d)
+}
+
+fn counter(d: &Daemon, port: &str, name: &str) -> u64 {
+    d.port_counters("br0", port)[name].as_u64().unwrap()
+}
+
+fn pings(from: &Host, to: &Host, count: u32) {
+    from.ns.exec_ok(&[
+        "ping",
+        "-n",
+        "-q",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.002",
+        &to.ip,
+    ]);
+}
+
+#[test]
+fn known_unicast_is_forwarded_and_counted_by_the_kernel() {
+    let _machine = shared_machine();
+    let (hosts, d) = switched_with(&[], "10.40.0", 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    assert!(a.can_ping(&b.ip));
+    let rx0 = counter(&d, &a.port, "rx_packets");
+    let tx0 = counter(&d, &b.port, "tx_packets");
+    let k0 = counter(&d, &a.port, "rx_kernel");
+    pings(a, b, 200);
+    let kernel = counter(&d, &a.port, "rx_kernel") - k0;
+    assert!(
+        kernel >= 195,
+        "the kernel forwarded {kernel} of 200 requests"
+    );
+    // Kernel-forwarded frames count in the totals, once.
+    let rx = counter(&d, &a.port, "rx_packets") - rx0;
+    let tx = counter(&d, &b.port, "tx_packets") - tx0;
+    assert!((200..=204).contains(&rx), "rx {rx}");
+    assert!((200..=204).contains(&tx), "tx {tx}");
+    assert!(counter(&d, &b.port, "tx_kernel") >= 195);
+    let text = d.ctl_ok(&["dump-ports", "br0"]);
+    assert!(text.contains("kernel fast path: rx pkts="), "{text}");
+}
+
+#[test]
+fn offload_none_forwards_everything_in_userspace() {
+    let _machine = shared_machine();
+    let (hosts, d) = switched_with(&["--offload", "none"], "10.41.0", 2);
+    assert!(hosts[0].can_ping(&hosts[1].ip));
+    pings(&hosts[0], &hosts[1], 50);
+    assert!(counter(&d, &hosts[0].port, "rx_packets") >= 50);
+    assert_eq!(counter(&d, &hosts[0].port, "rx_kernel"), 0);
+    assert_eq!(counter(&d, &hosts[1].port, "tx_kernel"), 0);
+}
+
+/// After a flush the kernel must not know the addresses either: the next frame
+/// to b is unknown unicast and floods, so c sees it.
+#[test]
+fn fdb_flush_empties_the_kernel_table() {
+    let _machine = shared_machine();
+    let (hosts, d) = switched_with(&[], "10.42.0", 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    assert!(a.can_ping(&b.ip));
+    pings(a, b, 20);
+    let c0 = counter(&d, &c.port, "tx_packets");
+    pings(a, b, 20);
+    assert!(
+        counter(&d, &c.port, "tx_packets") - c0 <= 2,
+        "a<->b unicast reached c before the flush"
+    );
+    d.ctl_ok(&["fdb-flush", "br0"]);
+    let c1 = counter(&d, &c.port, "tx_packets");
+    assert!(a.ping_once(&b.ip));
+    assert!(
+        counter(&d, &c.port, "tx_packets") > c1,
+        "the first frame after the flush was not flooded: the kernel kept the entry"
+    );
+}
+
+/// A host that shows up on another port (its MAC now behind c's port) must get
+/// its frames there; the kernel must not keep sending them to the old port.
+#[test]
+fn a_moved_address_follows_its_host() {
+    let _machine = shared_machine();
+    let (hosts, d) = switched_with(&[], "10.43.0", 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    assert!(a.can_ping(&b.ip));
+    pings(a, b, 20);
+    // a's address and MAC move to c's namespace; a's interface goes quiet.
+    let mac = a.mac();
+    a.ns.exec_ok(&["ip", "link", "set", "eth0", "down"]);
+    c.ns.exec_ok(&["ip", "addr", "flush", "dev", "eth0"]);
+    c.ns.exec_ok(&["ip", "link", "set", "eth0", "address", &mac]);
+    c.ns.exec_ok(&["ip", "addr", "add", "10.43.0.1/24", "dev", "eth0"]);
+    let a_tx = counter(&d, &a.port, "tx_packets");
+    assert!(c.can_ping(&b.ip), "the moved host cannot reach b");
+    pings(c, b, 100);
+    assert!(
+        counter(&d, &a.port, "tx_packets") - a_tx <= 2,
+        "replies still go to the old port"
+    );
+    assert!(counter(&d, &c.port, "tx_kernel") >= 95);
+    let fdb = d.ctl_json(&["fdb-show", "br0"]);
+    assert!(
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["mac"] == mac.as_str() && r["port"] == c.port.as_str()),
+        "{fdb}"
+    );
+}
+
+/// Frames the kernel forwards keep their addresses learned; once they stop,
+/// the addresses age out of both tables.
+#[test]
+fn kernel_traffic_keeps_entries_alive_until_it_stops() {
+    let _machine = shared_machine();
+    let (hosts, d) = switched_with(&[], "10.44.0", 2);
+    d.ctl_ok(&["set-br", "br0", "mac-aging-time=2"]);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    assert!(a.can_ping(&b.ip));
+    // 5 s of pings, 2.5 aging times, all forwarded by the kernel.
+    let k0 = counter(&d, &a.port, "rx_kernel");
+    let _pinger =
+        a.ns.spawn(&["ping", "-n", "-q", "-c", "60", "-i", "0.1", &b.ip]);
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        let fdb = d.ctl_json(&["fdb-show", "br0"]);
+        let rows = fdb.as_array().unwrap();
+        assert_eq!(rows.len(), 2, "an active address aged out: {fdb}");
+        assert!(
+            rows.iter().all(|r| r["age"].as_u64().unwrap() <= 1),
+            "{fdb}"
+        );
+    }
+    assert!(counter(&d, &a.port, "rx_kernel") - k0 >= 40);
+    assert!(
+        wait_until(Duration::from_secs(12), || d
+            .ctl_json(&["fdb-show", "br0"])
+            .as_array()
+            .unwrap()
+            .is_empty()),
+        "entries did not age out after the traffic stopped"
+    );
+    // Aged out of the kernel too: the next frame floods and relearns.
+    let learned = d.ctl_json(&["fdb-stats", "br0"])["learned"]
+        .as_u64()
+        .unwrap();
+    assert!(a.can_ping(&b.ip));
+    assert!(
+        d.ctl_json(&["fdb-stats", "br0"])["learned"]
+            .as_u64()
+            .unwrap()
+            > learned
+    );
+}
