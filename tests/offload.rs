@@ -176,3 +176,19 @@ fn kernel_traffic_keeps_entries_alive_until_it_stops() {
             > learned
     );
 }
+
+/// The programs hang on links owned by switchd's descriptors: a killed switchd
+/// leaves nothing that keeps forwarding from a table nobody maintains.
+#[test]
+fn nothing_is_left_in_the_kernel_when_switchd_dies() {
+    let _machine = shared_machine();
+    let (hosts, mut d) = switched_with(&[], "10.45.0", 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    assert!(a.can_ping(&b.ip));
+    pings(a, b, 20);
+    assert!(counter(&d, &a.port, "rx_kernel") >= 15);
+    d.kill9();
+    for _ in 0..3 {
+        assert!(!a.ping_once(&b.ip), "forwarded with switchd dead");
+    }
+}

@@ -368,14 +368,8 @@ fn program(
     }
     a.op(Insn::store_imm(Size::H, FP, -2, bridge.into()));
     a.op(Insn::store_imm(Size::H, FP, -10, bridge.into()));
-    a.ops(&Insn::load_map(R1, table));
-    a.op(Insn::mov(R2, FP));
-    a.op(Insn::add_imm(R2, -8));
-    a.op(Insn::call(helper::MAP_LOOKUP_ELEM));
-    a.jeq(R0, 0, PASS);
-    a.op(Insn::mov(R7, R0));
-    a.op(Insn::load(Size::W, R2, R7, 0));
-    a.jne(R2, ifindex as i32, PASS);
+    // Destination first: flooded traffic (unknown destinations) then costs one
+    // lookup per hook, not two.
     a.ops(&Insn::load_map(R1, table));
     a.op(Insn::mov(R2, FP));
     a.op(Insn::add_imm(R2, -16));
@@ -385,6 +379,14 @@ fn program(
     a.op(Insn::load(Size::W, R9, R8, 0));
     // The destination is behind this port: the userspace datapath filters it.
     a.jeq(R9, ifindex as i32, PASS);
+    a.ops(&Insn::load_map(R1, table));
+    a.op(Insn::mov(R2, FP));
+    a.op(Insn::add_imm(R2, -8));
+    a.op(Insn::call(helper::MAP_LOOKUP_ELEM));
+    a.jeq(R0, 0, PASS);
+    a.op(Insn::mov(R7, R0));
+    a.op(Insn::load(Size::W, R2, R7, 0));
+    a.jne(R2, ifindex as i32, PASS);
     // A frame longer than the destination's MTU (plus Ethernet header and a tag's
     // slack, as veth allows) goes to userspace, which counts it as a tx error when
     // the kernel refuses it; a GSO frame is cut to size on the way.
