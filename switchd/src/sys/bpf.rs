@@ -1,8 +1,8 @@
 //! The few `bpf(2)` commands the in-kernel fast path needs: maps, program load, a
 //! TCX link, a socket filter, and an instruction encoder for the programs we
-//! generate. No libbpf or aya: the programs are ~60 instructions generated per port
-//! (see `datapath::offload`), so an ELF loader and a BPF toolchain at build time
-//! would cost more than they save.
+//! generate. No libbpf or aya: the programs are about a hundred instructions,
+//! generated per port (see `datapath::offload`), so an ELF loader and a BPF
+//! toolchain at build time would cost more than they save.
 
 use super::cvt;
 use std::io;
