@@ -185,10 +185,6 @@ impl PortOffload {
         total
     }
 
-    pub fn ifindex(&self) -> u32 {
-        self.ifindex
-    }
-
     /// Tells the programs the port's MTU (at attach, and when it changes).
     pub fn set_mtu(&self, mtu: u32) {
         if let Err(e) = self
@@ -370,20 +366,12 @@ fn program(
     a.op(Insn::store_imm(Size::H, FP, -10, bridge.into()));
     // Destination first: flooded traffic (unknown destinations) then costs one
     // lookup per hook, not two.
-    a.ops(&Insn::load_map(R1, table));
-    a.op(Insn::mov(R2, FP));
-    a.op(Insn::add_imm(R2, -16));
-    a.op(Insn::call(helper::MAP_LOOKUP_ELEM));
-    a.jeq(R0, 0, PASS);
+    lookup(&mut a, table, -16, PASS);
     a.op(Insn::mov(R8, R0));
     a.op(Insn::load(Size::W, R9, R8, 0));
     // The destination is behind this port: the userspace datapath filters it.
     a.jeq(R9, ifindex as i32, PASS);
-    a.ops(&Insn::load_map(R1, table));
-    a.op(Insn::mov(R2, FP));
-    a.op(Insn::add_imm(R2, -8));
-    a.op(Insn::call(helper::MAP_LOOKUP_ELEM));
-    a.jeq(R0, 0, PASS);
+    lookup(&mut a, table, -8, PASS);
     a.op(Insn::mov(R7, R0));
     a.op(Insn::load(Size::W, R2, R7, 0));
     a.jne(R2, ifindex as i32, PASS);
@@ -392,11 +380,7 @@ fn program(
     // the kernel refuses it; a GSO frame is cut to size on the way.
     a.op(Insn::load(Size::W, R2, R8, 4));
     a.op(Insn::store(Size::W, FP, -36, R2));
-    a.ops(&Insn::load_map(R1, mtus));
-    a.op(Insn::mov(R2, FP));
-    a.op(Insn::add_imm(R2, -36));
-    a.op(Insn::call(helper::MAP_LOOKUP_ELEM));
-    a.jeq(R0, 0, PASS);
+    lookup(&mut a, mtus, -36, PASS);
     a.op(Insn::load(Size::W, R1, R0, 0));
     a.op(Insn::add_imm(R1, 18));
     a.op(Insn::load(Size::W, R2, R6, 0));
@@ -440,14 +424,19 @@ fn program(
     a.finish()
 }
 
+/// `r0 = map[key at fp+key]`; jumps to `missing` if there is no such entry.
+fn lookup(a: &mut Asm, map: RawFd, key: i16, missing: usize) {
+    a.ops(&Insn::load_map(R1, map));
+    a.op(Insn::mov(R2, FP));
+    a.op(Insn::add_imm(R2, key.into()));
+    a.op(Insn::call(helper::MAP_LOOKUP_ELEM));
+    a.jeq(R0, 0, missing);
+}
+
 /// Adds one frame of `skb->len` bytes to the counters at fp-36, at byte `off`;
 /// jumps to `done` if the slot is missing.
 fn count(a: &mut Asm, counters: RawFd, off: i16, done: usize) {
-    a.ops(&Insn::load_map(R1, counters));
-    a.op(Insn::mov(R2, FP));
-    a.op(Insn::add_imm(R2, -36));
-    a.op(Insn::call(helper::MAP_LOOKUP_ELEM));
-    a.jeq(R0, 0, done);
+    lookup(a, counters, -36, done);
     a.op(Insn::load(Size::DW, R1, R0, off));
     a.op(Insn::add_imm(R1, 1));
     a.op(Insn::store(Size::DW, R0, off, R1));

@@ -112,11 +112,6 @@ impl Port {
         }
     }
 
-    /// True while the kernel forwards this port's known unicast.
-    pub fn is_offloaded(&self) -> bool {
-        self.offload().is_some()
-    }
-
     /// The port's counters, frames the kernel forwarded for it included.
     pub fn counters(&self, name: &str) -> PortCounters {
         let mut c = self.stats.snapshot(name);

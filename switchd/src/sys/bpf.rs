@@ -12,7 +12,6 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
@@ -126,20 +125,6 @@ impl Map {
             .elem(key, value.as_mut_ptr() as u64, 0)
             .call(BPF_MAP_LOOKUP_ELEM)
         {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The key after `key` (the first key for `None`), or `None` at the end.
-    pub fn next_key(&self, key: Option<&[u8]>, next: &mut [u8]) -> io::Result<bool> {
-        assert_eq!(next.len(), self.key_size, "map key size");
-        let mut attr = Attr::new();
-        attr.u32(0, self.fd.as_raw_fd() as u32)
-            .u64(8, key.map_or(0, |k| k.as_ptr() as u64))
-            .u64(16, next.as_mut_ptr() as u64);
-        match attr.call(BPF_MAP_GET_NEXT_KEY) {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(e),
@@ -363,10 +348,7 @@ impl Insn {
         ]
     }
 
-    pub fn is_jump(&self) -> bool {
-        self.code & 0x07 == 0x05 && !matches!(self.code, 0x85 | 0x95)
-    }
-
+    #[cfg(test)]
     pub fn offset(&self) -> i16 {
         self.off
     }
@@ -418,9 +400,6 @@ mod tests {
             raw(Insn::load_map(R1, 5)[0]),
             [0x18, 0x11, 0, 0, 5, 0, 0, 0]
         );
-        assert!(Insn::jeq_imm(R0, 0, 1).is_jump());
-        assert!(!Insn::call(1).is_jump());
-        assert!(!Insn::exit().is_jump());
     }
 
     #[test]
