@@ -485,8 +485,10 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
 const SINK_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x5e, 0xee, 0x01];
 
 /// A trafgen configuration for one UDP/IPv4 frame of `size` bytes (without FCS)
-/// from `src` to `dst`.
-fn trafgen_config(src: [u8; 6], dst: [u8; 6], size: usize) -> String {
+/// from `src` to `dst`. With `new_source`, the last four bytes of the source
+/// address are random in every frame: a MAC flood, where nearly every frame
+/// teaches the switch a new address (and, once the table is full, evicts one).
+fn trafgen_config(src: [u8; 6], dst: [u8; 6], size: usize, new_source: bool) -> String {
     let mut f = Vec::with_capacity(size);
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
@@ -505,7 +507,10 @@ fn trafgen_config(src: [u8; 6], dst: [u8; 6], size: usize) -> String {
     f.extend_from_slice(&udp_len.to_be_bytes());
     f.extend_from_slice(&[0, 0]);
     f.resize(size, 0xa5);
-    let bytes: Vec<String> = f.iter().map(|b| format!("0x{b:02x}")).collect();
+    let mut bytes: Vec<String> = f.iter().map(|b| format!("0x{b:02x}")).collect();
+    if new_source {
+        bytes.splice(8..12, ["drnd(4)".to_string()]);
+    }
     format!("{{ {} }}\n", bytes.join(", "))
 }
 
@@ -515,10 +520,14 @@ struct FrameResult {
     switch_cpu_secs: f64,
 }
 
-fn frames(topo: &Topology, size: usize, secs: u64) -> FrameResult {
+fn frames(topo: &Topology, size: usize, new_source: bool, secs: u64) -> FrameResult {
     let conf =
         std::env::temp_dir().join(format!("switchd-compare-{}-{size}.cfg", std::process::id()));
-    std::fs::write(&conf, trafgen_config(mac(&topo.a), SINK_MAC, size)).unwrap();
+    std::fs::write(
+        &conf,
+        trafgen_config(mac(&topo.a), SINK_MAC, size, new_source),
+    )
+    .unwrap();
     let sent0 = counter(&topo.a, "tx_packets");
     let got0 = counter(&topo.b, "rx_packets");
     let cpu0 = topo.switch_pid.map_or(0.0, cpu_secs);
@@ -641,11 +650,17 @@ const FIGURES: &[(&str, &str, bool)] = &[
     ("f64_kfps", "64B frames delivered, k/s", true),
     ("f64_loss_pct", "64B loss, %", false),
     ("f1500_kfps", "1500B frames delivered, k/s", true),
+    ("flood_kfps", "64B MAC flood delivered, k/s", true),
     ("ping_p50_us", "ping p50, us", false),
     ("ping_p99_us", "ping p99, us", false),
     (
         "cpu_s_per_mframes",
         "switch CPU s per M frames (64B)",
+        false,
+    ),
+    (
+        "flood_cpu_s_per_mframes",
+        "switch CPU s per M frames (MAC flood)",
         false,
     ),
     ("idle_cpu_pct", "switch idle CPU, % of a core", false),
@@ -704,7 +719,7 @@ fn main() {
             add("tcp1_gbps", gbps);
             add("tcp1_busy_pct", busy);
             add("tcp4_gbps", tcp(topo, 4, secs).0);
-            let f64r = frames(topo, 60, secs);
+            let f64r = frames(topo, 60, false, secs);
             add("f64_kfps", f64r.delivered_per_sec / 1e3);
             add("f64_loss_pct", f64r.loss * 100.0);
             if topo.switch_pid.is_some() {
@@ -716,8 +731,17 @@ fn main() {
             }
             add(
                 "f1500_kfps",
-                frames(topo, 1500, secs).delivered_per_sec / 1e3,
+                frames(topo, 1500, false, secs).delivered_per_sec / 1e3,
             );
+            let flood = frames(topo, 60, true, secs);
+            add("flood_kfps", flood.delivered_per_sec / 1e3);
+            if topo.switch_pid.is_some() {
+                let mframes = flood.delivered_per_sec * secs as f64 / 1e6;
+                add(
+                    "flood_cpu_s_per_mframes",
+                    flood.switch_cpu_secs / mframes.max(1e-9),
+                );
+            }
             let (p50, p99) = ping_us(topo, 500);
             add("ping_p50_us", p50);
             add("ping_p99_us", p99);
