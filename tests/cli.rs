@@ -235,3 +235,42 @@ fn corrupt_database_is_refused_and_kept() {
     );
     assert_eq!(kept, "{\"version\": 1, \"bridges\": {");
 }
+
+#[test]
+fn second_daemon_on_the_same_database_is_refused() {
+    let _machine = shared_machine();
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "--no-internal", "rpA"]);
+    let other = d.dir.join("other.sock");
+    let out = std::process::Command::new(bin("switchd"))
+        .arg("--socket")
+        .arg(&other)
+        .arg("--db")
+        .arg(&d.db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "database {} is in use by another switchd (pid {})",
+            d.db.display(),
+            d.pid()
+        )),
+        "{stderr}"
+    );
+    assert!(!other.exists(), "the refused daemon left a socket");
+    // The first daemon's acknowledged bridge is still there, running and saved.
+    assert_eq!(d.ctl_ok(&["list-br"]), "rpA\n");
+    assert!(std::fs::read_to_string(&d.db).unwrap().contains("rpA"));
+}
+
+#[test]
+fn a_killed_daemon_leaves_its_database_free() {
+    let _machine = shared_machine();
+    let mut d = Daemon::start();
+    d.ctl_ok(&["add-br", "--no-internal", "rpB"]);
+    d.kill9();
+    d.restart();
+    assert_eq!(d.ctl_ok(&["list-br"]), "rpB\n");
+}

@@ -584,3 +584,60 @@ fn a_loop_is_detected_and_cut() {
         "switchd used {used} ticks a second after the loop was cut"
     );
 }
+
+/// A database as switchd wrote it before ports had kinds (version 1) loads with
+/// nothing lost, forwards, and is saved as version 2 on the next change.
+#[test]
+fn a_version_1_database_is_migrated() {
+    let _machine = shared_machine();
+    let a = Host::new("10.20.9.1/24");
+    let b = Host::new("10.20.9.2/24");
+    let mut d = Daemon::start();
+    d.stop();
+    let v1 = serde_json::json!({
+        "version": 1,
+        "bridges": {
+            "br0": {
+                "mac_aging_time": 42,
+                "mac_table_size": 1000,
+                "ports": [a.port, b.port],
+                "internal": false,
+                "ns_ports": {},
+            }
+        }
+    });
+    std::fs::write(&d.db, v1.to_string()).unwrap();
+    d.restart();
+    let show = d.ctl_json(&["show"]);
+    let br0 = &show["bridges"][0];
+    assert_eq!(
+        (
+            br0["mac_aging_time"].as_u64(),
+            br0["mac_table_size"].as_u64()
+        ),
+        (Some(42), Some(1000))
+    );
+    let mut names: Vec<&str> = br0["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    let mut expected = vec![a.port.as_str(), b.port.as_str()];
+    expected.sort();
+    assert_eq!(names, expected, "{show}");
+    assert!(a.can_ping(&b.ip));
+    assert!(
+        std::fs::read_to_string(&d.db)
+            .unwrap()
+            .contains("\"version\":1"),
+        "loading alone does not rewrite the file"
+    );
+    d.ctl_ok(&["set-br", "br0", "mac-aging-time=43"]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&d.db).unwrap()).unwrap();
+    assert_eq!(saved["version"], 2);
+    assert_eq!(saved["bridges"]["br0"]["ports"][0]["name"], a.port.as_str());
+    assert_eq!(saved["bridges"]["br0"]["ports"][0]["type"], "system");
+}

@@ -505,3 +505,94 @@ fn two_hundred_namespaces_on_one_bridge() {
         );
     }
 }
+
+#[test]
+fn add_ns_port_says_what_it_made() {
+    let _machine = shared_machine();
+    let d = Daemon::start();
+    let br = unique_name("br");
+    d.ctl_ok(&["add-br", &br]);
+    let ns = Netns::new();
+    let made = d.ctl_json(&[
+        "add-ns-port",
+        &br,
+        &ns.name,
+        "--ip",
+        "10.233.0.1/24",
+        "--gateway",
+        "10.233.0.254",
+    ]);
+    let mac = ns.exec_ok(&["cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(made["bridge"], br.as_str());
+    assert_eq!(made["port"], format!("{}-eth0", ns.name));
+    assert_eq!(made["netns"], ns.name.as_str());
+    assert_eq!(made["ifname"], "eth0");
+    assert_eq!(made["mac"], mac.trim(), "{made}");
+    assert_eq!(made["addresses"], serde_json::json!(["10.233.0.1/24"]));
+    assert_eq!(made["gateway"], "10.233.0.254");
+    // A MAC the user chose is the one reported, and the one the namespace has.
+    let made = d.ctl_json(&[
+        "add-ns-port",
+        &br,
+        &ns.name,
+        "--ifname",
+        "eth1",
+        "--mac",
+        "02:00:00:33:00:01",
+    ]);
+    assert_eq!(made["mac"], "02:00:00:33:00:01");
+    assert_eq!(
+        ns.exec_ok(&["cat", "/sys/class/net/eth1/address"]).trim(),
+        "02:00:00:33:00:01"
+    );
+    assert_eq!(made["addresses"], serde_json::json!([]));
+}
+
+/// A namespace path is the user's: a FIFO there used to block the control plane
+/// in open(2) until a writer came, and every other client with it.
+#[test]
+fn a_namespace_path_that_is_no_namespace_is_refused_at_once() {
+    let _machine = shared_machine();
+    let d = Daemon::start();
+    let br = unique_name("br");
+    d.ctl_ok(&["add-br", "--no-internal", &br]);
+    let fifo = d.dir.join("not-a-netns");
+    run("mkfifo", &[fifo.to_str().unwrap()]);
+    let file = d.dir.join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let cases = [
+        (fifo.display().to_string(), "(it is a FIFO)"),
+        (
+            file.display().to_string(),
+            "(it is another kind of namespace or file)",
+        ),
+        (d.dir.display().to_string(), "(it is a directory)"),
+        (
+            "/proc/self/ns/uts".to_string(),
+            "(it is another kind of namespace or file)",
+        ),
+    ];
+    for (path, why) in cases {
+        let started = std::time::Instant::now();
+        // Meanwhile another client is served.
+        let other = std::thread::scope(|s| {
+            let served = s.spawn(|| d.ctl(&["--timeout", "5", "list-br"]));
+            let out = d.ctl(&["--timeout", "5", "add-ns-port", &br, &path]);
+            assert_eq!(served.join().unwrap().status.code(), Some(0));
+            out
+        });
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let stderr = String::from_utf8_lossy(&other.stderr);
+        assert_eq!(other.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{path} is not a network namespace {why}")),
+            "{path}: {stderr}"
+        );
+    }
+    let show = d.ctl_json(&["show"]);
+    assert_eq!(
+        show["bridges"][0]["ports"],
+        serde_json::json!([]),
+        "nothing half-made"
+    );
+}

@@ -120,11 +120,15 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
     );
     let n = frames.len();
     assert_eq!(
-        counts.packets + counts.runts + counts.truncated,
+        counts.port.rx_packets + counts.port.rx_runts + counts.port.rx_truncated,
         n as u64,
         "every frame is counted once"
     );
-    assert!(counts.drops() <= counts.packets);
+    assert!(counts.port.rx_drops <= counts.port.rx_packets);
+    assert_eq!(
+        counts.port.rx_drops,
+        counts.port.rx_group_src + counts.port.rx_bad_vnet
+    );
 
     // Where each frame went, checking the grouping on the way.
     let mut egress: Vec<Vec<PortId>> = vec![Vec::new(); n];

@@ -21,73 +21,106 @@ pub const SOCKET_ENV: &str = "SWITCHD_SOCKET";
 /// and answered with an error, and the connection stays usable.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
-/// Every request switchd understands; `method` is the kebab-case variant name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "method", content = "params", rename_all = "kebab-case")]
-#[serde(deny_unknown_fields)]
-pub enum Request {
-    AddBr {
+/// Defines [`Request`] and its method names from one list, so a method cannot be
+/// added to one and forgotten in the other.
+macro_rules! requests {
+    ($( $(#[$meta:meta])* $variant:ident = $name:literal { $($fields:tt)* } )*) => {
+        /// Every request switchd understands.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "method", content = "params")]
+        #[serde(deny_unknown_fields)]
+        pub enum Request {
+            $( $(#[$meta])* #[serde(rename = $name)] $variant { $($fields)* }, )*
+        }
+
+        impl Request {
+            /// Method names, so the daemon can tell "unknown method" from "bad params".
+            pub const METHODS: &'static [&'static str] = &[$($name),*];
+
+            /// This request's method name.
+            pub fn method(&self) -> &'static str {
+                match self {
+                    $( Request::$variant { .. } => $name, )*
+                }
+            }
+        }
+    };
+}
+
+requests! {
+    /// Reply: nothing (null).
+    AddBr = "add-br" {
         bridge: String,
         #[serde(default)]
         may_exist: bool,
         /// Do not create the bridge's internal port (the TAP named after it).
         #[serde(default)]
         no_internal: bool,
-    },
-    DelBr {
+    }
+    DelBr = "del-br" {
         bridge: String,
         #[serde(default)]
         if_exists: bool,
-    },
-    ListBr {},
-    BrExists {
+    }
+    /// Reply: the bridges' names.
+    ListBr = "list-br" {}
+    /// Reply: a bool.
+    BrExists = "br-exists" {
         bridge: String,
-    },
-    AddPort {
+    }
+    AddPort = "add-port" {
         bridge: String,
         interface: String,
         #[serde(default)]
         may_exist: bool,
-    },
-    DelPort {
+    }
+    DelPort = "del-port" {
         #[serde(default)]
         bridge: Option<String>,
         interface: String,
         #[serde(default)]
         if_exists: bool,
-    },
-    ListPorts {
+    }
+    /// Reply: the ports' names.
+    ListPorts = "list-ports" {
         bridge: String,
-    },
-    PortToBr {
+    }
+    /// Reply: the bridge's name.
+    PortToBr = "port-to-br" {
         interface: String,
-    },
-    Show {},
-    FdbShow {
+    }
+    /// Reply: [`ShowReply`].
+    Show = "show" {}
+    /// Reply: a list of [`FdbEntry`].
+    FdbShow = "fdb-show" {
         bridge: String,
-    },
-    FdbFlush {
+    }
+    /// Reply: [`FdbFlushReply`].
+    FdbFlush = "fdb-flush" {
         #[serde(default)]
         bridge: Option<String>,
-    },
-    FdbStats {
+    }
+    /// Reply: [`FdbStats`].
+    FdbStats = "fdb-stats" {
         bridge: String,
-    },
-    DumpPorts {
+    }
+    /// Reply: a list of [`PortCounters`].
+    DumpPorts = "dump-ports" {
         bridge: String,
         #[serde(default)]
         interface: Option<String>,
-    },
-    SetBr {
+    }
+    SetBr = "set-br" {
         bridge: String,
         #[serde(default)]
         mac_aging_time: Option<u64>,
         #[serde(default)]
         mac_table_size: Option<u32>,
-    },
+    }
     /// Creates a veth pair, moves one end into `netns` as `ifname` (default
     /// `eth0`), configures it there, and adds the other end as a port.
-    AddNsPort {
+    /// Reply: [`AddNsPortReply`] (null with `may_exist` when it already existed).
+    AddNsPort = "add-ns-port" {
         bridge: String,
         /// An `ip netns` name, or a path such as `/proc/PID/ns/net`.
         netns: String,
@@ -109,51 +142,20 @@ pub enum Request {
         mtu: Option<u32>,
         #[serde(default)]
         may_exist: bool,
-    },
+    }
     /// Removes a port made by `add-ns-port` and deletes its veth pair.
-    DelNsPort {
+    DelNsPort = "del-ns-port" {
         bridge: String,
         netns: String,
         #[serde(default)]
         ifname: Option<String>,
         #[serde(default)]
         if_exists: bool,
-    },
+    }
     /// Runs `commands` in order as one transaction: all of them take effect and are
-    /// saved once, or none does. The result is the list of their results.
-    Batch {
+    /// saved once, or none does. Reply: the list of their replies.
+    Batch = "batch" {
         commands: Vec<Request>,
-    },
-}
-
-impl Request {
-    /// Method names, so the daemon can tell "unknown method" from "bad params".
-    pub const METHODS: &'static [&'static str] = &[
-        "add-br",
-        "del-br",
-        "list-br",
-        "br-exists",
-        "add-port",
-        "del-port",
-        "list-ports",
-        "port-to-br",
-        "show",
-        "fdb-show",
-        "fdb-flush",
-        "fdb-stats",
-        "dump-ports",
-        "set-br",
-        "add-ns-port",
-        "del-ns-port",
-        "batch",
-    ];
-
-    /// This request's method name.
-    pub fn method(&self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.get("method").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_default()
     }
 }
 
@@ -261,12 +263,66 @@ pub struct BridgeInfo {
     pub ports: Vec<PortInfo>,
 }
 
+/// What a port is, as Open vSwitch's Interface `type` column names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortKind {
+    /// An interface that exists without switchd (a veth end, a NIC, a TAP): a
+    /// packet socket on it.
+    #[default]
+    System,
+    /// The bridge's own interface: a TAP named after the bridge, created and
+    /// removed with it.
+    Internal,
+}
+
+impl PortKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortKind::System => "system",
+            PortKind::Internal => "internal",
+        }
+    }
+}
+
+/// A port as configured: what the database stores and `show` reports. Settings a
+/// port kind or a feature needs (VLAN mode and tags, a tunnel's remote) are fields
+/// here, defaulted so that older databases still load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub kind: PortKind,
+    /// For a port made by `add-ns-port`: where its veth's other end is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NsEnd>,
+}
+
+impl PortConfig {
+    pub fn system(name: &str) -> Self {
+        PortConfig {
+            name: name.to_string(),
+            kind: PortKind::System,
+            netns: None,
+        }
+    }
+}
+
+/// The namespace end of an `add-ns-port` veth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NsEnd {
+    /// As the user named it: an `ip netns` name or a path.
+    pub netns: String,
+    pub ifname: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortInfo {
     pub name: String,
-    /// `system` for an existing interface, `internal` for the bridge's own TAP.
     #[serde(rename = "type", default)]
-    pub kind: String,
+    pub kind: PortKind,
     /// For a port made by `add-ns-port`: the namespace and the name inside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
@@ -280,6 +336,31 @@ pub struct PortInfo {
     /// no carrier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down: Option<String>,
+}
+
+/// What `add-ns-port` made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddNsPortReply {
+    pub bridge: String,
+    /// The host end, now a port of `bridge`.
+    pub port: String,
+    pub netns: String,
+    /// The namespace end's name and MAC address.
+    pub ifname: String,
+    pub mac: String,
+    /// `ADDRESS/PREFIX`, as given.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// `fdb-flush`: how many entries went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbFlushReply {
+    pub flushed: u64,
 }
 
 /// One row of `fdb-show`.
@@ -302,37 +383,91 @@ pub struct FdbStats {
     pub moved: u64,
 }
 
+/// Calls `$then!` with the list of per-port counters: doc, name, the
+/// [`CounterLine`] of `dump-ports` that shows it, and its label there. The one
+/// place a counter is declared: [`Counters`], the datapath's atomic copy of it and
+/// switchctl's rendering are all generated from this list.
+#[macro_export]
+macro_rules! with_port_counters {
+    ($then:ident) => {
+        $then! {
+            /// Frames received, the kernel fast path's included.
+            rx_packets: Totals "rx pkts",
+            rx_bytes: Totals "bytes",
+            /// Valid frames not forwarded: the sum of the drop reasons.
+            rx_drops: Totals "drop",
+            /// Frames that could not be read or were malformed: runts, truncated
+            /// frames and receive failures.
+            rx_errors: Totals "errs",
+            tx_packets: Totals "tx pkts",
+            tx_bytes: Totals "bytes",
+            /// Frames lost because the port's socket or device queue was full.
+            tx_drops: Totals "drop",
+            /// Frames the kernel refused to send on this port.
+            tx_errors: Totals "errs",
+            /// Part of `rx_drops`: a multicast or broadcast source address.
+            rx_group_src: Reasons "multicast-src",
+            /// Part of `rx_drops`: a virtio-net header that makes no sense for its frame.
+            rx_bad_vnet: Reasons "bad-vnet-hdr",
+            /// Part of `rx_drops`: received while the port was blocked as part of a loop.
+            rx_loop: Reasons "loop",
+            /// Part of `rx_errors`: shorter than an Ethernet header.
+            rx_runts: Reasons "runt",
+            /// Part of `rx_errors`: not received whole.
+            rx_truncated: Reasons "truncated",
+            /// Part of `rx_packets`: frames the kernel fast path forwarded without
+            /// the userspace datapath.
+            rx_kernel: Kernel "rx pkts",
+            /// Part of `tx_packets`, likewise.
+            tx_kernel: Kernel "tx pkts",
+        }
+    };
+}
+
+macro_rules! define_counters {
+    ($( $(#[$doc:meta])* $name:ident: $group:ident $label:literal, )*) => {
+        /// A port's counters. Fields absent from an older daemon's reply read as 0.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct Counters {
+            $( $(#[$doc])* #[serde(default)] pub $name: u64, )*
+        }
+
+        impl Counters {
+            /// All zero, for `..Counters::ZERO` in constants.
+            pub const ZERO: Counters = Counters { $( $name: 0, )* };
+
+            /// Every counter as (name, `dump-ports` line, label, value), in order.
+            pub fn fields(&self) -> [(&'static str, CounterLine, &'static str, u64); [$(stringify!($name)),*].len()] {
+                [$( (stringify!($name), CounterLine::$group, $label, self.$name), )*]
+            }
+
+            /// Adds every counter of `other`.
+            pub fn add(&mut self, other: &Counters) {
+                $( self.$name += other.$name; )*
+            }
+        }
+    };
+}
+
+/// The line of `dump-ports` a counter is shown on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterLine {
+    /// The rx and tx lines of `ovs-ofctl dump-ports`.
+    Totals,
+    /// `rx drop/err reasons:`.
+    Reasons,
+    /// `kernel fast path:`.
+    Kernel,
+}
+
+with_port_counters!(define_counters);
+
+/// One row of `dump-ports`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortCounters {
     pub port: String,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub rx_drops: u64,
-    pub rx_errors: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub tx_drops: u64,
-    pub tx_errors: u64,
-    /// `rx_drops` by reason: multicast/broadcast source, bad virtio-net header,
-    /// and `rx_loop` below.
-    #[serde(default)]
-    pub rx_group_src: u64,
-    #[serde(default)]
-    pub rx_bad_vnet: u64,
-    /// Part of `rx_errors`: shorter than an Ethernet header, not received whole.
-    #[serde(default)]
-    pub rx_runts: u64,
-    #[serde(default)]
-    pub rx_truncated: u64,
-    /// Part of `rx_drops`: received while the port was blocked as part of a loop.
-    #[serde(default)]
-    pub rx_loop: u64,
-    /// Part of `rx_packets` and `tx_packets`: frames the kernel fast path
-    /// forwarded without the userspace datapath.
-    #[serde(default)]
-    pub rx_kernel: u64,
-    #[serde(default)]
-    pub tx_kernel: u64,
+    #[serde(flatten)]
+    pub counters: Counters,
 }
 
 /// Why a call did not produce a result.

@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use switchd_proto::{
-    call, FdbEntry, FdbStats, PortCounters, Request, ShowReply, DEFAULT_SOCKET, SOCKET_ENV,
+    call, CounterLine, FdbEntry, FdbStats, PortCounters, PortKind, Request, ShowReply,
+    DEFAULT_SOCKET, SOCKET_ENV,
 };
 
 #[derive(Parser)]
@@ -128,12 +129,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    // exec() may pass no argv at all, not even the program's name.
+    let (program, rest) = match args.split_first() {
+        Some((program, rest)) => (program.as_str(), rest),
+        None => ("switchctl", &[][..]),
+    };
     // Split the chain at `--`; each later part is parsed as a command line of its
     // own, of which only the command and its --may-exist/--if-exists count.
-    let mut parts = args[1..].split(|a| a == "--");
-    let first = parts.next().unwrap_or_default();
-    let parsed = std::iter::once(Cli::try_parse_from(args[..1].iter().chain(first)))
-        .chain(parts.map(|part| Cli::try_parse_from(args[..1].iter().chain(part))))
+    let parsed = rest
+        .split(|a| a == "--")
+        .map(|part| {
+            Cli::try_parse_from(std::iter::once(program).chain(part.iter().map(String::as_str)))
+        })
         .collect::<Result<Vec<Cli>, _>>();
     let clis = match parsed {
         Ok(clis) => clis,
@@ -346,8 +353,8 @@ fn render_show(show: &ShowReply) -> String {
         let _ = writeln!(out, "    mac-table-size: {}", b.mac_table_size);
         for p in &b.ports {
             let _ = writeln!(out, "    Port {}", p.name);
-            if p.kind != "system" && !p.kind.is_empty() {
-                let _ = writeln!(out, "        type: {}", p.kind);
+            if p.kind != PortKind::System {
+                let _ = writeln!(out, "        type: {}", p.kind.as_str());
             }
             if let (Some(netns), Some(peer)) = (&p.netns, &p.peer) {
                 let _ = writeln!(out, "        netns: {netns} ({peer})");
@@ -395,45 +402,40 @@ fn render_fdb_stats(bridge: &str, s: &FdbStats) -> String {
     )
 }
 
-/// The layout of `ovs-ofctl dump-ports`.
+/// The layout of `ovs-ofctl dump-ports`, then one line each for the drop and
+/// error reasons and the kernel fast path's share; every counter proto lists is on
+/// one of them.
 fn render_ports(bridge: &str, ports: &[PortCounters]) -> String {
     let mut out = format!("bridge {bridge}: {} ports\n", ports.len());
     for p in ports {
         let head = format!("  port {}: ", p.port);
-        let _ = writeln!(
-            out,
-            "{head}rx pkts={}, bytes={}, drop={}, errs={}",
-            p.rx_packets, p.rx_bytes, p.rx_drops, p.rx_errors
-        );
-        let _ = writeln!(
-            out,
-            "{:width$}tx pkts={}, bytes={}, drop={}, errs={}",
-            "",
-            p.tx_packets,
-            p.tx_bytes,
-            p.tx_drops,
-            p.tx_errors,
-            width = head.len()
-        );
-        let _ = writeln!(
-            out,
-            "{:width$}rx drop/err reasons: multicast-src={}, bad-vnet-hdr={}, loop={}, runt={}, truncated={}",
-            "",
-            p.rx_group_src,
-            p.rx_bad_vnet,
-            p.rx_loop,
-            p.rx_runts,
-            p.rx_truncated,
-            width = head.len()
-        );
-        let _ = writeln!(
-            out,
-            "{:width$}kernel fast path: rx pkts={}, tx pkts={}",
-            "",
-            p.rx_kernel,
-            p.tx_kernel,
-            width = head.len()
-        );
+        let fields = p.counters.fields();
+        let line = |title: &str, keep: &dyn Fn(&str, CounterLine) -> bool| {
+            let values: Vec<String> = fields
+                .iter()
+                .filter(|(name, line, _, _)| keep(name, *line))
+                .map(|(_, _, label, value)| format!("{label}={value}"))
+                .collect();
+            format!("{title}{}", values.join(", "))
+        };
+        let lines = [
+            line("", &|name, l| {
+                l == CounterLine::Totals && name.starts_with("rx_")
+            }),
+            line("", &|name, l| {
+                l == CounterLine::Totals && name.starts_with("tx_")
+            }),
+            line("rx drop/err reasons: ", &|_, l| l == CounterLine::Reasons),
+            line("kernel fast path: ", &|_, l| l == CounterLine::Kernel),
+        ];
+        for (i, text) in lines.iter().enumerate() {
+            let indent = if i == 0 {
+                head.clone()
+            } else {
+                " ".repeat(head.len())
+            };
+            let _ = writeln!(out, "{indent}{text}");
+        }
     }
     out
 }

@@ -12,6 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::datapath::{MAC_AGING_SECS, MAC_TABLE_SIZE};
+pub use switchd_proto::{NsEnd, PortConfig, PortKind};
 
 /// How the daemon is started.
 #[derive(Debug, Clone)]
@@ -23,7 +24,11 @@ pub struct Config {
     pub datapath: crate::datapath::DatapathConfig,
 }
 
-pub const DB_VERSION: u32 = 1;
+/// Version 2: each port is a [`PortConfig`] (name, kind, where an add-ns-port
+/// port leads). Version 1 files (a list of names, an `internal` flag and an
+/// `ns_ports` map per bridge) are migrated on load and saved as version 2 on the
+/// next change.
+pub const DB_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,33 +42,28 @@ pub struct Db {
 pub struct BridgeConfig {
     pub mac_aging_time: u64,
     pub mac_table_size: u32,
-    /// Interface names, in the order they were added.
-    pub ports: Vec<String>,
-    /// Whether the bridge has its internal port (a TAP named after it). Absent in
-    /// databases written before internal ports existed, hence the default.
-    #[serde(default)]
-    pub internal: bool,
-    /// Ports made by `add-ns-port`, by host interface name (also in `ports`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub ns_ports: BTreeMap<String, NsPort>,
+    /// In the order they were added; the internal port, if any, first.
+    pub ports: Vec<PortConfig>,
 }
 
-/// Where an `add-ns-port` port leads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NsPort {
-    pub netns: String,
-    pub ifname: String,
+impl BridgeConfig {
+    pub fn port(&self, name: &str) -> Option<&PortConfig> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// Whether the bridge has its internal port (the TAP named after it).
+    pub fn has_internal(&self) -> bool {
+        self.ports.iter().any(|p| p.kind == PortKind::Internal)
+    }
 }
 
 impl Default for BridgeConfig {
+    /// A bridge with Open vSwitch's MAC table defaults and no ports.
     fn default() -> Self {
         BridgeConfig {
             mac_aging_time: MAC_AGING_SECS,
             mac_table_size: MAC_TABLE_SIZE,
             ports: Vec::new(),
-            internal: true,
-            ns_ports: BTreeMap::new(),
         }
     }
 }
@@ -77,6 +77,65 @@ impl Default for Db {
     }
 }
 
+/// The database as switchd wrote it before ports had kinds (until 2026-12).
+mod v1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Db {
+        #[serde(rename = "version")]
+        _version: u32,
+        pub bridges: BTreeMap<String, BridgeConfig>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct BridgeConfig {
+        pub mac_aging_time: u64,
+        pub mac_table_size: u32,
+        pub ports: Vec<String>,
+        /// Absent in files from before internal ports existed.
+        #[serde(default)]
+        pub internal: bool,
+        #[serde(default)]
+        pub ns_ports: BTreeMap<String, NsEnd>,
+    }
+
+    impl Db {
+        pub fn migrate(self) -> super::Db {
+            let bridges = self
+                .bridges
+                .into_iter()
+                .map(|(name, mut b)| {
+                    let internal = b.internal.then(|| PortConfig {
+                        name: name.clone(),
+                        kind: PortKind::Internal,
+                        netns: None,
+                    });
+                    let ports = internal
+                        .into_iter()
+                        .chain(b.ports.into_iter().map(|port| PortConfig {
+                            netns: b.ns_ports.remove(&port),
+                            ..PortConfig::system(&port)
+                        }))
+                        .collect();
+                    let config = super::BridgeConfig {
+                        mac_aging_time: b.mac_aging_time,
+                        mac_table_size: b.mac_table_size,
+                        ports,
+                    };
+                    (name, config)
+                })
+                .collect();
+            super::Db {
+                version: DB_VERSION,
+                bridges,
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read database {path}: {source}")]
@@ -86,7 +145,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("database {path} has version {found}, this switchd understands version {DB_VERSION} (refusing to start rather than overwrite it)")]
+    #[error("database {path} has version {found}, this switchd understands versions 1 to {DB_VERSION} (refusing to start rather than overwrite it)")]
     Version { path: PathBuf, found: u32 },
     #[error("cannot write database {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
@@ -115,13 +174,18 @@ impl Db {
             source,
         };
         let Version { version } = serde_json::from_slice(&bytes).map_err(parse_err)?;
-        if version != DB_VERSION {
-            return Err(ConfigError::Version {
+        match version {
+            1 => {
+                let old: v1::Db = serde_json::from_slice(&bytes).map_err(parse_err)?;
+                tracing::info!(db = %path.display(), "database version 1 migrated to {DB_VERSION}; saved as {DB_VERSION} on the next change");
+                Ok(old.migrate())
+            }
+            DB_VERSION => serde_json::from_slice(&bytes).map_err(parse_err),
+            found => Err(ConfigError::Version {
                 path: path.to_owned(),
-                found: version,
-            });
+                found,
+            }),
         }
-        serde_json::from_slice(&bytes).map_err(parse_err)
     }
 
     /// Replaces the database file atomically and durably.
@@ -178,7 +242,20 @@ mod tests {
         db.bridges.insert(
             "br0".into(),
             BridgeConfig {
-                ports: vec!["veth1".into()],
+                ports: vec![
+                    PortConfig {
+                        kind: PortKind::Internal,
+                        ..PortConfig::system("br0")
+                    },
+                    PortConfig::system("veth1"),
+                    PortConfig {
+                        netns: Some(NsEnd {
+                            netns: "/proc/1/ns/net".into(),
+                            ifname: "eth1".into(),
+                        }),
+                        ..PortConfig::system("sd01234567")
+                    },
+                ],
                 ..Default::default()
             },
         );
@@ -192,7 +269,7 @@ mod tests {
     fn corrupt_or_foreign_files_are_refused() {
         let dir = temp_dir("corrupt");
         let path = dir.join("db.json");
-        fs::write(&path, b"{\"version\":1,\"bridges\":").unwrap();
+        fs::write(&path, b"{\"version\":2,\"bridges\":").unwrap();
         let err = Db::load(&path).unwrap_err().to_string();
         assert!(
             err.contains("db.json") && err.contains("not valid"),
@@ -201,6 +278,72 @@ mod tests {
         fs::write(&path, b"{\"version\":7,\"bridges\":{}}").unwrap();
         let err = Db::load(&path).unwrap_err().to_string();
         assert!(err.contains("version 7"), "{err}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Files as switchd wrote them before version 2, byte for byte (one from
+    /// before internal ports existed, one from before add-ns-port).
+    #[test]
+    fn version_1_files_load_with_nothing_lost() {
+        let dir = temp_dir("v1");
+        let path = dir.join("db.json");
+        fs::write(
+            &path,
+            br#"{
+  "version": 1,
+  "bridges": {
+    "br0": {
+      "mac_aging_time": 30,
+      "mac_table_size": 100,
+      "ports": ["veth1", "ns1-eth0", "sd9f3a0c11"],
+      "internal": true,
+      "ns_ports": {
+        "ns1-eth0": {"netns": "ns1", "ifname": "eth0"},
+        "sd9f3a0c11": {"netns": "/proc/42/ns/net", "ifname": "eth1"}
+      }
+    },
+    "old": {"mac_aging_time": 300, "mac_table_size": 8192, "ports": ["v2"]}
+  }
+}
+"#,
+        )
+        .unwrap();
+        let db = Db::load(&path).unwrap();
+        assert_eq!(db.version, DB_VERSION);
+        let br0 = &db.bridges["br0"];
+        assert_eq!((br0.mac_aging_time, br0.mac_table_size), (30, 100));
+        let ns = |netns: &str, ifname: &str| {
+            Some(NsEnd {
+                netns: netns.into(),
+                ifname: ifname.into(),
+            })
+        };
+        assert_eq!(
+            br0.ports,
+            vec![
+                PortConfig {
+                    kind: PortKind::Internal,
+                    ..PortConfig::system("br0")
+                },
+                PortConfig::system("veth1"),
+                PortConfig {
+                    netns: ns("ns1", "eth0"),
+                    ..PortConfig::system("ns1-eth0")
+                },
+                PortConfig {
+                    netns: ns("/proc/42/ns/net", "eth1"),
+                    ..PortConfig::system("sd9f3a0c11")
+                },
+            ]
+        );
+        assert_eq!(db.bridges["old"].ports, vec![PortConfig::system("v2")]);
+        assert!(!db.bridges["old"].has_internal());
+        // Saved as version 2, it reads back the same.
+        db.save(&path).unwrap();
+        assert!(fs::read_to_string(&path)
+            .unwrap()
+            .contains("\"version\": 2"));
+        assert_eq!(Db::load(&path).unwrap(), db);
         fs::remove_dir_all(dir).unwrap();
     }
 }

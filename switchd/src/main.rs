@@ -56,6 +56,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_max_level(args.log_level)
         .with_writer(std::io::stderr)
+        // Which datapath thread (datapath-N) or the control plane (main) said it.
+        .with_thread_names(true)
         // Colour codes only for a person watching, not in a log file or journal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

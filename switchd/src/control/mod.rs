@@ -2,10 +2,16 @@
 //! configuration and the rtnetlink connection. It never touches a packet; it
 //! changes what the datapath threads do through [`crate::datapath::Datapath`].
 
+mod bridges;
+mod links;
 mod netlink;
 mod netns;
+mod ns_ports;
+mod ports;
+mod reports;
 mod server;
 mod switch;
+mod txn;
 
 use crate::config::{Config, Db};
 use crate::datapath::Datapath;
@@ -26,6 +32,7 @@ const AGING_SWEEP: Duration = Duration::from_secs(1);
 
 /// Runs switchd until `shutdown` resolves, then closes the socket and removes its file.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let _lock = lock_db(&config.db)?;
     let db = Db::load(&config.db)?;
     let group = match &config.socket_group {
         Some(name) => Some(
@@ -72,6 +79,35 @@ async fn serve(
     let _ = follow.await;
     drop(switch);
     Ok(())
+}
+
+/// Holds `DB.lock` for the daemon's life, as ovsdb-server locks its database: two
+/// switchds on one database would each save their own view over the other's
+/// (one's `add-br` erased the bridge the other had acknowledged) and both attach
+/// the same interfaces.
+fn lock_db(db: &Path) -> anyhow::Result<crate::sys::LockFile> {
+    let mut name = db.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    let path = db.with_file_name(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create database directory {}", dir.display()))?;
+    }
+    crate::sys::LockFile::try_lock(&path).map_err(|e| match e {
+        crate::sys::LockError::Held(pid) => anyhow::anyhow!(
+            "database {} is in use by another switchd{} (lock {})",
+            db.display(),
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+            path.display()
+        ),
+        crate::sys::LockError::Io(e) => {
+            anyhow::anyhow!(
+                "cannot lock database {}: {}: {e}",
+                db.display(),
+                path.display()
+            )
+        }
+    })
 }
 
 /// Binds the control socket, replacing a stale file but never a live daemon's

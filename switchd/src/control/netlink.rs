@@ -1,7 +1,14 @@
 //! Link lookups and settings over rtnetlink.
 
 use futures::TryStreamExt;
+use std::future::Future;
 use std::io;
+use std::time::Duration;
+
+/// The longest one netlink round trip may take. The control plane waits for it
+/// with the switch locked, so a kernel that never answers must not hang every
+/// client.
+pub const NETLINK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -19,6 +26,24 @@ pub enum NetlinkError {
     },
     #[error("cannot delete interface {name}: {source}")]
     Delete { name: String, source: io::Error },
+    #[error("no answer from the kernel within {} s to {what} {name}", NETLINK_TIMEOUT.as_secs())]
+    Timeout { what: &'static str, name: String },
+}
+
+/// Runs one netlink round trip for `what` on interface `name`, within NETLINK_TIMEOUT.
+async fn bounded<T>(
+    what: &'static str,
+    name: &str,
+    call: impl Future<Output = Result<T, NetlinkError>>,
+) -> Result<T, NetlinkError> {
+    tokio::time::timeout(NETLINK_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(NetlinkError::Timeout {
+                what,
+                name: name.to_string(),
+            })
+        })
 }
 
 /// A veth pair with one end in another namespace.
@@ -52,6 +77,10 @@ impl Netlink {
 
     /// The interface's index in switchd's namespace, `None` if there is none of that name.
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        bounded("look up", name, self.link_index_unbounded(name)).await
+    }
+
+    async fn link_index_unbounded(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
         let mut links = self
             .handle
             .link()
@@ -78,15 +107,18 @@ impl Netlink {
     /// Sets IFF_UP on the interface; a port that is down neither sends nor receives.
     pub async fn set_up(&self, name: &str, index: u32) -> Result<(), NetlinkError> {
         let msg = rtnetlink::LinkUnspec::new_with_index(index).up().build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| NetlinkError::SetUp {
-                name: name.to_string(),
-                source: to_io(e),
-            })
+        let call = async {
+            self.handle
+                .link()
+                .set(msg)
+                .execute()
+                .await
+                .map_err(|e| NetlinkError::SetUp {
+                    name: name.to_string(),
+                    source: to_io(e),
+                })
+        };
+        bounded("bring up", name, call).await
     }
 }
 
@@ -112,29 +144,35 @@ impl Netlink {
         if let Some(mtu) = spec.mtu {
             host = host.mtu(mtu);
         }
-        self.handle
-            .link()
-            .add(host.build())
-            .execute()
-            .await
-            .map_err(|e| NetlinkError::CreateVeth {
-                host: spec.host.to_string(),
-                peer: spec.peer.to_string(),
-                source: to_io(e),
-            })
+        let call = async {
+            self.handle
+                .link()
+                .add(host.build())
+                .execute()
+                .await
+                .map_err(|e| NetlinkError::CreateVeth {
+                    host: spec.host.to_string(),
+                    peer: spec.peer.to_string(),
+                    source: to_io(e),
+                })
+        };
+        bounded("create veth pair", spec.host, call).await
     }
 
     /// Deletes an interface (for a veth, both ends).
     pub async fn delete_link(&self, name: &str, index: u32) -> Result<(), NetlinkError> {
-        self.handle
-            .link()
-            .del(index)
-            .execute()
-            .await
-            .map_err(|e| NetlinkError::Delete {
-                name: name.to_string(),
-                source: to_io(e),
-            })
+        let call = async {
+            self.handle
+                .link()
+                .del(index)
+                .execute()
+                .await
+                .map_err(|e| NetlinkError::Delete {
+                    name: name.to_string(),
+                    source: to_io(e),
+                })
+        };
+        bounded("delete", name, call).await
     }
 }
 

@@ -5,7 +5,7 @@
 //! opened. So the in-namespace steps run on a short-lived thread of their own that
 //! enters the namespace; the daemon's own threads never change namespace.
 
-use super::netlink::to_io;
+use super::netlink::{to_io, NETLINK_TIMEOUT};
 use futures::TryStreamExt;
 use std::fs::File;
 use std::io;
@@ -26,17 +26,63 @@ pub fn resolve(netns: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(NETNS_DIR).join(netns))
 }
 
-pub fn open(netns: &str) -> Result<File, String> {
+/// Opens a namespace for `setns`. Runs off the control plane's thread and within
+/// NETLINK_TIMEOUT: the path is the user's, and a FIFO there (open blocks until a
+/// writer comes) or a hung filesystem must not stall every other client.
+pub async fn open(netns: &str) -> Result<File, String> {
     let path = resolve(netns)?;
-    File::open(&path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => {
-            format!(
-                "no network namespace {netns} ({} does not exist)",
-                path.display()
-            )
-        }
+    let name = netns.to_string();
+    let opening = tokio::task::spawn_blocking(move || open_blocking(&name, &path));
+    match tokio::time::timeout(NETLINK_TIMEOUT, opening).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(format!("cannot open network namespace {netns}: {e}")),
+        Err(_) => Err(format!(
+            "cannot open network namespace {netns}: no answer within {} s",
+            NETLINK_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+fn open_blocking(netns: &str, path: &std::path::Path) -> Result<File, String> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let not_ns = |what: &str| {
+        format!(
+            "{} is not a network namespace (it is {what})",
+            path.display()
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => format!(
+            "no network namespace {netns} ({} does not exist)",
+            path.display()
+        ),
         _ => format!("cannot open network namespace {}: {e}", path.display()),
-    })
+    })?;
+    // A namespace file (nsfs, also behind /run/netns bind mounts) is a regular file.
+    let kind = meta.file_type();
+    if kind.is_fifo() {
+        return Err(not_ns("a FIFO"));
+    }
+    if kind.is_dir() {
+        return Err(not_ns("a directory"));
+    }
+    if kind.is_socket() || kind.is_char_device() || kind.is_block_device() {
+        return Err(not_ns("a device or socket"));
+    }
+    // O_NONBLOCK: should it have become a FIFO since, the open still returns.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open network namespace {}: {e}", path.display()))?;
+    match crate::sys::is_netns(&file) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(not_ns("another kind of namespace or file")),
+        Err(e) => Err(format!(
+            "cannot open network namespace {}: {e}",
+            path.display()
+        )),
+    }
 }
 
 /// `ADDR/LEN`, IPv4 or IPv6.
@@ -63,8 +109,9 @@ pub struct InsideConfig {
     pub gateway: Option<IpAddr>,
 }
 
-/// Brings `ifname` up inside `ns` and gives it its address and default route.
-pub async fn configure_inside(ns: File, config: InsideConfig) -> Result<(), String> {
+/// Brings `ifname` up inside `ns` and gives it its address and default route;
+/// returns its MAC address.
+pub async fn configure_inside(ns: File, config: InsideConfig) -> Result<[u8; 6], String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("netns-config".into())
@@ -81,15 +128,23 @@ pub async fn configure_inside(ns: File, config: InsideConfig) -> Result<(), Stri
             let _ = tx.send(result);
         })
         .map_err(|e| format!("cannot start a thread: {e}"))?;
-    let result = rx
-        .await
-        .unwrap_or_else(|_| Err("namespace setup thread failed".into()));
+    // Three round trips at most (link up, address, route).
+    let result = match tokio::time::timeout(3 * NETLINK_TIMEOUT, rx).await {
+        Ok(result) => result.unwrap_or_else(|_| Err("namespace setup thread failed".into())),
+        // The thread is left to finish on its own; it holds nothing of ours.
+        Err(_) => {
+            return Err(format!(
+                "no answer from the kernel within {} s",
+                3 * NETLINK_TIMEOUT.as_secs()
+            ))
+        }
+    };
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     result
 }
 
 /// Runs inside the namespace.
-async fn configure(config: &InsideConfig) -> Result<(), String> {
+async fn configure(config: &InsideConfig) -> Result<[u8; 6], String> {
     let (conn, handle, _) =
         rtnetlink::new_connection().map_err(|e| format!("cannot open netlink: {e}"))?;
     tokio::spawn(conn);
@@ -104,6 +159,16 @@ async fn configure(config: &InsideConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot find {name} in the namespace: {}", to_io(e)))?
         .ok_or_else(|| format!("{name} is not in the namespace"))?;
     let index = link.header.index;
+    let mac = link
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            rtnetlink::packet_route::link::LinkAttribute::Address(mac) => {
+                <[u8; 6]>::try_from(mac.as_slice()).ok()
+            }
+            _ => None,
+        })
+        .ok_or_else(|| format!("{name} has no MAC address"))?;
     handle
         .link()
         .set(rtnetlink::LinkUnspec::new_with_index(index).up().build())
@@ -135,7 +200,7 @@ async fn configure(config: &InsideConfig) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot add default route via {gateway}: {}", to_io(e)))?;
     }
-    Ok(())
+    Ok(mac)
 }
 
 #[cfg(test)]

@@ -5,31 +5,27 @@
 
 use super::fdb::{Fdb, FdbKey, PortId};
 use crate::wire::{ethernet, vlan, vnet, EthernetFrame, VnetHeader};
+use switchd_proto::Counters;
 
-/// Counters for the ingress port, accumulated over a batch.
+/// What a batch did to the ingress port's counters, and how many of its sources
+/// moved there from another port.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RxCounts {
-    pub packets: u64,
-    pub bytes: u64,
-    /// Frames not forwarded, by reason: a group (multicast or broadcast) source
-    /// address, a virtio-net header that makes no sense.
-    pub group_src: u64,
-    pub bad_vnet: u64,
-    /// Frames that cannot be parsed: shorter than an Ethernet header, or not
-    /// received whole.
-    pub runts: u64,
-    pub truncated: u64,
+    /// The rx counters only: packets, bytes, drops and errors by reason.
+    pub port: Counters,
     /// Sources learned on the ingress port that were on another port before.
     pub moves: u64,
 }
 
 impl RxCounts {
-    pub fn drops(&self) -> u64 {
-        self.group_src + self.bad_vnet
+    fn count_drop(&mut self, reason: fn(&mut Counters) -> &mut u64) {
+        *reason(&mut self.port) += 1;
+        self.port.rx_drops += 1;
     }
 
-    pub fn errors(&self) -> u64 {
-        self.runts + self.truncated
+    fn count_error(&mut self, reason: fn(&mut Counters) -> &mut u64) {
+        *reason(&mut self.port) += 1;
+        self.port.rx_errors += 1;
     }
 }
 
@@ -60,24 +56,24 @@ impl Decider {
         self.flood.clear();
         for (i, frame) in frames.enumerate() {
             let Some(bytes) = frame else {
-                counts.truncated += 1;
+                counts.count_error(|c| &mut c.rx_truncated);
                 continue;
             };
             if bytes.len() < vnet::HEADER_LEN + ethernet::HEADER_LEN {
-                counts.runts += 1;
+                counts.count_error(|c| &mut c.rx_runts);
                 continue;
             }
             let (header, frame) = bytes.split_at(vnet::HEADER_LEN);
             let eth = EthernetFrame::new_unchecked(frame);
-            counts.packets += 1;
-            counts.bytes += frame.len() as u64;
+            counts.port.rx_packets += 1;
+            counts.port.rx_bytes += frame.len() as u64;
             let src = eth.src_addr();
             if src.is_multicast() {
-                counts.group_src += 1;
+                counts.count_drop(|c| &mut c.rx_group_src);
                 continue;
             }
             if !VnetHeader::new_unchecked(header).is_valid_for(frame.len()) {
-                counts.bad_vnet += 1;
+                counts.count_drop(|c| &mut c.rx_bad_vnet);
                 continue;
             }
             let vlan = vlan::vlan_id(eth.into_inner());
@@ -153,7 +149,7 @@ mod tests {
         let (mut d, mut fdb) = (Decider::default(), Fdb::new(16, 300));
         // A (on port 10) to unknown B: flood to peers 1 and 2, not back to 0.
         let counts = decide(&mut d, &mut fdb, 10, &[frame(B, A)]);
-        assert_eq!(counts.packets, 1);
+        assert_eq!(counts.port.rx_packets, 1);
         assert_eq!(sent(&d), vec![(1, 0), (2, 0)]);
         // B answers from port 20: A is known, so only port 10 gets it.
         decide(&mut d, &mut fdb, 20, &[frame(A, B)]);
@@ -221,16 +217,20 @@ mod tests {
         assert_eq!(
             counts,
             RxCounts {
-                packets: 2,
-                bytes: 120,
-                group_src: 1,
-                bad_vnet: 1,
-                runts: 1,
-                truncated: 1,
+                port: Counters {
+                    rx_packets: 2,
+                    rx_bytes: 120,
+                    rx_group_src: 1,
+                    rx_bad_vnet: 1,
+                    rx_runts: 1,
+                    rx_truncated: 1,
+                    rx_drops: 2,
+                    rx_errors: 2,
+                    ..Counters::default()
+                },
                 moves: 0,
             }
         );
-        assert_eq!((counts.drops(), counts.errors()), (2, 2));
         assert_eq!(d.groups().count(), 0);
         assert!(fdb.is_empty(), "dropped frames are never learned");
     }

@@ -15,8 +15,13 @@
 //!
 //! The table is not synchronised itself: the datapath locks it once per received
 //! batch, never per frame (see `datapath::Bridge`).
+//!
+//! It does no I/O. When asked to (`record_changes`), it writes down every address
+//! that is born, moves or dies in a journal ([`FdbChange`]), which its readers (the
+//! kernel fast path's copy of the table, `datapath::kernel_fdb`) drain after the
+//! lock is released: a MAC flood used to cost two bpf syscalls per frame under the
+//! lock every datapath thread of the bridge needs.
 
-use super::offload::{Mirror, PortOffload};
 use crate::wire::MacAddr;
 use std::collections::HashMap;
 
@@ -91,6 +96,26 @@ pub struct FdbCounters {
     pub moved: u64,
 }
 
+/// A change to the table, in the order it happened. Refreshing a known address
+/// (the per-frame case) is not a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdbChange {
+    Learned {
+        key: FdbKey,
+        port: PortId,
+    },
+    Moved {
+        key: FdbKey,
+        from: PortId,
+        to: PortId,
+    },
+    /// Aged, evicted, flushed, or its port removed.
+    Removed {
+        key: FdbKey,
+        port: PortId,
+    },
+}
+
 /// One entry as shown to users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdbRow {
@@ -109,8 +134,8 @@ pub struct Fdb {
     max_entries: usize,
     aging_ms: u64,
     counters: FdbCounters,
-    /// The kernel fast path's copy of this table, kept in step by every change.
-    mirror: Option<Mirror>,
+    /// Changes not yet drained, when someone reads them (`record_changes`).
+    journal: Option<Vec<FdbChange>>,
 }
 
 impl Fdb {
@@ -123,70 +148,74 @@ impl Fdb {
             max_entries: max_entries.max(1) as usize,
             aging_ms: aging_secs.saturating_mul(1000),
             counters: FdbCounters::default(),
-            mirror: None,
+            journal: None,
         }
     }
 
-    /// Copies the entries of ports given `offload_port` into the kernel from now on.
-    pub fn set_mirror(&mut self, mirror: Mirror) {
-        self.mirror = Some(mirror);
+    /// Keeps a journal of changes from now on, for `take_changes`.
+    pub fn record_changes(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
     }
 
-    pub fn mirror(&self) -> Option<&Mirror> {
-        self.mirror.as_ref()
+    /// True if changes wait in the journal.
+    pub fn has_changes(&self) -> bool {
+        self.journal.as_ref().is_some_and(|j| !j.is_empty())
     }
 
-    /// Lets the kernel forward to and from `port`: copies its entries there.
-    pub fn offload_port(&mut self, port: PortId, offload: &PortOffload) {
-        let Some(mirror) = &mut self.mirror else {
-            return;
-        };
-        mirror.add_port(port, offload);
-        self.for_each_on(port, |mirror, key| mirror.set(key, port));
-    }
-
-    /// Stops the kernel forwarding to and from `port`: removes its entries there.
-    pub fn unoffload_port(&mut self, port: PortId) {
-        let Some(mirror) = &mut self.mirror else {
-            return;
-        };
-        if mirror.remove_port(port) {
-            self.for_each_on(port, |mirror, key| mirror.delete(key));
+    /// Moves the journal's changes, oldest first, to the end of `into`.
+    pub fn take_changes(&mut self, into: &mut Vec<FdbChange>) {
+        if let Some(journal) = &mut self.journal {
+            into.append(journal);
         }
     }
 
-    fn for_each_on(&self, port: PortId, mut f: impl FnMut(&Mirror, &FdbKey)) {
-        let (Some(mirror), Some(list)) = (&self.mirror, self.ports.get(&port)) else {
-            return;
-        };
-        let mut idx = list.head;
-        while idx != NIL {
-            let slot = &self.slots[idx as usize];
-            f(mirror, &slot.key);
+    fn record(&mut self, change: FdbChange) {
+        if let Some(journal) = &mut self.journal {
+            journal.push(change);
+        }
+    }
+
+    /// The addresses learned on `port`, oldest first.
+    pub fn keys_on(&self, port: PortId) -> impl Iterator<Item = FdbKey> + '_ {
+        let mut idx = self.ports.get(&port).map_or(NIL, |list| list.head);
+        std::iter::from_fn(move || {
+            let slot = self.slots.get(idx as usize)?;
             idx = slot.next;
-        }
+            Some(slot.key)
+        })
     }
 
-    /// Brings last-seen times up to date with frames the kernel forwarded.
-    pub fn sync_kernel_seen(&mut self, now_ms: u64) {
-        let Some(mirror) = &self.mirror else {
-            return;
-        };
-        let mut seen = Vec::new();
-        for (key, entry) in &self.index {
-            if mirror.has_port(entry.port) {
-                if let Some(idle) = mirror.idle(key) {
-                    seen.push((*key, entry.port, idle.as_millis() as u64));
+    /// Entries the aging time would remove at `now_ms`, as (key, port).
+    pub fn stale(&self, now_ms: u64) -> Vec<(FdbKey, PortId)> {
+        let mut stale = Vec::new();
+        self.walk_stale(now_ms, |key, port| stale.push((key, port)));
+        stale
+    }
+
+    /// Calls `f` for every entry older than the aging time; walks only list heads
+    /// that can be stale.
+    fn walk_stale(&self, now_ms: u64, mut f: impl FnMut(FdbKey, PortId)) {
+        // Only entries linked before this can be stale: last seen is at most
+        // RELINK_MS after linked.
+        let horizon = now_ms.saturating_sub(self.aging_ms) + RELINK_MS;
+        for (&port, list) in &self.ports {
+            let mut idx = list.head;
+            while idx != NIL {
+                let slot = &self.slots[idx as usize];
+                if slot.linked_ms >= horizon {
+                    break;
                 }
+                if now_ms.saturating_sub(self.index[&slot.key].last_seen_ms) > self.aging_ms {
+                    f(slot.key, port);
+                }
+                idx = slot.next;
             }
         }
-        for (key, port, idle_ms) in seen {
-            self.touch(key, port, now_ms.saturating_sub(idle_ms), now_ms);
-        }
     }
 
-    /// Moves `key`'s last-seen time forward to `seen_ms` if it is still on `port`.
-    fn touch(&mut self, key: FdbKey, port: PortId, seen_ms: u64, now_ms: u64) {
+    /// Moves `key`'s last-seen time forward to `seen_ms` if it is still on `port`
+    /// (frames the kernel forwarded for it).
+    pub fn touch(&mut self, key: FdbKey, port: PortId, seen_ms: u64, now_ms: u64) {
         if let Some(entry) = self.index.get_mut(&key) {
             if entry.port == port && seen_ms > entry.last_seen_ms {
                 entry.last_seen_ms = seen_ms;
@@ -234,11 +263,14 @@ impl Fdb {
                     return;
                 }
             } else {
-                if let Some(mirror) = &self.mirror {
-                    mirror.moved(&key, entry.port, port);
-                }
+                let from = entry.port;
                 entry.port = port;
                 self.counters.moved += 1;
+                self.record(FdbChange::Moved {
+                    key,
+                    from,
+                    to: port,
+                });
             }
             self.unlink(idx);
             self.link_tail(idx, port, now_ms);
@@ -274,9 +306,7 @@ impl Fdb {
         );
         self.link_tail(idx, port, now_ms);
         self.counters.learned += 1;
-        if let Some(mirror) = &self.mirror {
-            mirror.set(&key, port);
-        }
+        self.record(FdbChange::Learned { key, port });
     }
 
     /// The port `key` was last seen on, unless that was longer ago than the aging time.
@@ -285,41 +315,13 @@ impl Fdb {
         (now_ms.saturating_sub(entry.last_seen_ms) <= self.aging_ms).then_some(entry.port)
     }
 
-    /// Removes entries older than the aging time; returns how many.
+    /// Removes entries older than the aging time; returns how many. Entries the
+    /// kernel forwarded for are `touch`ed first by the caller.
     pub fn expire(&mut self, now_ms: u64) -> usize {
-        // Only entries linked before this can be stale: last seen is at most
-        // RELINK_MS after linked.
-        let horizon = now_ms.saturating_sub(self.aging_ms) + RELINK_MS;
         let mut expired = Vec::new();
-        let mut alive = Vec::new();
-        for (&port, list) in &self.ports {
-            let kernel = self.mirror.as_ref().filter(|m| m.has_port(port));
-            let mut idx = list.head;
-            while idx != NIL {
-                let slot = &self.slots[idx as usize];
-                if slot.linked_ms >= horizon {
-                    break;
-                }
-                if now_ms.saturating_sub(self.index[&slot.key].last_seen_ms) > self.aging_ms {
-                    // The kernel may have forwarded its frames all along.
-                    match kernel.and_then(|m| m.idle(&slot.key)) {
-                        Some(idle) if idle.as_millis() as u64 <= self.aging_ms => {
-                            alive.push((
-                                slot.key,
-                                port,
-                                now_ms.saturating_sub(idle.as_millis() as u64),
-                            ));
-                        }
-                        _ => expired.push(idx),
-                    }
-                }
-                idx = slot.next;
-            }
-        }
-        for (key, port, seen_ms) in alive {
-            self.touch(key, port, seen_ms, now_ms);
-        }
-        for &idx in &expired {
+        self.walk_stale(now_ms, |key, _| expired.push(key));
+        for key in &expired {
+            let idx = self.index[key].slot;
             self.remove(idx);
         }
         self.counters.aged += expired.len() as u64;
@@ -339,10 +341,12 @@ impl Fdb {
     /// Forgets everything; returns how many entries there were.
     pub fn flush(&mut self) -> usize {
         let n = self.index.len();
-        if let Some(mirror) = &self.mirror {
-            for (key, entry) in &self.index {
-                mirror.clear(key, entry.port);
-            }
+        if let Some(journal) = &mut self.journal {
+            journal.extend(
+                self.index
+                    .iter()
+                    .map(|(&key, e)| FdbChange::Removed { key, port: e.port }),
+            );
         }
         self.index.clear();
         self.slots.clear();
@@ -376,9 +380,7 @@ impl Fdb {
         let Slot { key, port, .. } = self.slots[idx as usize];
         self.index.remove(&key);
         self.free.push(idx);
-        if let Some(mirror) = &self.mirror {
-            mirror.clear(&key, port);
-        }
+        self.record(FdbChange::Removed { key, port });
     }
 
     fn unlink(&mut self, idx: u32) {
@@ -575,5 +577,81 @@ mod tests {
         assert!(fdb.is_empty());
         fdb.learn(key(1), 1, 0);
         assert_eq!(fdb.lookup(&key(1), 0), Some(1));
+    }
+
+    #[test]
+    fn the_journal_records_births_moves_and_deaths_only() {
+        let mut fdb = Fdb::new(2, 1);
+        fdb.learn(key(9), 1, 0);
+        assert!(!fdb.has_changes(), "nothing is recorded until asked");
+        fdb.record_changes();
+        fdb.learn(key(1), 1, 0);
+        fdb.learn(key(1), 1, 5_000);
+        fdb.learn(key(1), 2, 5_001);
+        // The table holds 2: a third address evicts the oldest of the fullest port.
+        fdb.learn(key(2), 2, 5_002);
+        let mut changes = Vec::new();
+        fdb.take_changes(&mut changes);
+        use FdbChange::*;
+        assert_eq!(
+            changes,
+            vec![
+                Learned {
+                    key: key(1),
+                    port: 1
+                },
+                Moved {
+                    key: key(1),
+                    from: 1,
+                    to: 2
+                },
+                Removed {
+                    key: key(9),
+                    port: 1
+                },
+                Learned {
+                    key: key(2),
+                    port: 2
+                },
+            ]
+        );
+        assert!(!fdb.has_changes());
+        fdb.expire(10_000);
+        fdb.learn(key(3), 3, 10_000);
+        fdb.flush();
+        changes.clear();
+        fdb.take_changes(&mut changes);
+        assert_eq!(
+            changes,
+            vec![
+                Removed {
+                    key: key(1),
+                    port: 2
+                },
+                Removed {
+                    key: key(2),
+                    port: 2
+                },
+                Learned {
+                    key: key(3),
+                    port: 3
+                },
+                Removed {
+                    key: key(3),
+                    port: 3
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn stale_lists_what_expire_removes() {
+        let mut fdb = Fdb::new(16, 1);
+        fdb.learn(key(1), 1, 0);
+        fdb.learn(key(2), 2, 1_500);
+        assert_eq!(fdb.stale(2_000), vec![(key(1), 1)]);
+        assert_eq!(fdb.expire(2_000), 1);
+        assert_eq!(fdb.keys_on(2).collect::<Vec<_>>(), vec![key(2)]);
+        assert_eq!(fdb.keys_on(1).count(), 0);
     }
 }

@@ -9,19 +9,20 @@
 //! may send on any port (concurrent `sendmmsg` on one socket is safe).
 
 pub mod decide;
+pub mod egress;
 pub mod fdb;
 pub mod offload;
 mod port;
 mod spin;
 mod worker;
 
-pub use fdb::{Fdb, FdbKey, FdbRow, PortId, MAC_AGING_SECS, MAC_TABLE_SIZE};
-pub use port::{Port, PortIo, PortStats, LOOP_BLOCK_MS, LOOP_MOVES_PER_SEC};
+pub use fdb::{Fdb, FdbChange, FdbKey, FdbRow, PortId, MAC_AGING_SECS, MAC_TABLE_SIZE};
+use port::PortIo;
+pub use port::{Port, PortStats, LOOP_BLOCK_MS, LOOP_MOVES_PER_SEC};
 
 use crate::sys::{EventFd, PacketSocket, Tap};
-use offload::{Offload, PortOffload};
+use offload::{KernelFdb, Offload, PortOffload};
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -55,20 +56,78 @@ fn tap_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// A bridge as the datapath sees it: its MAC table.
+/// A bridge as the datapath sees it: its MAC table, and the kernel's copy of it.
 pub struct Bridge {
     pub name: String,
     /// Locked by a datapath thread once per received batch, and by the control
     /// plane for show, flush and aging.
     fdb: Mutex<Fdb>,
+    /// The kernel fast path's copy of `fdb`, following its journal. Locked before
+    /// `fdb` (never the other way round), by whoever has changes to replay: a
+    /// datapath thread after a batch that learned, the control plane after aging
+    /// or a flush. Syscalls happen under this lock only.
+    kernel: Option<Mutex<KernelFdb>>,
 }
 
 impl Bridge {
     pub fn fdb(&self) -> MutexGuard<'_, Fdb> {
-        // A panic while holding the lock cannot leave the table half-updated in a
-        // way that matters more than losing the switch, so keep using it.
-        self.fdb.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.fdb)
     }
+
+    fn kernel(&self) -> Option<MutexGuard<'_, KernelFdb>> {
+        self.kernel.as_ref().map(lock)
+    }
+
+    /// Replays the table's recorded changes into the kernel's copy.
+    pub fn sync_kernel(&self) {
+        if let Some(mut kernel) = self.kernel() {
+            kernel.sync(&self.fdb);
+        }
+    }
+
+    /// Drops aged-out entries; returns how many.
+    pub fn expire(&self, now_ms: u64) -> usize {
+        match self.kernel() {
+            Some(mut kernel) => kernel.expire(&self.fdb, now_ms),
+            None => self.fdb().expire(now_ms),
+        }
+    }
+
+    /// Brings last-seen times up to date with what the kernel forwarded.
+    pub fn refresh_seen(&self, now_ms: u64) {
+        if let Some(mut kernel) = self.kernel() {
+            kernel.refresh_seen(&self.fdb, now_ms);
+        }
+    }
+
+    /// Forgets every entry; returns how many there were.
+    pub fn flush(&self) -> usize {
+        let flushed = self.fdb().flush();
+        self.sync_kernel();
+        flushed
+    }
+
+    /// Changes the table's bounds (a smaller one evicts at once).
+    pub fn set_limits(&self, max_entries: u32, aging_secs: u64) {
+        self.fdb().set_limits(max_entries, aging_secs);
+        self.sync_kernel();
+    }
+
+    /// Takes the kernel fast path away from a port: its addresses first, so no
+    /// other port sends it frames, then its own program.
+    fn unoffload(&self, port: &Port) {
+        if let Some(mut kernel) = self.kernel() {
+            kernel.remove_port(&self.fdb, port.id);
+        }
+        port.offload().take();
+    }
+}
+
+/// Locks a mutex whose holder may have panicked. A panic while holding one of the
+/// datapath's locks cannot leave its data half-updated in a way that matters more
+/// than losing the switch, so keep using it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A port a thread receives from, with what it needs to forward its frames.
@@ -179,7 +238,7 @@ impl Datapath {
     }
 
     fn topology(&self) -> MutexGuard<'_, Topology> {
-        self.topology.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.topology)
     }
 
     /// Creates an empty bridge, or returns the one of that name.
@@ -187,13 +246,15 @@ impl Datapath {
         let mut topo = self.topology();
         let state = topo.bridges.entry(name.to_string()).or_insert_with(|| {
             let mut fdb = Fdb::new(max_entries, aging_secs);
-            if let Some(mirror) = self.offload.as_ref().and_then(|o| o.add_bridge()) {
-                fdb.set_mirror(mirror);
+            let kernel = self.offload.as_ref().and_then(|o| o.add_bridge());
+            if kernel.is_some() {
+                fdb.record_changes();
             }
             BridgeState {
                 bridge: Arc::new(Bridge {
                     name: name.to_string(),
                     fdb: Mutex::new(fdb),
+                    kernel: kernel.map(Mutex::new),
                 }),
                 ports: Vec::new(),
             }
@@ -206,17 +267,10 @@ impl Datapath {
         let mut topo = self.topology();
         if let Some(state) = topo.bridges.remove(name) {
             for port in &state.ports {
-                Self::unoffload(&state.bridge, port);
+                state.bridge.unoffload(port);
             }
         }
         self.publish(&mut topo)
-    }
-
-    /// Takes the kernel fast path away from a port: its addresses first, so no
-    /// other port sends it frames, then its own program.
-    fn unoffload(bridge: &Bridge, port: &Port) {
-        bridge.fdb().unoffload_port(port.id);
-        port.offload().take();
     }
 
     /// Opens a socket on `ifindex` and starts forwarding on it as a port of `bridge`.
@@ -234,22 +288,21 @@ impl Datapath {
             .topology()
             .bridges
             .get(bridge)
-            .and_then(|s| s.bridge.fdb().mirror().map(|m| m.bridge()));
+            .and_then(|s| s.bridge.kernel().map(|k| k.bridge()));
         let offload = match (&self.offload, bridge_id) {
-            (Some(offload), Some(id)) => match offload.attach(
-                id,
-                ifindex,
-                crate::sys::mtu(name).unwrap_or(1500),
-                sock.as_raw_fd(),
-            ) {
-                Ok(port) => Some(port),
-                Err(e) => {
-                    tracing::warn!(
-                        "port {name}: no kernel fast path, forwarding in userspace: {e}"
-                    );
-                    None
+            (Some(offload), Some(id)) => {
+                match offload.attach(id, ifindex, crate::sys::mtu(name).unwrap_or(1500), &sock) {
+                    Ok(port) => Some(port),
+                    Err(e) => {
+                        tracing::warn!(
+                            bridge,
+                            port = name,
+                            "no kernel fast path, forwarding in userspace: {e}"
+                        );
+                        None
+                    }
                 }
-            },
+            }
             _ => None,
         };
         Ok(self.insert_port(bridge, name, PortIo::Socket(sock), offload))
@@ -283,6 +336,7 @@ impl Datapath {
             name: name.to_string(),
             io,
             stats: PortStats::default(),
+            egress: egress::Egress::default(),
             loop_guard: Default::default(),
             offload: Mutex::new(None),
         });
@@ -291,7 +345,9 @@ impl Datapath {
             .get_mut(bridge)
             .expect("control plane adds ports to existing bridges only");
         if let Some(offload) = offload {
-            state.bridge.fdb().offload_port(id, &offload);
+            if let Some(mut kernel) = state.bridge.kernel() {
+                kernel.add_port(&state.bridge.fdb, id, &offload);
+            }
             *port.offload() = Some(offload);
         }
         state.ports.push(port.clone());
@@ -305,7 +361,7 @@ impl Datapath {
         let mut topo = self.topology();
         if let Some(state) = topo.bridges.get_mut(bridge) {
             if let Some(port) = state.ports.iter().find(|p| p.id == id) {
-                Self::unoffload(&state.bridge, port);
+                state.bridge.unoffload(port);
             }
             state.ports.retain(|p| p.id != id);
         }
@@ -317,6 +373,7 @@ impl Datapath {
     pub fn forget_port(&self, bridge: &str, id: PortId) {
         if let Some(state) = self.topology().bridges.get(bridge) {
             state.bridge.fdb().remove_port(id);
+            state.bridge.sync_kernel();
         }
     }
 

@@ -7,20 +7,22 @@
 //! program on each port's ingress looks the frame's source and destination up in a
 //! BPF copy of the MAC table and redirects it out of the destination port. Everything else (broadcast, multicast, unknown or moved addresses, tagged
 //! frames, frames for the internal port) still reaches the userspace datapath,
-//! which learns and keeps the BPF table in step (`Mirror`, called by `Fdb`).
+//! which learns; the BPF table follows the `Fdb`'s journal of changes
+//! (`KernelFdb::apply`), drained after each batch outside the table's lock.
 //!
 //! AF_PACKET sees a frame before TC does, so each port's socket carries a filter
 //! generated from the same code: it skips exactly the frames the TC program takes.
 //! Programs are generated per port with its ifindex, counter slot and bridge id as
 //! constants, so they carry no per-port maps.
 
-use super::fdb::{FdbKey, PortId};
+use super::fdb::{Fdb, FdbChange, FdbKey, PortId};
 use crate::sys::bpf::{self, helper, Insn, Map, Program, Size, FP, R0, R1, R2, R3, R4, R6, R7};
 use crate::sys::bpf::{R8, R9};
 use crate::sys::monotonic_ns;
+use crate::sys::PacketSocket;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,7 +78,7 @@ impl Offload {
     }
 
     /// A bridge id for the BPF table's keys; `None` when all 65536 are taken.
-    pub fn add_bridge(self: &Arc<Self>) -> Option<Mirror> {
+    pub fn add_bridge(self: &Arc<Self>) -> Option<KernelFdb> {
         let mut ids = self.ids();
         let id = match ids.free_bridges.pop() {
             Some(id) => id,
@@ -86,22 +88,26 @@ impl Offload {
                 id
             }
         };
-        Some(Mirror {
+        Some(KernelFdb {
             offload: self.clone(),
             bridge: id,
             ports: HashMap::new(),
+            changes: Vec::new(),
+            pending: HashMap::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
         })
     }
 
-    /// Starts the fast path on a port of MTU `mtu`: filters its socket `rx_fd`,
+    /// Starts the fast path on a port of MTU `mtu`: filters its socket `sock`,
     /// attaches the TC program to `ifindex`. The port forwards nothing in the
-    /// kernel until the bridge's table knows it (`Fdb::offload_port`).
+    /// kernel until the bridge's table knows it (`KernelFdb::add_port`).
     pub fn attach(
         self: &Arc<Self>,
         bridge: u16,
         ifindex: u32,
         mtu: u32,
-        rx_fd: RawFd,
+        sock: &PacketSocket,
     ) -> io::Result<PortOffload> {
         let slot = {
             let mut ids = self.ids();
@@ -124,9 +130,9 @@ impl Offload {
         // A slot may have counted for a port that is gone.
         self.counters
             .update(&slot.to_ne_bytes(), &vec![0; COUNTER_BYTES * self.cpus])?;
-        port.set_mtu(mtu);
+        port.set_mtu(mtu)?;
         self.load(Hook::Socket, ifindex, slot, bridge)?
-            .attach_socket_filter(rx_fd)?;
+            .attach_socket_filter(sock)?;
         port.link = Some(
             self.load(Hook::Tc, ifindex, slot, bridge)?
                 .attach_tcx_ingress(ifindex)?,
@@ -135,7 +141,7 @@ impl Offload {
     }
 
     fn load(&self, hook: Hook, ifindex: u32, slot: u32, bridge: u16) -> io::Result<Program> {
-        let maps = [self.table.fd(), self.counters.fd(), self.mtus.fd()];
+        let maps = [&self.table, &self.counters, &self.mtus];
         let insns = program(hook, ifindex, slot, bridge, maps);
         let (kind, name) = match hook {
             Hook::Socket => (bpf::PROG_SOCKET_FILTER, "switchd_skip"),
@@ -186,17 +192,10 @@ impl PortOffload {
     }
 
     /// Tells the programs the port's MTU (at attach, and when it changes).
-    pub fn set_mtu(&self, mtu: u32) {
-        if let Err(e) = self
-            .offload
+    pub fn set_mtu(&self, mtu: u32) -> io::Result<()> {
+        self.offload
             .mtus
             .update(&self.slot.to_ne_bytes(), &mtu.to_ne_bytes())
-        {
-            tracing::warn!(
-                "kernel fast path: cannot set the MTU of ifindex {}: {e}",
-                self.ifindex
-            );
-        }
     }
 }
 
@@ -207,20 +206,34 @@ impl Drop for PortOffload {
     }
 }
 
-/// One bridge's view of the BPF MAC table. Owned by the bridge's `Fdb`, so every
-/// change to it happens under the same lock as the change to the table it copies:
-/// the kernel's copy never goes back to an older state.
+/// One bridge's share of the BPF MAC table: the kernel's copy of its `Fdb`.
 ///
-/// Invariant: the kernel has an entry for an address exactly when the table does,
-/// its VLAN is 0 (untagged) and its port is one of `ports`.
-pub struct Mirror {
+/// Kept in step by replaying the table's journal in order (`apply`); the bridge
+/// holds it behind its own lock, taken before the table's, so two threads never
+/// replay out of order and the copy never goes back to an older state. The table's
+/// lock is held only while the journal is taken, never across a syscall.
+///
+/// Invariant once the journal is replayed: the kernel has an entry for an address
+/// exactly when the table does, its VLAN is 0 (untagged) and its port is one of
+/// `ports`.
+pub struct KernelFdb {
     offload: Arc<Offload>,
     bridge: u16,
     /// Ports with the fast path: id -> (ifindex, counter slot).
     ports: HashMap<PortId, (u32, u32)>,
+    /// Scratch, kept between calls so replaying allocates only while growing:
+    /// the journal taken from the table, each key's last state in it (a value to
+    /// write, or `None` to delete), and the batches for the syscalls.
+    changes: Vec<FdbChange>,
+    pending: HashMap<[u8; 8], Option<[u8; VALUE_BYTES]>>,
+    keys: Vec<u8>,
+    values: Vec<u8>,
 }
 
-impl Mirror {
+/// A BPF table value: ifindex, counter slot, last seen.
+const VALUE_BYTES: usize = 16;
+
+impl KernelFdb {
     fn key(&self, key: &FdbKey) -> [u8; 8] {
         let mut k = [0; 8];
         k[..6].copy_from_slice(&key.mac.0);
@@ -236,54 +249,158 @@ impl Mirror {
         self.ports.contains_key(&port)
     }
 
-    pub fn add_port(&mut self, port: PortId, offload: &PortOffload) {
+    /// Lets the kernel forward to and from `port`: copies its entries there.
+    pub fn add_port(&mut self, fdb: &Mutex<Fdb>, port: PortId, offload: &PortOffload) {
+        self.sync(fdb);
         self.ports.insert(port, (offload.ifindex, offload.slot));
+        let keys: Vec<FdbKey> = lock(fdb).keys_on(port).collect();
+        for key in keys {
+            self.stage_set(&key, port);
+        }
+        self.flush();
     }
 
-    pub fn remove_port(&mut self, port: PortId) -> bool {
-        self.ports.remove(&port).is_some()
+    /// Stops the kernel forwarding to and from `port`: removes its entries there.
+    pub fn remove_port(&mut self, fdb: &Mutex<Fdb>, port: PortId) {
+        self.sync(fdb);
+        if self.ports.remove(&port).is_some() {
+            let keys: Vec<FdbKey> = lock(fdb).keys_on(port).collect();
+            for key in keys {
+                self.stage_delete(&key);
+            }
+            self.flush();
+        }
+    }
+
+    /// Replays what `fdb` recorded since the last call, outside its lock.
+    pub fn sync(&mut self, fdb: &Mutex<Fdb>) {
+        let mut changes = std::mem::take(&mut self.changes);
+        lock(fdb).take_changes(&mut changes);
+        self.apply(&changes);
+        changes.clear();
+        self.changes = changes;
+    }
+
+    /// Carries `changes` out in the kernel's table, with one batch syscall for
+    /// what is written and one for what is deleted.
+    pub fn apply(&mut self, changes: &[FdbChange]) {
+        for change in changes {
+            match *change {
+                FdbChange::Learned { key, port } => self.stage_set(&key, port),
+                FdbChange::Moved { key, from, to } => {
+                    if self.has_port(to) {
+                        self.stage_set(&key, to);
+                    } else if self.has_port(from) {
+                        self.stage_delete(&key);
+                    }
+                }
+                FdbChange::Removed { key, port } => {
+                    if self.has_port(port) {
+                        self.stage_delete(&key);
+                    }
+                }
+            }
+        }
+        self.flush();
     }
 
     /// `key` is now on `port`.
-    pub fn set(&self, key: &FdbKey, port: PortId) {
+    fn stage_set(&mut self, key: &FdbKey, port: PortId) {
         let Some(&(ifindex, slot)) = self.ports.get(&port) else {
             return;
         };
         if key.vlan != 0 {
             return;
         }
-        let mut value = [0u8; 16];
+        let mut value = [0u8; VALUE_BYTES];
         value[..4].copy_from_slice(&ifindex.to_ne_bytes());
         value[4..8].copy_from_slice(&slot.to_ne_bytes());
         value[8..].copy_from_slice(&monotonic_ns().to_ne_bytes());
-        // A full table leaves the address to the userspace datapath.
-        if let Err(e) = self.offload.table.update(&self.key(key), &value) {
-            tracing::debug!("kernel MAC table: cannot add {}: {e}", key.mac);
-        }
+        self.pending.insert(self.key(key), Some(value));
     }
 
-    /// `key` moved from port `from` to port `to`.
-    pub fn moved(&self, key: &FdbKey, from: PortId, to: PortId) {
-        if self.has_port(to) {
-            self.set(key, to);
-        } else {
-            self.clear(key, from);
-        }
-    }
-
-    /// `key`, on `port`, is gone.
-    pub fn clear(&self, key: &FdbKey, port: PortId) {
-        if self.has_port(port) {
-            self.delete(key);
-        }
-    }
-
-    /// Removes `key` from the kernel's table.
-    pub fn delete(&self, key: &FdbKey) {
+    fn stage_delete(&mut self, key: &FdbKey) {
         if key.vlan == 0 {
-            // Absent already is fine: a full table refused it.
-            let _ = self.offload.table.delete(&self.key(key));
+            self.pending.insert(self.key(key), None);
         }
+    }
+
+    /// Writes the staged keys' last states.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let table = &self.offload.table;
+        self.keys.clear();
+        self.values.clear();
+        for (key, value) in &self.pending {
+            if let Some(value) = value {
+                self.keys.extend_from_slice(key);
+                self.values.extend_from_slice(value);
+            }
+        }
+        // A full table leaves the rest to the userspace datapath.
+        if let Err(e) = table.update_batch(&self.keys, &self.values) {
+            tracing::debug!("kernel MAC table: cannot add an address: {e}");
+        }
+        self.keys.clear();
+        for (key, value) in &self.pending {
+            if value.is_none() {
+                self.keys.extend_from_slice(key);
+            }
+        }
+        // Keys that are absent already (a full table refused them) are skipped.
+        if let Err(e) = table.delete_batch(&self.keys) {
+            tracing::debug!("kernel MAC table: cannot delete an address: {e}");
+        }
+        self.pending.clear();
+    }
+
+    /// Ages `fdb` out at `now_ms`, keeping the entries the kernel forwarded frames
+    /// for within the aging time; returns how many went. The kernel is asked
+    /// without the table's lock.
+    pub fn expire(&mut self, fdb: &Mutex<Fdb>, now_ms: u64) -> usize {
+        let stale = lock(fdb).stale(now_ms);
+        let seen = self.seen_ms(&stale, now_ms);
+        let expired = {
+            let mut fdb = lock(fdb);
+            for &(key, port, seen_ms) in &seen {
+                fdb.touch(key, port, seen_ms, now_ms);
+            }
+            fdb.expire(now_ms)
+        };
+        self.sync(fdb);
+        expired
+    }
+
+    /// Brings `fdb`'s last-seen times up to date with the frames the kernel
+    /// forwarded (for `fdb-show`).
+    pub fn refresh_seen(&mut self, fdb: &Mutex<Fdb>, now_ms: u64) {
+        let entries: Vec<(FdbKey, PortId)> = {
+            let fdb = lock(fdb);
+            self.ports
+                .keys()
+                .flat_map(|&port| fdb.keys_on(port).map(move |key| (key, port)))
+                .collect()
+        };
+        let seen = self.seen_ms(&entries, now_ms);
+        let mut fdb = lock(fdb);
+        for (key, port, seen_ms) in seen {
+            fdb.touch(key, port, seen_ms, now_ms);
+        }
+    }
+
+    /// When the kernel last forwarded a frame from each of `entries` on a port
+    /// with the fast path, on the `now_ms` clock; one lookup per entry.
+    fn seen_ms(&self, entries: &[(FdbKey, PortId)], now_ms: u64) -> Vec<(FdbKey, PortId, u64)> {
+        entries
+            .iter()
+            .filter(|(_, port)| self.has_port(*port))
+            .filter_map(|&(key, port)| {
+                let idle = self.idle(&key)?.as_millis() as u64;
+                Some((key, port, now_ms.saturating_sub(idle)))
+            })
+            .collect()
     }
 
     /// How long ago the kernel last forwarded a frame from `key`, if it has it.
@@ -291,7 +408,7 @@ impl Mirror {
         if key.vlan != 0 {
             return None;
         }
-        let mut value = [0u8; 16];
+        let mut value = [0u8; VALUE_BYTES];
         matches!(
             self.offload.table.lookup(&self.key(key), &mut value),
             Ok(true)
@@ -303,7 +420,11 @@ impl Mirror {
     }
 }
 
-impl Drop for Mirror {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Drop for KernelFdb {
     fn drop(&mut self) {
         self.offload.ids().free_bridges.push(self.bridge);
     }
@@ -327,7 +448,7 @@ fn program(
     ifindex: u32,
     slot: u32,
     bridge: u16,
-    [table, counters, mtus]: [RawFd; 3],
+    [table, counters, mtus]: [&Map; 3],
 ) -> Vec<Insn> {
     let mut a = Asm::default();
     const PASS: usize = 0;
@@ -425,7 +546,7 @@ fn program(
 }
 
 /// `r0 = map[key at fp+key]`; jumps to `missing` if there is no such entry.
-fn lookup(a: &mut Asm, map: RawFd, key: i16, missing: usize) {
+fn lookup(a: &mut Asm, map: &Map, key: i16, missing: usize) {
     a.ops(&Insn::load_map(R1, map));
     a.op(Insn::mov(R2, FP));
     a.op(Insn::add_imm(R2, key.into()));
@@ -435,7 +556,7 @@ fn lookup(a: &mut Asm, map: RawFd, key: i16, missing: usize) {
 
 /// Adds one frame of `skb->len` bytes to the counters at fp-36, at byte `off`;
 /// jumps to `done` if the slot is missing.
-fn count(a: &mut Asm, counters: RawFd, off: i16, done: usize) {
+fn count(a: &mut Asm, counters: &Map, off: i16, done: usize) {
     lookup(a, counters, -36, done);
     a.op(Insn::load(Size::DW, R1, R0, off));
     a.op(Insn::add_imm(R1, 1));
@@ -505,10 +626,10 @@ mod tests {
     fn both_programs_pass_the_verifier() {
         // Needs root (CAP_BPF), as switchd does.
         let offload = Offload::new().expect("load the socket filter and the TC program");
-        let mirror = offload.add_bridge().unwrap();
-        assert_eq!(mirror.bridge(), 0);
+        let kernel = offload.add_bridge().unwrap();
+        assert_eq!(kernel.bridge(), 0);
         assert_eq!(offload.add_bridge().unwrap().bridge(), 1);
-        drop(mirror);
+        drop(kernel);
         // Ids come back for the next bridge.
         assert_eq!(offload.add_bridge().unwrap().bridge(), 0);
     }
@@ -530,65 +651,101 @@ mod tests {
         }
     }
 
+    fn table(max: u32, aging: u64) -> Mutex<Fdb> {
+        let mut fdb = Fdb::new(max, aging);
+        fdb.record_changes();
+        Mutex::new(fdb)
+    }
+
     #[test]
     fn the_kernel_table_follows_every_change_of_the_fdb() {
-        use crate::datapath::Fdb;
         let offload = Offload::new().unwrap();
-        let mut fdb = Fdb::new(4, 300);
-        fdb.set_mirror(offload.add_bridge().unwrap());
+        let fdb = table(4, 300);
+        let mut kernel = offload.add_bridge().unwrap();
         let (p1, p2) = (port(&offload, 101, 1), port(&offload, 102, 2));
-        fdb.offload_port(1, &p1);
-        fdb.offload_port(2, &p2);
-        let in_kernel = |fdb: &Fdb, k: u8| fdb.mirror().unwrap().idle(&key(k)).is_some();
+        kernel.add_port(&fdb, 1, &p1);
+        kernel.add_port(&fdb, 2, &p2);
+        let learn = |kernel: &mut KernelFdb, key: FdbKey, port: PortId, now: u64| {
+            lock(&fdb).learn(key, port, now);
+            kernel.sync(&fdb);
+        };
+        let in_kernel = |kernel: &KernelFdb, k: u8| kernel.idle(&key(k)).is_some();
 
-        fdb.learn(key(1), 1, 0);
-        fdb.learn(key(2), 2, 0);
+        learn(&mut kernel, key(1), 1, 0);
+        learn(&mut kernel, key(2), 2, 0);
         // Port 3 has no fast path; VLAN 5 is never offloaded.
-        fdb.learn(key(3), 3, 0);
-        fdb.learn(FdbKey { vlan: 5, ..key(4) }, 1, 0);
-        assert!(in_kernel(&fdb, 1) && in_kernel(&fdb, 2));
-        assert!(!in_kernel(&fdb, 3) && !in_kernel(&fdb, 4));
+        learn(&mut kernel, key(3), 3, 0);
+        learn(&mut kernel, FdbKey { vlan: 5, ..key(4) }, 1, 0);
+        assert!(in_kernel(&kernel, 1) && in_kernel(&kernel, 2));
+        assert!(!in_kernel(&kernel, 3) && !in_kernel(&kernel, 4));
 
         // A move to a port without the fast path takes it out; back in on return.
-        fdb.learn(key(1), 3, 10);
-        assert!(!in_kernel(&fdb, 1));
-        fdb.learn(key(1), 2, 20);
-        assert!(in_kernel(&fdb, 1));
+        learn(&mut kernel, key(1), 3, 10);
+        assert!(!in_kernel(&kernel, 1));
+        learn(&mut kernel, key(1), 2, 20);
+        assert!(in_kernel(&kernel, 1));
 
         // Eviction (the table holds 4: port 2's oldest goes), port removal, flush.
-        fdb.learn(key(5), 2, 30);
-        assert_eq!(fdb.len(), 4);
-        assert!(!in_kernel(&fdb, 2) && in_kernel(&fdb, 5));
-        fdb.unoffload_port(2);
-        assert!(!in_kernel(&fdb, 1) && !in_kernel(&fdb, 5));
-        fdb.offload_port(2, &p2);
-        assert!(in_kernel(&fdb, 1) && in_kernel(&fdb, 5));
-        fdb.flush();
-        assert!(!in_kernel(&fdb, 1) && !in_kernel(&fdb, 5));
+        learn(&mut kernel, key(5), 2, 30);
+        assert_eq!(lock(&fdb).len(), 4);
+        assert!(!in_kernel(&kernel, 2) && in_kernel(&kernel, 5));
+        kernel.remove_port(&fdb, 2);
+        assert!(!in_kernel(&kernel, 1) && !in_kernel(&kernel, 5));
+        kernel.add_port(&fdb, 2, &p2);
+        assert!(in_kernel(&kernel, 1) && in_kernel(&kernel, 5));
+        lock(&fdb).flush();
+        kernel.sync(&fdb);
+        assert!(!in_kernel(&kernel, 1) && !in_kernel(&kernel, 5));
+    }
+
+    #[test]
+    fn a_journal_replayed_late_ends_in_the_tables_state() {
+        let offload = Offload::new().unwrap();
+        let fdb = table(100, 300);
+        let mut kernel = offload.add_bridge().unwrap();
+        let (p1, p2) = (port(&offload, 101, 1), port(&offload, 102, 2));
+        kernel.add_port(&fdb, 1, &p1);
+        kernel.add_port(&fdb, 2, &p2);
+        // Born, moved, moved back, gone, born again: one replay, last state wins.
+        {
+            let mut f = lock(&fdb);
+            f.learn(key(1), 1, 0);
+            f.learn(key(1), 2, 1);
+            f.learn(key(2), 1, 1);
+            f.learn(key(1), 1, 2);
+            f.flush();
+            f.learn(key(1), 2, 3);
+        }
+        kernel.sync(&fdb);
+        assert!(kernel.idle(&key(1)).is_some());
+        assert!(kernel.idle(&key(2)).is_none());
+        let mut value = [0u8; VALUE_BYTES];
+        assert!(offload
+            .table
+            .lookup(&kernel.key(&key(1)), &mut value)
+            .unwrap());
+        assert_eq!(value[..4], 102u32.to_ne_bytes(), "on port 2's interface");
+        assert!(!lock(&fdb).has_changes());
     }
 
     #[test]
     fn aging_keeps_what_the_kernel_forwards() {
-        use crate::datapath::Fdb;
         let offload = Offload::new().unwrap();
-        let mut fdb = Fdb::new(100, 1);
-        fdb.set_mirror(offload.add_bridge().unwrap());
+        let fdb = table(100, 1);
+        let mut kernel = offload.add_bridge().unwrap();
         let p1 = port(&offload, 101, 1);
-        fdb.offload_port(1, &p1);
-        fdb.learn(key(1), 1, 0);
-        fdb.learn(key(2), 1, 0);
+        kernel.add_port(&fdb, 1, &p1);
+        lock(&fdb).learn(key(1), 1, 0);
+        lock(&fdb).learn(key(2), 1, 0);
+        kernel.sync(&fdb);
         // Key 2's kernel entry was last refreshed long ago; key 1's just now.
-        fdb.mirror().unwrap().set(&key(1), 1);
-        let mut stale = [0u8; 16];
+        let mut stale = [0u8; VALUE_BYTES];
         stale[..4].copy_from_slice(&101u32.to_ne_bytes());
-        offload
-            .table
-            .update(&fdb.mirror().unwrap().key(&key(2)), &stale)
-            .unwrap();
-        assert_eq!(fdb.expire(5000), 1);
-        assert_eq!(fdb.lookup(&key(1), 5000), Some(1));
-        assert_eq!(fdb.lookup(&key(2), 5000), None);
-        assert!(fdb.mirror().unwrap().idle(&key(2)).is_none());
+        offload.table.update(&kernel.key(&key(2)), &stale).unwrap();
+        assert_eq!(kernel.expire(&fdb, 5000), 1);
+        assert_eq!(lock(&fdb).lookup(&key(1), 5000), Some(1));
+        assert_eq!(lock(&fdb).lookup(&key(2), 5000), None);
+        assert!(kernel.idle(&key(2)).is_none());
     }
 
     #[test]

@@ -1,26 +1,21 @@
+use super::egress::Egress;
 use super::fdb::PortId;
 use super::offload::PortOffload;
-use crate::sys::{PacketSocket, Tap};
-use std::os::fd::{AsRawFd, RawFd};
+use crate::sys::{PacketSocket, RxBatch, RxRing, Tap, TxBatch, TxOutcome};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
-use switchd_proto::PortCounters;
+use switchd_proto::Counters;
 
-/// How a port's frames come and go.
-pub enum PortIo {
+/// How a port's frames come and go. Only this file looks inside: the worker asks
+/// the `Port`, so a new kind of port (a tunnel's UDP socket) is a variant here and
+/// its arms below.
+pub(super) enum PortIo {
     /// A packet socket on an existing interface (a veth end, a NIC).
     Socket(PacketSocket),
     /// The bridge's internal port: a TAP device switchd created.
     Tap(Tap),
-}
-
-impl AsRawFd for PortIo {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            PortIo::Socket(s) => s.as_raw_fd(),
-            PortIo::Tap(t) => t.as_raw_fd(),
-        }
-    }
 }
 
 /// More MAC moves onto one port than this in a second means a loop: frames the
@@ -80,23 +75,87 @@ impl LoopGuard {
 pub struct Port {
     pub id: PortId,
     pub name: String,
-    pub io: PortIo,
+    pub(super) io: PortIo,
     pub stats: PortStats,
+    /// What the egress stage does to frames sent out of this port.
+    pub(super) egress: Egress,
     pub loop_guard: LoopGuard,
     /// The port's kernel fast path, while it has one.
     pub(super) offload: Mutex<Option<PortOffload>>,
 }
 
-impl Port {
-    pub fn ifindex(&self) -> u32 {
+/// The descriptor epoll waits on for the port's frames.
+impl AsFd for Port {
+    fn as_fd(&self) -> BorrowedFd<'_> {
         match &self.io {
-            PortIo::Socket(s) => s.ifindex(),
-            PortIo::Tap(t) => t.ifindex(),
+            PortIo::Socket(s) => s.as_fd(),
+            PortIo::Tap(t) => t.as_fd(),
+        }
+    }
+}
+
+impl Port {
+    /// The interface the port is bound to; `None` for a kind of port that has no
+    /// interface of its own.
+    pub fn ifindex(&self) -> Option<u32> {
+        match &self.io {
+            PortIo::Socket(s) => Some(s.ifindex()),
+            PortIo::Tap(t) => Some(t.ifindex()),
         }
     }
 
-    pub fn is_internal(&self) -> bool {
-        matches!(self.io, PortIo::Tap(_))
+    /// The receive ring, once the port has one (only packet sockets can).
+    pub(super) fn rx_ring(&self) -> Option<&RxRing> {
+        match &self.io {
+            PortIo::Socket(s) => s.rx_ring(),
+            PortIo::Tap(_) => None,
+        }
+    }
+
+    /// Moves receiving to a ring of `frames` slots; `Ok(false)` for a port that
+    /// cannot have one.
+    pub(super) fn attach_ring(&self, frames: usize) -> io::Result<bool> {
+        match &self.io {
+            PortIo::Socket(s) => s.attach_ring(frames).map(|_| true),
+            PortIo::Tap(_) => Ok(false),
+        }
+    }
+
+    /// Receives a batch from the socket queue (or the TAP) into `rx`.
+    pub(super) fn recv(&self, rx: &mut RxBatch) -> io::Result<usize> {
+        match &self.io {
+            PortIo::Socket(s) => rx.recv(s),
+            PortIo::Tap(t) => rx.recv_tap(t),
+        }
+    }
+
+    /// Receives at most `max` frames from the socket queue: those too big for a
+    /// ring slot.
+    pub(super) fn recv_overflow(&self, rx: &mut RxBatch, max: usize) -> io::Result<usize> {
+        match &self.io {
+            PortIo::Socket(s) => rx.recv_up_to(s, max),
+            PortIo::Tap(_) => Ok(0),
+        }
+    }
+
+    /// A pending receive error (ENETDOWN when the interface went away).
+    pub(super) fn take_error(&self) -> Option<io::Error> {
+        match &self.io {
+            PortIo::Socket(s) => s.take_error(),
+            PortIo::Tap(_) => None,
+        }
+    }
+
+    /// Sends `frames` (virtio-net header first) out of the port, in order.
+    pub(super) fn send<'a>(
+        &self,
+        tx: &mut TxBatch,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+    ) -> TxOutcome {
+        match &self.io {
+            PortIo::Socket(s) => tx.send(s, frames),
+            PortIo::Tap(t) => tx.send_tap(t, frames),
+        }
     }
 
     pub(super) fn offload(&self) -> MutexGuard<'_, Option<PortOffload>> {
@@ -104,17 +163,16 @@ impl Port {
     }
 
     /// Re-reads the interface's MTU for the kernel fast path.
-    pub fn refresh_mtu(&self) {
-        if let Some(offload) = self.offload().as_ref() {
-            if let Some(mtu) = crate::sys::mtu(&self.name) {
-                offload.set_mtu(mtu);
-            }
+    pub fn refresh_mtu(&self) -> std::io::Result<()> {
+        match (self.offload().as_ref(), crate::sys::mtu(&self.name)) {
+            (Some(offload), Some(mtu)) => offload.set_mtu(mtu),
+            _ => Ok(()),
         }
     }
 
     /// The port's counters, frames the kernel forwarded for it included.
-    pub fn counters(&self, name: &str) -> PortCounters {
-        let mut c = self.stats.snapshot(name);
+    pub fn counters(&self) -> Counters {
+        let mut c = self.stats.snapshot();
         if let Some(offload) = self.offload().as_ref() {
             let k = offload.counters();
             c.rx_packets += k.rx_packets;
@@ -128,59 +186,33 @@ impl Port {
     }
 }
 
-/// Written by the datapath with relaxed atomics (a batch at a time), read by `dump-ports`.
-#[derive(Default)]
-pub struct PortStats {
-    pub rx_packets: AtomicU64,
-    pub rx_bytes: AtomicU64,
-    /// Valid frames we chose not to forward: the sum of the drop reasons below.
-    pub rx_drops: AtomicU64,
-    /// Frames that could not be read or were malformed: the sum of runts,
-    /// truncated frames and receive failures.
-    pub rx_errors: AtomicU64,
-    /// Per reason: a multicast or broadcast source address.
-    pub rx_group_src: AtomicU64,
-    /// A virtio-net header that makes no sense for its frame.
-    pub rx_bad_vnet: AtomicU64,
-    /// Shorter than an Ethernet header.
-    pub rx_runts: AtomicU64,
-    /// Not received whole.
-    pub rx_truncated: AtomicU64,
-    /// Received while the port was blocked as part of a loop.
-    pub rx_loop: AtomicU64,
-    pub tx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
-    /// Frames lost because the port's socket or device queue was full.
-    pub tx_drops: AtomicU64,
-    /// Frames the kernel refused to send on this port.
-    pub tx_errors: AtomicU64,
+macro_rules! define_port_stats {
+    ($( $(#[$doc:meta])* $name:ident: $line:ident $label:literal, )*) => {
+        /// The port's [`Counters`] as relaxed atomics: written by the datapath a
+        /// batch at a time, read by `dump-ports`. Generated from proto's list, so a
+        /// new counter is one line there.
+        #[derive(Default)]
+        pub struct PortStats {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        impl PortStats {
+            /// Adds a batch's counts.
+            pub fn add(&self, c: &Counters) {
+                $( bump(&self.$name, c.$name); )*
+            }
+
+            pub fn snapshot(&self) -> Counters {
+                Counters { $( $name: self.$name.load(Relaxed), )* }
+            }
+        }
+    };
 }
 
-impl PortStats {
-    pub fn snapshot(&self, port: &str) -> PortCounters {
-        PortCounters {
-            port: port.to_string(),
-            rx_packets: self.rx_packets.load(Relaxed),
-            rx_bytes: self.rx_bytes.load(Relaxed),
-            rx_drops: self.rx_drops.load(Relaxed),
-            rx_errors: self.rx_errors.load(Relaxed),
-            tx_packets: self.tx_packets.load(Relaxed),
-            tx_bytes: self.tx_bytes.load(Relaxed),
-            tx_drops: self.tx_drops.load(Relaxed),
-            tx_errors: self.tx_errors.load(Relaxed),
-            rx_group_src: self.rx_group_src.load(Relaxed),
-            rx_bad_vnet: self.rx_bad_vnet.load(Relaxed),
-            rx_runts: self.rx_runts.load(Relaxed),
-            rx_truncated: self.rx_truncated.load(Relaxed),
-            rx_loop: self.rx_loop.load(Relaxed),
-            rx_kernel: 0,
-            tx_kernel: 0,
-        }
-    }
-}
+switchd_proto::with_port_counters!(define_port_stats);
 
 /// Adds to a counter unless there is nothing to add (saves a locked instruction).
-pub(super) fn bump(counter: &AtomicU64, n: u64) {
+fn bump(counter: &AtomicU64, n: u64) {
     if n != 0 {
         counter.fetch_add(n, Relaxed);
     }

@@ -6,17 +6,18 @@
 //! and reports it again).
 
 use super::decide::Decider;
+use super::egress;
 use super::fdb::PortId;
-use super::port::{bump, PortIo};
 use super::spin::{Pass, Spin};
 use super::{now_ms, Member, WorkerMsg, WorkerView};
-use crate::sys::{Epoll, EventFd, PacketSocket, RingBatch, RingSlot, RxBatch, RxRing, TxBatch};
+use crate::sys::{Epoll, EpollEvents, EventFd, RingBatch, RingSlot, RxBatch, RxRing, TxBatch};
 use crate::wire::vnet;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
+use switchd_proto::Counters;
 
 /// Frames per ring pass or recvmmsg, and per sendmmsg call.
 const BATCH: usize = 32;
@@ -26,6 +27,11 @@ const WAKE_TOKEN: u64 = u64::MAX;
 /// after a pass that found nothing, and at least once per this many passes.
 const PASSES_PER_EPOLL_CHECK: u32 = 64;
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// One failed receive.
+const RX_ERROR: Counters = Counters {
+    rx_errors: 1,
+    ..Counters::ZERO
+};
 
 /// Per-thread scratch space and settings, allocated once.
 struct Scratch {
@@ -105,7 +111,7 @@ pub(super) fn run(
     let mut view = WorkerView::default();
     // Port id (the epoll token) to its index in `view.members`.
     let mut index: HashMap<u64, usize> = HashMap::new();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+    let mut events = EpollEvents::new(64);
     let mut scratch = Scratch {
         rx: RxBatch::new(BATCH),
         slots: Vec::with_capacity(BATCH),
@@ -117,7 +123,7 @@ pub(super) fn run(
         },
         ring_frames,
     };
-    let mut ready = Vec::with_capacity(events.len());
+    let mut ready = Vec::with_capacity(events.capacity());
     let mut spin_until: Option<Instant> = None;
     // When the last pass that forwarded ended: a sleep's gap is measured from it.
     let mut last_forward = Instant::now();
@@ -184,11 +190,11 @@ pub(super) fn run(
                 if process_port(member, &mut scratch) {
                     forwarded = true;
                     // Not registered, a port cannot be reported again: no duplicates.
-                    if !spin.is_off() && ring_of(member).is_some() {
-                        use std::os::fd::AsRawFd;
-                        if epoll.delete(member.port.io.as_raw_fd()).is_ok() {
-                            hot.push(i);
-                        }
+                    if !spin.is_off()
+                        && member.port.rx_ring().is_some()
+                        && epoll.delete(&*member.port).is_ok()
+                    {
+                        hot.push(i);
                     }
                 }
             }
@@ -223,7 +229,7 @@ fn poll_hot(view: &WorkerView, hot: &[usize], s: &mut Scratch) -> bool {
     let mut forwarded = false;
     for &i in hot {
         let member = &view.members[i];
-        if ring_of(member).is_some_and(RxRing::ready) {
+        if member.port.rx_ring().is_some_and(RxRing::ready) {
             forwarded |= process_port(member, s);
         }
     }
@@ -235,7 +241,7 @@ fn poll_hot(view: &WorkerView, hot: &[usize], s: &mut Scratch) -> bool {
 fn rearm(epoll: &Epoll, view: &WorkerView, hot: &mut Vec<usize>) {
     for i in hot.drain(..) {
         let port = &view.members[i].port;
-        match epoll.add(&port.io, u64::from(port.id)) {
+        match epoll.add(&**port, u64::from(port.id)) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => tracing::error!(port = %port.name, "cannot poll port: {e}"),
@@ -243,26 +249,18 @@ fn rearm(epoll: &Epoll, view: &WorkerView, hot: &mut Vec<usize>) {
     }
 }
 
-fn ring_of(member: &Member) -> Option<&RxRing> {
-    match &member.port.io {
-        PortIo::Socket(sock) => sock.rx_ring(),
-        PortIo::Tap(_) => None,
-    }
-}
-
 /// Moves epoll registrations from the ports of `old` to those of `new`.
 fn switch_view(epoll: &Epoll, old: &WorkerView, new: &WorkerView) {
-    use std::os::fd::AsRawFd;
     let ids = |v: &WorkerView| -> HashSet<PortId> { v.members.iter().map(|m| m.port.id).collect() };
     let (old_ids, new_ids) = (ids(old), ids(new));
     for m in &old.members {
         if !new_ids.contains(&m.port.id) {
-            let _ = epoll.delete(m.port.io.as_raw_fd());
+            let _ = epoll.delete(&*m.port);
         }
     }
     for m in &new.members {
         if !old_ids.contains(&m.port.id) {
-            if let Err(e) = epoll.add(&m.port.io, u64::from(m.port.id)) {
+            if let Err(e) = epoll.add(&*m.port, u64::from(m.port.id)) {
                 tracing::error!(port = %m.port.name, "cannot poll port: {e}");
             }
         }
@@ -271,37 +269,37 @@ fn switch_view(epoll: &Epoll, old: &WorkerView, new: &WorkerView) {
 
 /// Drains a readable port, a batch at a time; true if it received anything.
 fn process_port(member: &Member, s: &mut Scratch) -> bool {
-    match &member.port.io {
-        PortIo::Socket(sock) => match sock.rx_ring() {
-            Some(ring) => process_ring(member, sock, ring, s),
-            None => {
-                let drained = process_queue(member, |rx| rx.recv(sock), s);
-                if drained.busy && s.ring_frames > 0 {
-                    attach_ring(member, sock, s);
-                }
-                drained.received
-            }
-        },
-        PortIo::Tap(tap) => process_queue(member, |rx| rx.recv_tap(tap), s).received,
+    let port = &member.port;
+    if let Some(ring) = port.rx_ring() {
+        return process_ring(member, ring, s);
     }
+    let drained = process_queue(member, |rx| port.recv(rx), s);
+    if drained.busy && s.ring_frames > 0 {
+        attach_ring(member, s);
+    }
+    drained.received
 }
 
 /// Moves a busy port to a receive ring, then forwards what was queued before the
 /// switch, so that ring slots standing for big frames on the queue are not paired
 /// with older frames. A big frame that arrives during the switch is drained with
 /// them and its slot later counts as an error: a one-off loss of a frame or two.
-fn attach_ring(member: &Member, sock: &PacketSocket, s: &mut Scratch) {
-    match sock.attach_ring(s.ring_frames) {
-        Ok(_) => {
-            tracing::debug!(port = %member.port.name, "busy port moved to a receive ring");
+fn attach_ring(member: &Member, s: &mut Scratch) {
+    let port = &member.port;
+    match port.attach_ring(s.ring_frames) {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::debug!(bridge = %member.bridge.name, port = %port.name, "busy port moved to a receive ring");
             // Bounded: under a stream of big frames the queue never quite empties.
             for _ in 0..MAX_BATCHES_PER_WAKEUP {
-                if !process_queue(member, |rx| rx.recv(sock), s).busy {
+                if !process_queue(member, |rx| port.recv(rx), s).busy {
                     break;
                 }
             }
         }
-        Err(e) => s.fwd.log_error(&member.port.name, "receive ring setup", &e),
+        Err(e) => s
+            .fwd
+            .log_error(&member.bridge.name, &port.name, "receive ring setup", &e),
     }
 }
 
@@ -312,7 +310,7 @@ struct Drained {
     busy: bool,
 }
 
-fn process_ring(member: &Member, sock: &PacketSocket, ring: &RxRing, s: &mut Scratch) -> bool {
+fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
     let mut received = false;
     for _ in 0..MAX_BATCHES_PER_WAKEUP {
         let Scratch {
@@ -329,9 +327,9 @@ fn process_ring(member: &Member, sock: &PacketSocket, ring: &RxRing, s: &mut Scr
                 // Woken with nothing in the ring: an error is pending (ENETDOWN when
                 // the interface went down or away). Reading it stops epoll from
                 // reporting the socket again and again.
-                if let Some(e) = sock.take_error() {
-                    bump(&member.port.stats.rx_errors, 1);
-                    fwd.log_error(&member.port.name, "receive", &e);
+                if let Some(e) = member.port.take_error() {
+                    member.port.stats.add(&RX_ERROR);
+                    fwd.log_error(&member.bridge.name, &member.port.name, "receive", &e);
                 }
             }
             break;
@@ -349,13 +347,13 @@ fn process_ring(member: &Member, sock: &PacketSocket, ring: &RxRing, s: &mut Scr
             // it, then the frames, so later batches do not pair slots with the
             // wrong queued frames.
             for _ in 0..2 {
-                match rx.recv_up_to(sock, copies) {
+                match member.port.recv_overflow(rx, copies) {
                     Ok(got) => {
                         queued = got;
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => fwd.log_error(&member.port.name, "receive", &e),
+                    Err(e) => fwd.log_error(&member.bridge.name, &member.port.name, "receive", &e),
                 }
             }
         }
@@ -431,8 +429,9 @@ fn process_queue(
             Err(e) => {
                 // ENETDOWN when the interface went down or away: the kernel reports it
                 // once, so this does not spin.
-                bump(&member.port.stats.rx_errors, 1);
-                s.fwd.log_error(&member.port.name, "receive", &e);
+                member.port.stats.add(&RX_ERROR);
+                s.fwd
+                    .log_error(&member.bridge.name, &member.port.name, "receive", &e);
                 break;
             }
         }
@@ -450,20 +449,33 @@ impl Forwarder {
         if ingress.loop_guard.is_blocked(now) {
             // Neither learned from nor forwarded: that is what ends the storm.
             let n = frames.len() as u64;
-            bump(&stats.rx_packets, n);
-            bump(&stats.rx_drops, n);
-            bump(&stats.rx_loop, n);
+            stats.add(&Counters {
+                rx_packets: n,
+                rx_drops: n,
+                rx_loop: n,
+                ..Counters::default()
+            });
             return;
         }
-        let counts = self.decider.decide(
-            &mut member.bridge.fdb(),
-            now,
-            ingress.id,
-            &member.peer_ids,
-            (0..frames.len()).map(|i| frames.get(i)),
-        );
+        let (counts, learned) = {
+            let mut fdb = member.bridge.fdb();
+            let counts = self.decider.decide(
+                &mut fdb,
+                now,
+                ingress.id,
+                &member.peer_ids,
+                (0..frames.len()).map(|i| frames.get(i)),
+            );
+            (counts, fdb.has_changes())
+        };
+        // New, moved or evicted addresses reach the kernel's copy outside the
+        // table's lock.
+        if learned {
+            member.bridge.sync_kernel();
+        }
         if ingress.loop_guard.note_moves(counts.moves, now) {
             tracing::warn!(
+                bridge = %member.bridge.name,
                 port = %ingress.name,
                 "more than {} MAC moves a second onto this port: a loop? \
                  dropping what it receives for {} s",
@@ -471,41 +483,33 @@ impl Forwarder {
                 super::LOOP_BLOCK_MS / 1000
             );
         }
-        bump(&stats.rx_packets, counts.packets);
-        bump(&stats.rx_bytes, counts.bytes);
-        bump(&stats.rx_drops, counts.drops());
-        bump(&stats.rx_errors, counts.errors());
-        bump(&stats.rx_group_src, counts.group_src);
-        bump(&stats.rx_bad_vnet, counts.bad_vnet);
-        bump(&stats.rx_runts, counts.runts);
-        bump(&stats.rx_truncated, counts.truncated);
+        stats.add(&counts.port);
 
         let mut failed = None;
         for group in self.decider.groups() {
             let peer = &peers[group[0].0 as usize];
-            let out = group.iter().filter_map(|&(_, i)| frames.get(i as usize));
-            let sent = match &peer.io {
-                PortIo::Socket(sock) => self.tx.send(sock, out),
-                PortIo::Tap(tap) => self.tx.send_tap(tap, out),
-            };
-            let stats = &peer.stats;
-            bump(&stats.tx_packets, sent.packets);
-            bump(
-                &stats.tx_bytes,
-                sent.bytes - sent.packets * vnet::HEADER_LEN as u64,
-            );
-            bump(&stats.tx_drops, sent.dropped);
-            bump(&stats.tx_errors, sent.errors);
+            let out = group
+                .iter()
+                .filter_map(|&(_, i)| frames.get(i as usize))
+                .filter_map(|frame| egress::stage(&peer.egress, frame));
+            let sent = peer.send(&mut self.tx, out);
+            peer.stats.add(&Counters {
+                tx_packets: sent.packets,
+                tx_bytes: sent.bytes - sent.packets * vnet::HEADER_LEN as u64,
+                tx_drops: sent.dropped,
+                tx_errors: sent.errors,
+                ..Counters::default()
+            });
             if let Some(e) = sent.last_error {
                 failed = Some((peer.name.clone(), e));
             }
         }
         if let Some((name, e)) = failed {
-            self.log_error(&name, "send", &e);
+            self.log_error(&member.bridge.name, &name, "send", &e);
         }
     }
 
-    fn log_error(&mut self, port: &str, what: &str, e: &io::Error) {
+    fn log_error(&mut self, bridge: &str, port: &str, what: &str, e: &io::Error) {
         let now = Instant::now();
         if self
             .last_error_log
@@ -513,6 +517,7 @@ impl Forwarder {
         {
             self.last_error_log = Some(now);
             tracing::warn!(
+                bridge,
                 port,
                 "{what} failed: {e} (further errors this second not logged)"
             );

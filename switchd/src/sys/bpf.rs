@@ -6,13 +6,15 @@
 
 use super::cvt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
 pub const MAP_HASH: u32 = 1;
@@ -117,6 +119,57 @@ impl Map {
         }
     }
 
+    /// Creates or replaces `keys.len() / key size` entries (keys and values laid
+    /// end to end) in one syscall instead of one per entry (kernel 5.6+; the
+    /// fast path needs 6.6 for TCX anyway). An entry the kernel
+    /// refuses (a full table) is skipped and the rest still written; the error
+    /// returned is the last such refusal.
+    pub fn update_batch(&self, keys: &[u8], values: &[u8]) -> io::Result<()> {
+        let n = keys.len() / self.key_size;
+        assert_eq!(values.len(), n * self.value_size, "map values for keys");
+        self.batch(BPF_MAP_UPDATE_BATCH, keys, Some(values))
+    }
+
+    /// Deletes entries (keys laid end to end) in one syscall; keys that are
+    /// absent are skipped.
+    pub fn delete_batch(&self, keys: &[u8]) -> io::Result<()> {
+        self.batch(BPF_MAP_DELETE_BATCH, keys, None)
+    }
+
+    fn batch(&self, cmd: libc::c_long, keys: &[u8], values: Option<&[u8]>) -> io::Result<()> {
+        assert_eq!(keys.len() % self.key_size, 0, "map key size");
+        let n = keys.len() / self.key_size;
+        let mut done = 0;
+        let mut refused = None;
+        while done < n {
+            let count = (n - done) as u32;
+            let mut attr = Attr::new();
+            // struct { in_batch, out_batch, keys, values, count, map_fd, elem_flags, flags }
+            attr.u64(16, keys[done * self.key_size..].as_ptr() as u64)
+                .u64(
+                    24,
+                    values.map_or(0, |v| v[done * self.value_size..].as_ptr() as u64),
+                )
+                .u32(32, count)
+                .u32(36, self.fd.as_raw_fd() as u32);
+            let result = attr.call(cmd);
+            // `count` comes back as the number of entries carried out, even on error.
+            let carried = u32::from_ne_bytes(attr.0[32..36].try_into().unwrap()) as usize;
+            done += carried.min(n - done);
+            match result {
+                Ok(_) => break,
+                // The entry at `done` failed: skip it and go on with the rest.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => done += 1,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::ENOMEM)) => {
+                    done += 1;
+                    refused = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        refused.map_or(Ok(()), Err)
+    }
+
     /// Reads an entry into `value` (the map's value size, times the number of
     /// possible CPUs for a per-CPU map); false if there is none.
     pub fn lookup(&self, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
@@ -129,10 +182,6 @@ impl Map {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(e),
         }
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
     }
 }
 
@@ -204,12 +253,12 @@ impl Program {
 
     /// Filters what `socket` receives: the program's return value is how many bytes
     /// of each frame to keep, 0 to skip it.
-    pub fn attach_socket_filter(&self, socket: RawFd) -> io::Result<()> {
+    pub fn attach_socket_filter(&self, socket: &impl AsFd) -> io::Result<()> {
         let fd: libc::c_int = self.fd.as_raw_fd();
         // SAFETY: `fd` lives across the call and its size is passed.
         cvt(unsafe {
             libc::setsockopt(
-                socket,
+                socket.as_fd().as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_ATTACH_BPF,
                 (&fd as *const libc::c_int).cast(),
@@ -340,7 +389,12 @@ impl Insn {
 
     /// `dst = map` (two instructions: a 64-bit immediate the kernel turns into the
     /// map's address).
-    pub const fn load_map(dst: Reg, map_fd: RawFd) -> [Insn; 2] {
+    /// `dst = map`: the loader refers to a map by its descriptor.
+    pub fn load_map(dst: Reg, map: &Map) -> [Insn; 2] {
+        Insn::load_map_fd(dst, map.fd.as_raw_fd())
+    }
+
+    const fn load_map_fd(dst: Reg, map_fd: RawFd) -> [Insn; 2] {
         const BPF_PSEUDO_MAP_FD: Reg = 1;
         [
             Insn::new(0x18, dst, BPF_PSEUDO_MAP_FD, 0, map_fd),
@@ -397,7 +451,7 @@ mod tests {
         assert_eq!(raw(Insn::jne_imm(R2, 0, 3)), [0x55, 0x02, 3, 0, 0, 0, 0, 0]);
         // BPF_LD_MAP_FD(BPF_REG_1, 5)
         assert_eq!(
-            raw(Insn::load_map(R1, 5)[0]),
+            raw(Insn::load_map_fd(R1, 5)[0]),
             [0x18, 0x11, 0, 0, 5, 0, 0, 0]
         );
     }

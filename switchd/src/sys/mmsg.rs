@@ -4,7 +4,7 @@ use super::{PacketSocket, Tap};
 use crate::wire::vlan;
 use std::io;
 use std::mem::size_of;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Room for the largest frame a port can hand us: a 64 KB GSO super-frame plus its
 /// Ethernet and virtio-net headers.
@@ -105,7 +105,7 @@ impl RxBatch {
         // all of it lives as long as `self`.
         let n = unsafe {
             libc::recvmmsg(
-                sock.as_raw_fd(),
+                sock.as_fd().as_raw_fd(),
                 self.hdrs.as_mut_ptr(),
                 max.min(self.hdrs.len()) as u32,
                 libc::MSG_DONTWAIT,

@@ -13,9 +13,9 @@ mod poll;
 mod ring;
 mod tap;
 
-pub use mmsg::{RxBatch, RxFrame, TxBatch};
+pub use mmsg::{RxBatch, RxFrame, TxBatch, TxOutcome};
 pub use packet_socket::PacketSocket;
-pub use poll::{Epoll, EventFd};
+pub use poll::{Epoll, EpollEvents, EventFd};
 pub use ring::{RingBatch, RingSlot, RxRing, RING_FRAME_BYTES};
 pub use tap::Tap;
 
@@ -83,6 +83,21 @@ pub fn enter_netns(ns: &std::fs::File) -> io::Result<()> {
     Ok(())
 }
 
+/// True if `file` is a network namespace (ioctl NS_GET_NSTYPE); false for any
+/// other file, so a wrong path gets a clear error instead of setns's EINVAL.
+pub fn is_netns(file: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    /// _IO(0xb7, 0x3) from linux/nsfs.h.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an argument-less ioctl on a descriptor `file` keeps open.
+    match cvt(unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) }) {
+        Ok(kind) => Ok(kind == libc::CLONE_NEWNET),
+        // Not an nsfs file at all.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The id of a group given by name or number; `None` if there is no such group.
 pub fn group_id(group: &str) -> std::io::Result<Option<u32>> {
     if let Ok(gid) = group.parse::<u32>() {
@@ -108,4 +123,50 @@ pub fn group_id(group: &str) -> std::io::Result<Option<u32>> {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
     Ok((!result.is_null()).then_some(grp.gr_gid))
+}
+
+/// An exclusive `flock` on a file, held until dropped (or the process dies: the
+/// kernel releases it with the descriptor, so a SIGKILLed holder leaves no stale
+/// lock). The file holds the holder's pid, for the error a second taker gets.
+pub struct LockFile {
+    _file: std::fs::File,
+}
+
+impl LockFile {
+    /// Takes the lock without waiting; `LockError::Held` when another process
+    /// has it.
+    pub fn try_lock(path: &std::path::Path) -> Result<LockFile, LockError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(LockError::Io)?;
+        // SAFETY: plain syscall on a descriptor `file` keeps open.
+        if let Err(e) = cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })
+        {
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(LockError::Io(e));
+            }
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(LockError::Held(pid.trim().parse().ok()));
+        }
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        written.map_err(LockError::Io)?;
+        Ok(LockFile { _file: file })
+    }
+}
+
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds it; its pid, if it wrote one.
+    Held(Option<u32>),
+    Io(io::Error),
 }

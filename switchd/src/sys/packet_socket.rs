@@ -1,7 +1,7 @@
 use super::{cvt, RxRing};
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 /// Socket buffer size forced on every port. The default (~200 KB) holds only three
@@ -72,7 +72,7 @@ impl PacketSocket {
     }
 
     /// The socket to send on (see `tx`).
-    pub fn tx_fd(&self) -> RawFd {
+    pub(super) fn tx_fd(&self) -> RawFd {
         self.tx.as_raw_fd()
     }
 
@@ -201,8 +201,9 @@ fn set_opt_raw<T>(
     Ok(())
 }
 
-impl AsRawFd for PacketSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+/// The receiving socket, for epoll.
+impl AsFd for PacketSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }

@@ -1,6 +1,6 @@
 use super::cvt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 /// A level-triggered epoll instance.
@@ -19,7 +19,7 @@ impl Epoll {
     }
 
     /// Watches `fd` for input; `token` comes back in the event.
-    pub fn add(&self, fd: &impl AsRawFd, token: u64) -> io::Result<()> {
+    pub fn add(&self, fd: &impl AsFd, token: u64) -> io::Result<()> {
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: token,
@@ -29,20 +29,20 @@ impl Epoll {
             libc::epoll_ctl(
                 self.fd.as_raw_fd(),
                 libc::EPOLL_CTL_ADD,
-                fd.as_raw_fd(),
+                fd.as_fd().as_raw_fd(),
                 &mut ev,
             )
         })?;
         Ok(())
     }
 
-    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+    pub fn delete(&self, fd: &impl AsFd) -> io::Result<()> {
         // SAFETY: EPOLL_CTL_DEL ignores the event pointer; null is allowed since Linux 2.6.9.
         cvt(unsafe {
             libc::epoll_ctl(
                 self.fd.as_raw_fd(),
                 libc::EPOLL_CTL_DEL,
-                fd,
+                fd.as_fd().as_raw_fd(),
                 std::ptr::null_mut(),
             )
         })?;
@@ -52,9 +52,10 @@ impl Epoll {
     /// Waits for events; `None` blocks until one arrives. Returns the tokens that fired.
     pub fn wait<'a>(
         &self,
-        events: &'a mut [libc::epoll_event],
+        events: &'a mut EpollEvents,
         timeout: Option<Duration>,
     ) -> io::Result<impl Iterator<Item = u64> + 'a> {
+        let events = &mut events.0;
         let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
         // SAFETY: `events` is a valid writable buffer of the given length.
         let n = unsafe {
@@ -71,6 +72,19 @@ impl Epoll {
             Err(e) => return Err(e),
         };
         Ok(events[..n].iter().map(|ev| ev.u64))
+    }
+}
+
+/// Room for the events one `Epoll::wait` reports.
+pub struct EpollEvents(Box<[libc::epoll_event]>);
+
+impl EpollEvents {
+    pub fn new(capacity: usize) -> Self {
+        EpollEvents(vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)].into())
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -103,8 +117,8 @@ impl EventFd {
     }
 }
 
-impl AsRawFd for EventFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }

@@ -13,7 +13,7 @@ use super::PacketSocket;
 use crate::wire::{vlan, vnet};
 use std::io;
 use std::mem::size_of;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
@@ -85,7 +85,7 @@ impl RxRing {
                 map_len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                sock.as_raw_fd(),
+                sock.as_fd().as_raw_fd(),
                 0,
             )
         };

@@ -12,7 +12,7 @@
 
 use super::cvt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 pub struct Tap {
     fd: OwnedFd,
@@ -80,8 +80,8 @@ impl Tap {
     }
 }
 
-impl AsRawFd for Tap {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+impl AsFd for Tap {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }

@@ -1,0 +1,124 @@
+//! `add-br`, `del-br`, `set-br`.
+
+use super::switch::{err, no_bridge, validate_name, PortState, RpcResult, Switch};
+use crate::config::{BridgeConfig, PortConfig, PortKind};
+use switchd_proto::code;
+
+const MAX_MAC_AGING_SECS: u64 = 1_000_000;
+const MAX_MAC_TABLE_SIZE: u32 = 1_000_000;
+
+impl Switch {
+    pub(super) async fn add_br(
+        &mut self,
+        name: &str,
+        may_exist: bool,
+        no_internal: bool,
+    ) -> RpcResult<()> {
+        validate_name("bridge", name)?;
+        if self.bridges.contains_key(name) {
+            if may_exist {
+                return Ok(());
+            }
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!("a bridge named {name} already exists"),
+            ));
+        }
+        if let Some(owner) = self.bridge_of(name) {
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!(
+                    "cannot create bridge {name}: a port named {name} exists on bridge {owner}"
+                ),
+            ));
+        }
+        let internal = (!no_internal).then(|| PortConfig {
+            kind: PortKind::Internal,
+            ..PortConfig::system(name)
+        });
+        let config = BridgeConfig {
+            ports: internal.iter().cloned().collect(),
+            ..BridgeConfig::default()
+        };
+        self.start_bridge(name, &config);
+        let attached = match &internal {
+            Some(port) => match self.attach(name, port).await {
+                Ok(port) => Some(port),
+                Err(e) => {
+                    self.stop_bridge(name).await;
+                    return Err(err(code::FAILED, e.to_string()));
+                }
+            },
+            None => None,
+        };
+        if let Err(e) = self.change(|db| {
+            db.bridges.insert(name.to_string(), config);
+        }) {
+            self.stop_bridge(name).await;
+            return Err(e);
+        }
+        if let Some(port) = attached {
+            self.bridge_mut(name)
+                .ports
+                .insert(name.to_string(), PortState::Attached(port));
+        }
+        tracing::info!(bridge = name, "bridge added");
+        Ok(())
+    }
+
+    pub(super) async fn del_br(&mut self, name: &str, if_exists: bool) -> RpcResult<()> {
+        let Some(config) = self.db.bridges.get(name).cloned() else {
+            return if if_exists {
+                Ok(())
+            } else {
+                Err(no_bridge(name))
+            };
+        };
+        self.change(|db| {
+            db.bridges.remove(name);
+        })?;
+        self.stop_bridge(name).await;
+        // Its add-ns-port veths go with it, as `del-ns-port` would take them.
+        for port in config.ports {
+            if port.netns.is_some() {
+                self.doom_link(port.name).await;
+            }
+        }
+        tracing::info!(bridge = name, "bridge deleted");
+        Ok(())
+    }
+
+    pub(super) fn set_br(
+        &mut self,
+        bridge: &str,
+        aging: Option<u64>,
+        size: Option<u32>,
+    ) -> RpcResult<()> {
+        self.bridge(bridge)?;
+        if let Some(aging) = aging {
+            if !(1..=MAX_MAC_AGING_SECS).contains(&aging) {
+                return Err(err(
+                    code::INVALID_PARAMS,
+                    format!("mac-aging-time must be 1 to {MAX_MAC_AGING_SECS} seconds"),
+                ));
+            }
+        }
+        if let Some(size) = size {
+            if !(1..=MAX_MAC_TABLE_SIZE).contains(&size) {
+                return Err(err(
+                    code::INVALID_PARAMS,
+                    format!("mac-table-size must be 1 to {MAX_MAC_TABLE_SIZE}"),
+                ));
+            }
+        }
+        let mut limits = (0, 0);
+        self.change(|db| {
+            let config = db.bridges.get_mut(bridge).expect("bridge exists");
+            config.mac_aging_time = aging.unwrap_or(config.mac_aging_time);
+            config.mac_table_size = size.unwrap_or(config.mac_table_size);
+            limits = (config.mac_table_size, config.mac_aging_time);
+        })?;
+        self.bridges[bridge].dp.set_limits(limits.0, limits.1);
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! Following interfaces as they appear, change, are renamed or go away
+//! (rtnetlink link notifications, `control::follow_links`).
+
+use super::netlink::LinkEvent;
+use super::switch::{PortState, Switch};
+use crate::config::PortKind;
+
+impl Switch {
+    /// A configured port attaches when its interface appears and detaches when it
+    /// goes, without touching the other ports.
+    pub async fn process_link_event(&mut self, event: LinkEvent) {
+        let (name, index, present) = match &event {
+            LinkEvent::Present { name, index } => (name.as_str(), *index, true),
+            LinkEvent::Gone { name, index } => (name.as_str(), *index, false),
+        };
+        // An attached port whose interface went away, or now has another name.
+        let lost: Vec<(String, String)> = self
+            .bridges
+            .iter()
+            .flat_map(|(bridge, b)| {
+                b.ports.iter().filter_map(move |(port, state)| match state {
+                    PortState::Attached(p)
+                        if p.ifindex() == Some(index) && (!present || port != name) =>
+                    {
+                        Some((bridge.clone(), port.clone()))
+                    }
+                    _ => None,
+                })
+            })
+            .collect();
+        for (bridge, port) in lost {
+            let failed = PortState::Failed("no such device".to_string());
+            let state = std::mem::replace(
+                self.bridge_mut(&bridge)
+                    .ports
+                    .get_mut(&port)
+                    .expect("port exists"),
+                failed,
+            );
+            self.detach(&bridge, state).await;
+            tracing::warn!(bridge = %bridge, port = %port, "interface gone; port detached");
+        }
+        if !present {
+            return;
+        }
+        // A configured port whose interface (re)appeared under its name.
+        let Some(bridge) = self.bridge_of(name).map(str::to_string) else {
+            return;
+        };
+        let Some(config) = self.port_config(&bridge, name).cloned() else {
+            return;
+        };
+        // Only a system port's interface is someone else's to create: one that
+        // appears under an internal port's name is not the TAP switchd makes.
+        if config.kind != PortKind::System {
+            return;
+        }
+        if let Some(PortState::Attached(p)) = self.bridges[&bridge].ports.get(name) {
+            if p.ifindex() == Some(index) {
+                // Some other change, perhaps the MTU.
+                if let Err(e) = p.refresh_mtu() {
+                    tracing::warn!(bridge = %bridge, port = name, "kernel fast path: cannot set the new MTU: {e}");
+                }
+                return;
+            }
+        }
+        let new_state = match self.attach(&bridge, &config).await {
+            Ok(port) => {
+                tracing::info!(bridge = %bridge, port = name, "interface appeared; port attached");
+                PortState::Attached(port)
+            }
+            Err(e) => PortState::Failed(e.to_string()),
+        };
+        let old = std::mem::replace(
+            self.bridge_mut(&bridge)
+                .ports
+                .get_mut(name)
+                .expect("port exists"),
+            new_state,
+        );
+        self.detach(&bridge, old).await;
+    }
+}

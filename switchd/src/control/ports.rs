@@ -1,0 +1,113 @@
+//! `add-port` and `del-port`.
+
+use super::switch::{err, validate_name, AttachError, RpcResult, Switch};
+use crate::config::{PortConfig, PortKind};
+use switchd_proto::code;
+
+impl Switch {
+    /// Refuses a port name that is taken: by a port of any bridge (`may_exist`
+    /// allows one of `bridge` itself; true then) or by a bridge.
+    pub(super) fn check_port_name(
+        &self,
+        bridge: &str,
+        name: &str,
+        may_exist: bool,
+    ) -> RpcResult<bool> {
+        if let Some(owner) = self.bridge_of(name) {
+            if may_exist && owner == bridge {
+                return Ok(true);
+            }
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!("{name} is already a port of {owner}"),
+            ));
+        }
+        if self.bridges.contains_key(name) {
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!("{name} is a bridge, not an interface"),
+            ));
+        }
+        Ok(false)
+    }
+
+    pub(super) async fn add_port(
+        &mut self,
+        bridge: &str,
+        iface: &str,
+        may_exist: bool,
+    ) -> RpcResult<()> {
+        validate_name("interface", iface)?;
+        self.bridge(bridge)?;
+        if self.check_port_name(bridge, iface, may_exist)? {
+            return Ok(());
+        }
+        let config = PortConfig::system(iface);
+        let port = self.attach(bridge, &config).await.map_err(|e| match e {
+            AttachError::NoSuchInterface(_) => err(code::NOT_FOUND, e.to_string()),
+            _ => err(code::FAILED, e.to_string()),
+        })?;
+        self.change_with_port(bridge, port, |db| {
+            db.bridges
+                .get_mut(bridge)
+                .expect("bridge exists")
+                .ports
+                .push(config);
+        })
+        .await?;
+        tracing::info!(bridge, port = iface, "port added");
+        Ok(())
+    }
+
+    pub(super) async fn del_port(
+        &mut self,
+        bridge: Option<&str>,
+        iface: &str,
+        if_exists: bool,
+    ) -> RpcResult<()> {
+        if let Some(bridge) = bridge {
+            self.bridge(bridge)?;
+        }
+        let owner = match (self.bridge_of(iface), bridge) {
+            (Some(owner), Some(bridge)) if owner != bridge => None,
+            (owner, _) => owner.map(str::to_string),
+        };
+        let Some(owner) = owner else {
+            if if_exists {
+                return Ok(());
+            }
+            return Err(err(
+                code::NOT_FOUND,
+                match bridge {
+                    Some(bridge) => format!("bridge {bridge} does not have a port {iface}"),
+                    None => format!("no port named {iface}"),
+                },
+            ));
+        };
+        if self
+            .port_config(&owner, iface)
+            .is_some_and(|p| p.kind == PortKind::Internal)
+        {
+            return Err(err(
+                code::FAILED,
+                format!(
+                    "cannot delete port {iface}: it is the internal port of bridge {owner} (delete the bridge instead)"
+                ),
+            ));
+        }
+        // An add-ns-port veth stays (del-ns-port removes it); it simply stops
+        // being a port.
+        self.change(|db| {
+            let config = db.bridges.get_mut(&owner).expect("bridge exists");
+            config.ports.retain(|p| p.name != iface);
+        })?;
+        let state = self
+            .bridge_mut(&owner)
+            .ports
+            .remove(iface)
+            .expect("port exists");
+        self.detach(&owner, state).await;
+        tracing::info!(bridge = %owner, port = iface, "port deleted");
+        Ok(())
+    }
+}

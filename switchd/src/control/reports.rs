@@ -1,0 +1,159 @@
+//! What the switch reports: `show`, `fdb-show`, `fdb-flush`, `fdb-stats`,
+//! `dump-ports`. Read-only but for flush, and for aging the tables first so the
+//! rows and the counters agree.
+
+use super::switch::{err, PortState, RpcResult, Switch};
+use crate::config::PortConfig;
+use crate::datapath::now_ms;
+use std::collections::BTreeMap;
+use switchd_proto::{
+    code, BridgeInfo, FdbEntry, FdbFlushReply, FdbStats, PortCounters, PortInfo, ShowReply,
+};
+
+/// Why a configured port is not forwarding, if it is not: it failed to attach,
+/// or its interface went away since.
+fn port_error(name: &str, state: &PortState) -> Option<String> {
+    match state {
+        PortState::Failed(why) => Some(why.clone()),
+        PortState::Attached(port) => match port.ifindex() {
+            // Checked here because link notifications can be lost (an overrun).
+            Some(index) if crate::sys::ifindex(name) != Some(index) => {
+                Some("no such device".to_string())
+            }
+            _ => None,
+        },
+    }
+}
+
+/// Why an attached port's interface cannot pass frames right now, if it
+/// cannot: set down, or no carrier (a veth whose peer is down or gone).
+fn link_down(name: &str) -> Option<String> {
+    let read = |attr: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{attr}"));
+    let flags = read("flags").ok()?;
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
+    if flags & libc::IFF_UP as u32 == 0 {
+        return Some("interface is down".to_string());
+    }
+    match read("carrier").map(|c| c.trim() == "0") {
+        Ok(true) => Some("no carrier".to_string()),
+        _ => None,
+    }
+}
+
+fn port_info(name: &str, config: Option<&PortConfig>, state: &PortState) -> PortInfo {
+    let netns = config.and_then(|c| c.netns.as_ref());
+    PortInfo {
+        name: name.to_string(),
+        kind: config.map(|c| c.kind).unwrap_or_default(),
+        netns: netns.map(|n| n.netns.clone()),
+        peer: netns.map(|n| n.ifname.clone()),
+        ifindex: state.port().and_then(|p| p.ifindex()),
+        error: port_error(name, state),
+        down: state
+            .port()
+            .and_then(|p| match p.loop_guard.blocked_for_ms(now_ms()) {
+                Some(ms) => Some(format!(
+                    "blocked: loop suspected, {} s left",
+                    ms.div_ceil(1000)
+                )),
+                None => link_down(name),
+            }),
+    }
+}
+
+impl Switch {
+    pub(super) fn show(&self) -> ShowReply {
+        let bridges = self
+            .bridges
+            .iter()
+            .map(|(name, b)| {
+                let config = &self.db.bridges[name];
+                BridgeInfo {
+                    name: name.clone(),
+                    mac_aging_time: config.mac_aging_time,
+                    mac_table_size: config.mac_table_size,
+                    ports: b
+                        .ports
+                        .iter()
+                        .map(|(port, state)| port_info(port, config.port(port), state))
+                        .collect(),
+                }
+            })
+            .collect();
+        ShowReply { bridges }
+    }
+
+    pub(super) fn fdb_show(&self, bridge: &str) -> RpcResult<Vec<FdbEntry>> {
+        let b = self.bridge(bridge)?;
+        let names: BTreeMap<u32, &str> = b
+            .ports
+            .iter()
+            .filter_map(|(name, state)| Some((state.port()?.id, name.as_str())))
+            .collect();
+        let now = now_ms();
+        b.dp.refresh_seen(now);
+        // Sweep first so the rows and the counters agree.
+        b.dp.expire(now);
+        let mut rows: Vec<FdbEntry> =
+            b.dp.fdb()
+                .rows(now)
+                .map(|r| FdbEntry {
+                    port: names.get(&r.port).copied().unwrap_or("?").to_string(),
+                    vlan: r.key.vlan,
+                    mac: r.key.mac.to_string(),
+                    age: r.age_ms / 1000,
+                })
+                .collect();
+        rows.sort_by(|a, b| (&a.port, a.vlan, &a.mac).cmp(&(&b.port, b.vlan, &b.mac)));
+        Ok(rows)
+    }
+
+    pub(super) fn fdb_flush(&self, bridge: Option<&str>) -> RpcResult<FdbFlushReply> {
+        let flushed = match bridge {
+            Some(name) => self.bridge(name)?.dp.flush(),
+            None => self.bridges.values().map(|b| b.dp.flush()).sum(),
+        };
+        Ok(FdbFlushReply {
+            flushed: flushed as u64,
+        })
+    }
+
+    pub(super) fn fdb_stats(&self, bridge: &str) -> RpcResult<FdbStats> {
+        let b = self.bridge(bridge)?;
+        b.dp.expire(now_ms());
+        let fdb = b.dp.fdb();
+        let c = fdb.counters();
+        Ok(FdbStats {
+            current: fdb.len() as u64,
+            max: fdb.max_entries() as u64,
+            learned: c.learned,
+            aged: c.aged,
+            evicted: c.evicted,
+            moved: c.moved,
+        })
+    }
+
+    pub(super) fn dump_ports(
+        &self,
+        bridge: &str,
+        iface: Option<&str>,
+    ) -> RpcResult<Vec<PortCounters>> {
+        let b = self.bridge(bridge)?;
+        if let Some(iface) = iface {
+            if !b.ports.contains_key(iface) {
+                return Err(err(
+                    code::NOT_FOUND,
+                    format!("bridge {bridge} does not have a port {iface}"),
+                ));
+            }
+        }
+        Ok(b.ports
+            .iter()
+            .filter(|(name, _)| iface.is_none_or(|i| i == name.as_str()))
+            .map(|(name, state)| PortCounters {
+                port: name.clone(),
+                counters: state.port().map(|p| p.counters()).unwrap_or_default(),
+            })
+            .collect())
+    }
+}
