@@ -2,15 +2,32 @@
 //! Run: `cargo bench --bench datapath`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
+use pnet_packet::vlan::VlanPacket;
+use pnet_packet::Packet;
 use std::hint::black_box;
 use switchd::datapath::decide::Decider;
 use switchd::datapath::egress::{self, Egress};
 use switchd::datapath::{Fdb, FdbKey};
-use switchd::wire::{EthernetFrame, MacAddr};
+use switchd::wire::{vlan, EthernetFrame, MacAddr};
+
+/// Frames per batch, as the datapath receives them.
+const BATCH: usize = 32;
 
 fn mac(n: u32) -> MacAddr {
     let b = n.to_be_bytes();
     MacAddr([0x02, 0, b[0], b[1], b[2], b[3]])
+}
+
+/// A 60-byte IPv4 frame behind a 10-byte virtio-net header, as the sockets
+/// deliver it.
+fn received(dst: [u8; 6], src: MacAddr) -> Vec<u8> {
+    let mut f = vec![0u8; 10];
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.resize(10 + 60, 0);
+    f
 }
 
 /// What the datapath does per frame: learn the source, look up the destination.
@@ -49,7 +66,6 @@ fn learn_and_lookup(c: &mut Criterion) {
 /// The whole per-batch decision (parse, learn, look up, group by egress) for
 /// 32-frame batches of known unicast between 8 ports, in ns per frame.
 fn forward_decision(c: &mut Criterion) {
-    const BATCH: usize = 32;
     let mut group = c.benchmark_group("forward_decision");
     group.throughput(Throughput::Elements(BATCH as u64));
     let peers: Vec<u32> = (0..8).collect();
@@ -65,17 +81,9 @@ fn forward_decision(c: &mut Criterion) {
                 0,
             );
         }
-        // Frames from port 0's MACs to MACs spread over all ports; 10-byte
-        // virtio-net header in front, as the sockets deliver them.
+        // Frames from port 0's MACs to MACs spread over all ports.
         let frames: Vec<Vec<u8>> = (0..4096u32)
-            .map(|n| {
-                let mut f = vec![0u8; 10];
-                f.extend_from_slice(&mac((n * 7 + 3) % entries).0);
-                f.extend_from_slice(&mac(n * 8 % entries).0);
-                f.extend_from_slice(&[0x08, 0x00]);
-                f.resize(10 + 60, 0);
-                f
-            })
+            .map(|n| received(mac((n * 7 + 3) % entries).0, mac(n * 8 % entries)))
             .collect();
         let mut decider = Decider::default();
         group.bench_with_input(BenchmarkId::from_parameter(entries), &entries, |b, _| {
@@ -100,20 +108,12 @@ fn forward_decision(c: &mut Criterion) {
 /// 8 ports (7 copies each), walking the groups with and without the stage, in ns
 /// per frame received.
 fn egress_stage(c: &mut Criterion) {
-    const BATCH: usize = 32;
+    let egress = Egress::default();
+    let peers: Vec<u32> = (0..8).collect();
     let mut group = c.benchmark_group("egress_stage");
     group.throughput(Throughput::Elements(BATCH as u64));
-    let peers: Vec<u32> = (0..8).collect();
-    let egress = Egress::default();
     let frames: Vec<Vec<u8>> = (0..BATCH as u32)
-        .map(|n| {
-            let mut f = vec![0u8; 10];
-            f.extend_from_slice(&[0xff; 6]);
-            f.extend_from_slice(&mac(n).0);
-            f.extend_from_slice(&[0x08, 0x00]);
-            f.resize(10 + 60, 0);
-            f
-        })
+        .map(|n| received([0xff; 6], mac(n)))
         .collect();
     for staged in [false, true] {
         let mut fdb = Fdb::new(8192, 300);
@@ -140,19 +140,42 @@ fn egress_stage(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the datapath reads of every frame (destination, source, ethertype, and
+/// the VLAN id of a tagged one), from a checked view: our `wire` views against
+/// pnet_packet's, which the design card named. Per frame, untagged and 802.1Q.
 fn parse(c: &mut Criterion) {
-    let mut frame = [0u8; 64];
-    frame[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
-    frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
-    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    let mut untagged = [0u8; 64];
+    untagged[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    untagged[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    untagged[12..14].copy_from_slice(&[0x08, 0x00]);
+    let mut tagged = [0u8; 68];
+    tagged[..12].copy_from_slice(&untagged[..12]);
+    tagged[12..18].copy_from_slice(&[0x81, 0x00, 0x20, 0x0a, 0x08, 0x00]);
     let mut group = c.benchmark_group("ethernet_parse");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("checked", |b| {
-        b.iter(|| {
-            let eth = EthernetFrame::new_checked(black_box(&frame[..])).unwrap();
-            black_box((eth.src_addr(), eth.dst_addr(), eth.ethertype()))
-        })
-    });
+    for (name, frame) in [("untagged", &untagged[..]), ("802.1q", &tagged[..])] {
+        group.bench_function(BenchmarkId::new("wire", name), |b| {
+            b.iter(|| {
+                let bytes = black_box(frame);
+                let eth = EthernetFrame::new_checked(bytes).unwrap();
+                let vid = vlan::vlan_id(bytes);
+                black_box((eth.dst_addr(), eth.src_addr(), eth.ethertype(), vid))
+            })
+        });
+        group.bench_function(BenchmarkId::new("pnet_packet", name), |b| {
+            b.iter(|| {
+                let eth = EthernetPacket::new(black_box(frame)).unwrap();
+                let ethertype = eth.get_ethertype();
+                let vid = match ethertype {
+                    EtherTypes::Vlan | EtherTypes::QinQ => {
+                        VlanPacket::new(eth.payload()).map_or(0, |v| v.get_vlan_identifier())
+                    }
+                    _ => 0,
+                };
+                black_box((eth.get_destination(), eth.get_source(), ethertype, vid))
+            })
+        });
+    }
     group.finish();
 }
 

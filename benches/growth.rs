@@ -15,40 +15,16 @@
 //! target/growth/<unix time>.json). The 1000-port round takes a few minutes,
 //! mostly creating and deleting namespaces.
 
-#[allow(dead_code)]
-#[path = "../tests/util/mod.rs"]
-mod util;
-
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
-use util::{cpu_ticks, rss_kib, unique_name, wait_until, Daemon, Netns};
+use switchd_testkit::{cpu_ticks, measure, rss_kib, unique_name, Daemon, Netns};
 
 const SPARE: usize = 5;
 
 fn ip(i: usize) -> String {
     format!("10.236.{}.{}", i / 250, i % 250 + 1)
-}
-
-fn ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    #[allow(unsafe_code)]
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    t as f64
-}
-
-fn tcp_gbps(server: &Netns, server_ip: &str, client: &Netns) -> f64 {
-    let _s = server.spawn(&["iperf3", "-s", "-1"]);
-    assert!(wait_until(Duration::from_secs(5), || {
-        server.exec_ok(&["ss", "-ltn"]).contains(":5201")
-    }));
-    let out = client.exec(&["iperf3", "-c", server_ip, "-t", "3", "-J"]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0)
-        / 1e9
 }
 
 fn measure(n: usize) -> Value {
@@ -97,8 +73,11 @@ fn measure(n: usize) -> Value {
     let idle_secs = 5.0;
     let before = cpu_ticks(d.pid());
     std::thread::sleep(Duration::from_secs_f64(idle_secs));
-    let idle_cpu = (cpu_ticks(d.pid()) - before) as f64 / ticks_per_sec() / idle_secs * 100.0;
-    let tcp = tcp_gbps(&nss[1], &ip(1), &nss[0]);
+    let idle_cpu = (cpu_ticks(d.pid()) - before) as f64
+        / switchd::sys::clock_ticks_per_sec() as f64
+        / idle_secs
+        * 100.0;
+    let tcp = measure::tcp(&nss[0], &nss[1], &ip(1), 1, 3).0;
     // list-ports includes the internal port.
     let ports = d.ctl_json(&["list-ports", &br]).as_array().unwrap().len();
     assert_eq!(ports, n + 1, "not every port attached");
@@ -180,7 +159,7 @@ fn measure(n: usize) -> Value {
 }
 
 fn main() {
-    if !util::bench_should_run("growth") {
+    if !switchd_testkit::bench_should_run("growth") {
         return;
     }
     let sizes: Vec<usize> = std::env::var("GROWTH_SIZES")

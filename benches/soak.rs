@@ -7,13 +7,9 @@
 //! `cargo build --release --workspace --bins`). `SOAK_SECS` (default 120) sets the
 //! length. Prints a summary and exits non-zero if a check failed.
 
-#[allow(dead_code)]
-#[path = "../tests/util/mod.rs"]
-mod util;
-
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use util::{rss_kib, Daemon, Host};
+use switchd_testkit::{rss_kib, Daemon, Host};
 
 /// Extra namespaces kept attached at any time while churning.
 const CHURN: usize = 8;
@@ -21,7 +17,7 @@ const CHURN: usize = 8;
 const KILL_EVERY: usize = 25;
 
 fn main() {
-    if !util::bench_should_run("soak") {
+    if !switchd_testkit::bench_should_run("soak") {
         return;
     }
     let secs: u64 = std::env::var("SOAK_SECS")

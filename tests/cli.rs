@@ -1,6 +1,6 @@
 //! switchctl's commands, messages and exit codes, as a user coming from ovs-vsctl sees them.
 
-use crate::util::{bin, shared_machine, Daemon, Host};
+use crate::util::{bin, run_switchd, shared_machine, Daemon, Host};
 use std::process::Output;
 
 fn assert_fails(out: Output, code: i32, message: &str) {
@@ -195,13 +195,7 @@ fn daemon_not_running_names_the_socket() {
 fn second_daemon_on_the_same_socket_is_refused() {
     let _machine = shared_machine();
     let d = Daemon::start();
-    let out = std::process::Command::new(bin("switchd"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .arg("--db")
-        .arg(d.dir.join("other.json"))
-        .output()
-        .unwrap();
+    let out = run_switchd(&d.socket, d.dir.join("other.json"));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -218,13 +212,7 @@ fn corrupt_database_is_refused_and_kept() {
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("db.json");
     std::fs::write(&db, "{\"version\": 1, \"bridges\": {").unwrap();
-    let out = std::process::Command::new(bin("switchd"))
-        .arg("--socket")
-        .arg(dir.join("s.sock"))
-        .arg("--db")
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = run_switchd(dir.join("s.sock"), &db);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let kept = std::fs::read_to_string(&db).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -242,13 +230,7 @@ fn second_daemon_on_the_same_database_is_refused() {
     let d = Daemon::start();
     d.ctl_ok(&["add-br", "--no-internal", "rpA"]);
     let other = d.dir.join("other.sock");
-    let out = std::process::Command::new(bin("switchd"))
-        .arg("--socket")
-        .arg(&other)
-        .arg("--db")
-        .arg(&d.db)
-        .output()
-        .unwrap();
+    let out = run_switchd(&other, &d.db);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

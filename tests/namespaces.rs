@@ -524,7 +524,9 @@ fn add_ns_port_says_what_it_made() {
     ]);
     let mac = ns.exec_ok(&["cat", "/sys/class/net/eth0/address"]);
     assert_eq!(made["bridge"], br.as_str());
-    assert_eq!(made["port"], format!("{}-eth0", ns.name));
+    let port = made["port"].as_str().unwrap();
+    assert_eq!(d.ctl_ok(&["port-to-br", port]), format!("{br}\n"));
+    assert!(link_exists(port), "{made}");
     assert_eq!(made["netns"], ns.name.as_str());
     assert_eq!(made["ifname"], "eth0");
     assert_eq!(made["mac"], mac.trim(), "{made}");

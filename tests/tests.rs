@@ -6,4 +6,4 @@ mod forwarding;
 mod lifecycle;
 mod namespaces;
 mod offload;
-mod util;
+use switchd_testkit as util;

@@ -24,13 +24,13 @@ pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Defines [`Request`] and its method names from one list, so a method cannot be
 /// added to one and forgotten in the other.
 macro_rules! requests {
-    ($( $(#[$meta:meta])* $variant:ident = $name:literal { $($fields:tt)* } )*) => {
+    ($( $(#[$meta:meta])* $variant:ident = $name:literal $params:tt )*) => {
         /// Every request switchd understands.
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(tag = "method", content = "params")]
         #[serde(deny_unknown_fields)]
         pub enum Request {
-            $( $(#[$meta])* #[serde(rename = $name)] $variant { $($fields)* }, )*
+            $( $(#[$meta])* #[serde(rename = $name)] $variant $params, )*
         }
 
         impl Request {
@@ -117,32 +117,8 @@ requests! {
         #[serde(default)]
         mac_table_size: Option<u32>,
     }
-    /// Creates a veth pair, moves one end into `netns` as `ifname` (default
-    /// `eth0`), configures it there, and adds the other end as a port.
     /// Reply: [`AddNsPortReply`] (null with `may_exist` when it already existed).
-    AddNsPort = "add-ns-port" {
-        bridge: String,
-        /// An `ip netns` name, or a path such as `/proc/PID/ns/net`.
-        netns: String,
-        #[serde(default)]
-        ifname: Option<String>,
-        /// Name of the end that stays on the host; derived from netns and ifname
-        /// when absent.
-        #[serde(default)]
-        host_ifname: Option<String>,
-        /// `ADDRESS/PREFIX` for the namespace's end.
-        #[serde(default)]
-        ip: Option<String>,
-        /// Default route inside the namespace.
-        #[serde(default)]
-        gateway: Option<String>,
-        #[serde(default)]
-        mac: Option<String>,
-        #[serde(default)]
-        mtu: Option<u32>,
-        #[serde(default)]
-        may_exist: bool,
-    }
+    AddNsPort = "add-ns-port" (AddNsPort)
     /// Removes a port made by `add-ns-port` and deletes its veth pair.
     DelNsPort = "del-ns-port" {
         bridge: String,
@@ -157,6 +133,34 @@ requests! {
     Batch = "batch" {
         commands: Vec<Request>,
     }
+}
+
+/// `add-ns-port`: creates a veth pair, moves one end into `netns` as `ifname`
+/// (default `eth0`), configures it there, and adds the other end as a port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddNsPort {
+    pub bridge: String,
+    /// An `ip netns` name, or a path such as `/proc/PID/ns/net`.
+    pub netns: String,
+    #[serde(default)]
+    pub ifname: Option<String>,
+    /// Name of the end that stays on the host; derived from netns and ifname
+    /// when absent.
+    #[serde(default)]
+    pub host_ifname: Option<String>,
+    /// `ADDRESS/PREFIX` for the namespace's end.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// Default route inside the namespace.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub may_exist: bool,
 }
 
 /// A request line that cannot be run: the request's `id` (null when it could not
@@ -641,5 +645,39 @@ mod tests {
             rejected(r#"{"jsonrpc":"2.0","id":7,"method":"add-br","params":{"bridge":1}}"#),
             (serde_json::json!(7), code::INVALID_PARAMS)
         );
+    }
+
+    #[test]
+    fn port_counters_keep_their_flat_json_shape() {
+        let row = PortCounters {
+            port: "v1".into(),
+            counters: Counters {
+                rx_packets: 3,
+                tx_kernel: 1,
+                ..Counters::default()
+            },
+        };
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["port"], "v1");
+        assert_eq!(json["rx_packets"], 3);
+        assert_eq!(json["tx_kernel"], 1);
+        assert_eq!(
+            json.as_object().unwrap().len(),
+            1 + Counters::ZERO.fields().len()
+        );
+        // A reply from a daemon that did not have a counter yet reads it as 0.
+        let old: PortCounters =
+            serde_json::from_str(r#"{"port":"v1","rx_packets":3,"rx_bytes":9}"#).unwrap();
+        assert_eq!((old.counters.rx_packets, old.counters.rx_kernel), (3, 0));
+    }
+
+    #[test]
+    fn methods_are_the_requests_names() {
+        assert_eq!(Request::METHODS.len(), 17);
+        let show = Request::Show {};
+        assert_eq!(show.method(), "show");
+        let json = serde_json::to_value(&show).unwrap();
+        assert_eq!(json["method"], show.method());
+        assert!(Request::METHODS.contains(&"add-ns-port"));
     }
 }

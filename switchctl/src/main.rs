@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use switchd_proto::{
-    call, CounterLine, FdbEntry, FdbStats, PortCounters, PortKind, Request, ShowReply,
+    call, AddNsPort, CounterLine, FdbEntry, FdbStats, PortCounters, PortKind, Request, ShowReply,
     DEFAULT_SOCKET, SOCKET_ENV,
 };
 
@@ -220,7 +220,7 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             gateway,
             mac,
             mtu,
-        } => Request::AddNsPort {
+        } => Request::AddNsPort(AddNsPort {
             bridge: bridge.clone(),
             netns: netns.clone(),
             ifname: Some(ifname.clone()),
@@ -230,7 +230,7 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             mac: mac.clone(),
             mtu: *mtu,
             may_exist,
-        },
+        }),
         Command::DelNsPort {
             bridge,
             netns,
@@ -438,4 +438,54 @@ fn render_ports(bridge: &str, ports: &[PortCounters]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchd_proto::Counters;
+
+    /// The CLI's grammar is ovs-vsctl's, not the wire's (`del-port [BR] IF`,
+    /// `set-br BR KEY=VALUE`), so it is written apart from proto's request list;
+    /// this keeps the two from drifting.
+    #[test]
+    fn every_method_has_a_command() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for method in Request::METHODS.iter().filter(|m| **m != "batch") {
+            assert!(
+                cli.find_subcommand(method).is_some(),
+                "no switchctl command for method {method}"
+            );
+        }
+        assert_eq!(cli.get_subcommands().count(), Request::METHODS.len() - 1);
+    }
+
+    #[test]
+    fn dump_ports_has_the_ovs_ofctl_layout() {
+        let port = PortCounters {
+            port: "veth-ns1".into(),
+            counters: Counters {
+                rx_packets: 5,
+                rx_bytes: 426,
+                tx_packets: 5,
+                tx_bytes: 426,
+                rx_drops: 2,
+                rx_group_src: 1,
+                rx_loop: 1,
+                rx_kernel: 3,
+                tx_kernel: 3,
+                ..Counters::default()
+            },
+        };
+        assert_eq!(
+            render_ports("br0", &[port]),
+            "bridge br0: 1 ports
+  port veth-ns1: rx pkts=5, bytes=426, drop=2, errs=0
+                 tx pkts=5, bytes=426, drop=0, errs=0
+                 rx drop/err reasons: multicast-src=1, bad-vnet-hdr=0, loop=1, runt=0, truncated=0
+                 kernel fast path: rx pkts=3, tx pkts=3
+"
+        );
+    }
 }

@@ -30,6 +30,20 @@ pub enum NetlinkError {
     Timeout { what: &'static str, name: String },
 }
 
+/// Sends one rtnetlink request about interface `name` and waits, within
+/// NETLINK_TIMEOUT, for the kernel's answer; `error` says what failed.
+async fn request(
+    what: &'static str,
+    name: &str,
+    request: impl Future<Output = Result<(), rtnetlink::Error>>,
+    error: impl FnOnce(io::Error) -> NetlinkError,
+) -> Result<(), NetlinkError> {
+    bounded(what, name, async {
+        request.await.map_err(|e| error(to_io(e)))
+    })
+    .await
+}
+
 /// Runs one netlink round trip for `what` on interface `name`, within NETLINK_TIMEOUT.
 async fn bounded<T>(
     what: &'static str,
@@ -107,18 +121,12 @@ impl Netlink {
     /// Sets IFF_UP on the interface; a port that is down neither sends nor receives.
     pub async fn set_up(&self, name: &str, index: u32) -> Result<(), NetlinkError> {
         let msg = rtnetlink::LinkUnspec::new_with_index(index).up().build();
-        let call = async {
-            self.handle
-                .link()
-                .set(msg)
-                .execute()
-                .await
-                .map_err(|e| NetlinkError::SetUp {
-                    name: name.to_string(),
-                    source: to_io(e),
-                })
-        };
-        bounded("bring up", name, call).await
+        let set = self.handle.link().set(msg).execute();
+        request("bring up", name, set, |source| NetlinkError::SetUp {
+            name: name.to_string(),
+            source,
+        })
+        .await
     }
 }
 
@@ -144,35 +152,25 @@ impl Netlink {
         if let Some(mtu) = spec.mtu {
             host = host.mtu(mtu);
         }
-        let call = async {
-            self.handle
-                .link()
-                .add(host.build())
-                .execute()
-                .await
-                .map_err(|e| NetlinkError::CreateVeth {
-                    host: spec.host.to_string(),
-                    peer: spec.peer.to_string(),
-                    source: to_io(e),
-                })
-        };
-        bounded("create veth pair", spec.host, call).await
+        let add = self.handle.link().add(host.build()).execute();
+        request("create veth pair", spec.host, add, |source| {
+            NetlinkError::CreateVeth {
+                host: spec.host.to_string(),
+                peer: spec.peer.to_string(),
+                source,
+            }
+        })
+        .await
     }
 
     /// Deletes an interface (for a veth, both ends).
     pub async fn delete_link(&self, name: &str, index: u32) -> Result<(), NetlinkError> {
-        let call = async {
-            self.handle
-                .link()
-                .del(index)
-                .execute()
-                .await
-                .map_err(|e| NetlinkError::Delete {
-                    name: name.to_string(),
-                    source: to_io(e),
-                })
-        };
-        bounded("delete", name, call).await
+        let del = self.handle.link().del(index).execute();
+        request("delete", name, del, |source| NetlinkError::Delete {
+            name: name.to_string(),
+            source,
+        })
+        .await
     }
 }
 

@@ -8,17 +8,34 @@ use super::switch::{err, validate_name, RpcResult, Switch};
 use crate::config::{NsEnd, PortConfig};
 use crate::wire::MacAddr;
 use std::net::IpAddr;
-use switchd_proto::{code, AddNsPortReply};
+use switchd_proto::{code, AddNsPort, AddNsPortReply};
 
 /// add-ns-port's parameters, names resolved, the rest still as the user wrote it.
-pub(super) struct NsPortSpec {
-    pub netns: String,
-    pub ifname: String,
-    pub host: String,
-    pub ip: Option<String>,
-    pub gateway: Option<String>,
-    pub mac: Option<String>,
-    pub mtu: Option<u32>,
+struct NsPortSpec {
+    netns: String,
+    ifname: String,
+    host: String,
+    ip: Option<String>,
+    gateway: Option<String>,
+    mac: Option<String>,
+    mtu: Option<u32>,
+}
+
+impl NsPortSpec {
+    fn new(params: AddNsPort) -> NsPortSpec {
+        let ifname = params.ifname.unwrap_or_else(|| "eth0".to_string());
+        NsPortSpec {
+            host: params
+                .host_ifname
+                .unwrap_or_else(|| host_ifname(&params.netns, &ifname)),
+            netns: params.netns,
+            ifname,
+            ip: params.ip,
+            gateway: params.gateway,
+            mac: params.mac,
+            mtu: params.mtu,
+        }
+    }
 }
 
 /// The parsed settings for the namespace's end.
@@ -30,7 +47,7 @@ struct Inside {
 
 /// The default host-side name of an add-ns-port veth: `NETNS-IFNAME` when that is
 /// a valid interface name, otherwise a stable hash of both.
-pub(super) fn host_ifname(netns: &str, ifname: &str) -> String {
+fn host_ifname(netns: &str, ifname: &str) -> String {
     let readable = format!("{netns}-{ifname}");
     if validate_name("interface", &readable).is_ok() {
         return readable;
@@ -75,10 +92,11 @@ impl Switch {
     /// Null with `may_exist` when the port is there already.
     pub(super) async fn add_ns_port(
         &mut self,
-        bridge: &str,
-        spec: NsPortSpec,
-        may_exist: bool,
+        params: AddNsPort,
     ) -> RpcResult<Option<AddNsPortReply>> {
+        let (bridge, may_exist) = (params.bridge.clone(), params.may_exist);
+        let bridge = bridge.as_str();
+        let spec = NsPortSpec::new(params);
         let invalid = |message: String| err(code::INVALID_PARAMS, message);
         self.bridge(bridge)?;
         validate_name("interface", &spec.ifname)?;

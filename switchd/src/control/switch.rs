@@ -209,31 +209,7 @@ impl Switch {
                 mac_aging_time,
                 mac_table_size,
             } => reply(self.set_br(&bridge, mac_aging_time, mac_table_size)),
-            Request::AddNsPort {
-                bridge,
-                netns,
-                ifname,
-                host_ifname,
-                ip,
-                gateway,
-                mac,
-                mtu,
-                may_exist,
-            } => {
-                let ifname = ifname.unwrap_or_else(|| "eth0".to_string());
-                let host =
-                    host_ifname.unwrap_or_else(|| super::ns_ports::host_ifname(&netns, &ifname));
-                let spec = super::ns_ports::NsPortSpec {
-                    netns,
-                    ifname,
-                    host,
-                    ip,
-                    gateway,
-                    mac,
-                    mtu,
-                };
-                reply(self.add_ns_port(&bridge, spec, may_exist).await)
-            }
+            Request::AddNsPort(params) => reply(self.add_ns_port(params).await),
             Request::DelNsPort {
                 bridge,
                 netns,

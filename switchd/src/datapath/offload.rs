@@ -651,20 +651,40 @@ mod tests {
         }
     }
 
-    fn table(max: u32, aging: u64) -> Mutex<Fdb> {
+    /// A bridge's table of `max` entries and its kernel copy, with ports 1 and 2
+    /// (ifindex 101 and 102) on the fast path.
+    struct Bridge {
+        offload: Arc<Offload>,
+        fdb: Mutex<Fdb>,
+        kernel: KernelFdb,
+        ports: [PortOffload; 2],
+    }
+
+    fn bridge(max: u32, aging: u64) -> Bridge {
+        let offload = Offload::new().unwrap();
         let mut fdb = Fdb::new(max, aging);
         fdb.record_changes();
-        Mutex::new(fdb)
+        let fdb = Mutex::new(fdb);
+        let mut kernel = offload.add_bridge().unwrap();
+        let ports = [port(&offload, 101, 1), port(&offload, 102, 2)];
+        kernel.add_port(&fdb, 1, &ports[0]);
+        kernel.add_port(&fdb, 2, &ports[1]);
+        Bridge {
+            offload,
+            fdb,
+            kernel,
+            ports,
+        }
     }
 
     #[test]
     fn the_kernel_table_follows_every_change_of_the_fdb() {
-        let offload = Offload::new().unwrap();
-        let fdb = table(4, 300);
-        let mut kernel = offload.add_bridge().unwrap();
-        let (p1, p2) = (port(&offload, 101, 1), port(&offload, 102, 2));
-        kernel.add_port(&fdb, 1, &p1);
-        kernel.add_port(&fdb, 2, &p2);
+        let Bridge {
+            fdb,
+            mut kernel,
+            ports,
+            ..
+        } = bridge(4, 300);
         let learn = |kernel: &mut KernelFdb, key: FdbKey, port: PortId, now: u64| {
             lock(&fdb).learn(key, port, now);
             kernel.sync(&fdb);
@@ -691,7 +711,7 @@ mod tests {
         assert!(!in_kernel(&kernel, 2) && in_kernel(&kernel, 5));
         kernel.remove_port(&fdb, 2);
         assert!(!in_kernel(&kernel, 1) && !in_kernel(&kernel, 5));
-        kernel.add_port(&fdb, 2, &p2);
+        kernel.add_port(&fdb, 2, &ports[1]);
         assert!(in_kernel(&kernel, 1) && in_kernel(&kernel, 5));
         lock(&fdb).flush();
         kernel.sync(&fdb);
@@ -700,12 +720,12 @@ mod tests {
 
     #[test]
     fn a_journal_replayed_late_ends_in_the_tables_state() {
-        let offload = Offload::new().unwrap();
-        let fdb = table(100, 300);
-        let mut kernel = offload.add_bridge().unwrap();
-        let (p1, p2) = (port(&offload, 101, 1), port(&offload, 102, 2));
-        kernel.add_port(&fdb, 1, &p1);
-        kernel.add_port(&fdb, 2, &p2);
+        let Bridge {
+            offload,
+            fdb,
+            mut kernel,
+            ports: _ports,
+        } = bridge(100, 300);
         // Born, moved, moved back, gone, born again: one replay, last state wins.
         {
             let mut f = lock(&fdb);
@@ -730,11 +750,12 @@ mod tests {
 
     #[test]
     fn aging_keeps_what_the_kernel_forwards() {
-        let offload = Offload::new().unwrap();
-        let fdb = table(100, 1);
-        let mut kernel = offload.add_bridge().unwrap();
-        let p1 = port(&offload, 101, 1);
-        kernel.add_port(&fdb, 1, &p1);
+        let Bridge {
+            offload,
+            fdb,
+            mut kernel,
+            ports: _ports,
+        } = bridge(100, 1);
         lock(&fdb).learn(key(1), 1, 0);
         lock(&fdb).learn(key(2), 1, 0);
         kernel.sync(&fdb);

@@ -10,12 +10,14 @@ pub mod bpf;
 mod mmsg;
 mod packet_socket;
 mod poll;
+mod process;
 mod ring;
 mod tap;
 
 pub use mmsg::{RxBatch, RxFrame, TxBatch, TxOutcome};
 pub use packet_socket::PacketSocket;
 pub use poll::{Epoll, EpollEvents, EventFd};
+pub use process::{clock_ticks_per_sec, effective_uid, kill, CpuSet};
 pub use ring::{RingBatch, RingSlot, RxRing, RING_FRAME_BYTES};
 pub use tap::Tap;
 

@@ -1,0 +1,110 @@
+//! What switchd's integration tests and benches share. Every name a guard makes
+//! is unique per process and per guard, and `Drop` removes what was created even
+//! when the test panics.
+//!
+//! - [`netns`]: network namespaces and hosts in them (`Netns`, `Host`), processes
+//!   stopped on drop (`ChildGuard`);
+//! - [`daemon`]: a private switchd and switchctl against it (`Daemon`);
+//! - [`frames`]: raw frames, and packet sockets inside a namespace;
+//! - [`procfs`]: CPU time and memory from /proc;
+//! - [`ovs`]: a private Open vSwitch (userspace datapath) as a reference;
+//! - [`measure`]: throughput, frame rate, latency and the statistics over rounds
+//!   that the benches report.
+
+pub mod daemon;
+pub mod frames;
+pub mod measure;
+pub mod netns;
+pub mod ovs;
+pub mod procfs;
+
+pub use daemon::{bin, run_switchd, Daemon};
+pub use frames::{frame, NsSocket};
+pub use netns::{ChildGuard, Host, Netns};
+pub use procfs::{cpu_ticks, datapath_ticks, rss_kib, stat_ticks};
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+/// Throughput tests take this exclusively so their floor is not measured against
+/// other tests' traffic; every other test shares it.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+pub fn shared_machine() -> RwLockReadGuard<'static, ()> {
+    require_root();
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exclusive_machine() -> RwLockWriteGuard<'static, ()> {
+    require_root();
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn require_root() {
+    assert_eq!(
+        switchd::sys::effective_uid(),
+        0,
+        "these tests create network namespaces and veth pairs: run them as root"
+    );
+}
+
+/// A name no other guard in any concurrently running test process uses; at most 15 bytes.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{:x}-{n}", std::process::id());
+    assert!(name.len() <= 15, "name {name} too long for an interface");
+    name
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a command and panics with its output if it fails.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e} (is it installed?)"));
+    stdout_of_success(out, || format!("{cmd} {args:?}"))
+}
+
+/// The stdout of a command that succeeded; panics with all of its output, and
+/// `what` it was, if it did not.
+pub fn stdout_of_success(out: Output, what: impl FnOnce() -> String) -> String {
+    assert!(
+        out.status.success(),
+        "{} failed ({}): {}{}",
+        what(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// For a `harness = false` bench: false unless `cargo bench` runs it (so
+/// `cargo test --benches` does not); exits if not root.
+pub fn bench_should_run(name: &str) -> bool {
+    if !std::env::args().any(|a| a == "--bench") {
+        return false;
+    }
+    if switchd::sys::effective_uid() != 0 {
+        eprintln!("{name}: needs root (namespaces, veth pairs, bridges)");
+        std::process::exit(1);
+    }
+    true
+}

@@ -1,0 +1,119 @@
+//! A private Open vSwitch with the userspace (netdev) datapath, the only one this
+//! kernel allows: its own database, sockets and logs in a temporary directory,
+//! stopped by pid on drop. A reference to compare switchd against.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// A private Open vSwitch instance (its own database, sockets and logs in a temp
+/// directory), stopped by pid on drop.
+pub struct Ovs {
+    dir: PathBuf,
+    pids: Vec<i32>,
+}
+
+impl Ovs {
+    /// Starts ovsdb-server and ovs-vswitchd with `userspace-tso-enable=true`, or
+    /// says why it cannot (not installed, failed to start).
+    pub fn start() -> Result<Ovs, String> {
+        for tool in ["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl"] {
+            if !Command::new("which")
+                .arg(tool)
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                return Err(format!(
+                    "{tool} not installed (apt-get install openvswitch-switch)"
+                ));
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("switchd-{}", crate::unique_name("ovs")));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut ovs = Ovs {
+            dir,
+            pids: Vec::new(),
+        };
+        let d = ovs.dir.display().to_string();
+        let schema = "/usr/share/openvswitch/vswitch.ovsschema";
+        ovs.sh("ovsdb-tool", &["create", &format!("{d}/conf.db"), schema])?;
+        ovs.sh(
+            "ovsdb-server",
+            &[
+                &format!("--remote=punix:{d}/db.sock"),
+                &format!("--pidfile={d}/ovsdb.pid"),
+                "--detach",
+                &format!("--log-file={d}/ovsdb.log"),
+                &format!("{d}/conf.db"),
+            ],
+        )?;
+        ovs.pids.push(ovs.pid("ovsdb.pid")?);
+        ovs.vsctl(&["--no-wait", "init"])?;
+        ovs.sh(
+            "ovs-vswitchd",
+            &[
+                &format!("unix:{d}/db.sock"),
+                &format!("--pidfile={d}/vswitchd.pid"),
+                "--detach",
+                &format!("--log-file={d}/vswitchd.log"),
+            ],
+        )?;
+        ovs.pids.push(ovs.pid("vswitchd.pid")?);
+        ovs.vsctl(&[
+            "set",
+            "Open_vSwitch",
+            ".",
+            "other_config:userspace-tso-enable=true",
+        ])?;
+        Ok(ovs)
+    }
+
+    fn sh(&self, cmd: &str, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(cmd)
+            .args(args)
+            .env("OVS_RUNDIR", &self.dir)
+            .env("OVS_DBDIR", &self.dir)
+            .env("OVS_LOGDIR", &self.dir)
+            .output()
+            .map_err(|e| format!("{cmd}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{cmd} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn vsctl(&self, args: &[&str]) -> Result<String, String> {
+        let db = format!("--db=unix:{}/db.sock", self.dir.display());
+        let mut full = vec![db.as_str()];
+        full.extend_from_slice(args);
+        self.sh("ovs-vsctl", &full)
+    }
+
+    fn pid(&self, file: &str) -> Result<i32, String> {
+        std::fs::read_to_string(self.dir.join(file))
+            .map_err(|e| e.to_string())?
+            .trim()
+            .parse()
+            .map_err(|e| format!("{file}: {e}"))
+    }
+
+    /// ovs-vswitchd's pid, for CPU accounting.
+    pub fn vswitchd_pid(&self) -> u32 {
+        self.pids[1] as u32
+    }
+}
+
+impl Drop for Ovs {
+    fn drop(&mut self) {
+        // The daemons this instance started, by the pids they wrote.
+        for &pid in self.pids.iter().rev() {
+            let _ = switchd::sys::kill(pid, libc::SIGTERM);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
