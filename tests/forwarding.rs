@@ -18,10 +18,54 @@ fn attach(daemon: &Daemon, bridge: &str, hosts: &[Host]) {
     }
 }
 
+/// The forwarding tests below run on both datapaths, each as its own test:
+/// `tc::NAME` with the defaults (the kernel fast path forwards known unicast
+/// between learned addresses) and `userspace::NAME` with `--offload none` (the
+/// userspace datapath forwards every frame); and once more with the datapath's
+/// documented alternatives, `threads_2_no_ring_no_poll::NAME`: two threads, no
+/// receive rings (`--rx-ring-frames 0`), no polling (`--spin-us 0`).
+macro_rules! on_both_datapaths {
+    ($($name:ident),* $(,)?) => {
+        mod tc {
+            $( #[test] fn $name() { super::$name(&[]) } )*
+        }
+        mod userspace {
+            $( #[test] fn $name() { super::$name(&["--offload", "none"]) } )*
+        }
+        mod threads_2_no_ring_no_poll {
+            $( #[test] fn $name() {
+                super::$name(&["--datapath-threads", "2", "--rx-ring-frames", "0", "--spin-us", "0"])
+            } )*
+        }
+    };
+}
+
+on_both_datapaths!(
+    eight_namespaces_every_pair_pings,
+    learned_unicast_reaches_only_its_port,
+    short_aging_empties_the_table,
+    del_port_stops_forwarding,
+    bridges_are_isolated,
+    counters_match_traffic,
+    mac_flood_is_bounded_and_fair,
+);
+
+/// Whether switchd runs with `flags` forward known unicast in the kernel.
+fn fast_path(flags: &[&str]) -> bool {
+    !flags.windows(2).any(|w| w == ["--offload", "none"])
+}
+
+/// A fresh switchd on the datapath `flags` choose, logging at debug.
+fn daemon(flags: &[&str]) -> Daemon {
+    let mut args = vec!["--log-level", "debug"];
+    args.extend_from_slice(flags);
+    Daemon::start_with(&args)
+}
+
 /// `n` hosts on `subnet`.1.. attached to bridge br0 of a fresh switchd.
-fn switched(subnet: &str, n: usize) -> (Vec<Host>, Daemon) {
+fn switched(flags: &[&str], subnet: &str, n: usize) -> (Vec<Host>, Daemon) {
     let hosts = hosts(subnet, n);
-    let d = Daemon::start();
+    let d = daemon(flags);
     d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     attach(&d, "br0", &hosts);
     (hosts, d)
@@ -65,10 +109,9 @@ fn tutorial_flow_two_namespaces_ping() {
     assert!(ns2.can_ping("192.168.0.1"), "ns2 -> ns1");
 }
 
-#[test]
-fn eight_namespaces_every_pair_pings() {
+fn eight_namespaces_every_pair_pings(flags: &[&str]) {
     let _machine = shared_machine();
-    let (hosts, d) = switched("10.8.0", 8);
+    let (hosts, d) = switched(flags, "10.8.0", 8);
     for a in &hosts {
         for b in &hosts {
             if a.ip != b.ip {
@@ -81,9 +124,13 @@ fn eight_namespaces_every_pair_pings() {
 }
 
 /// iperf3 with the namespaces' default offloads (partial checksums, 64 KB GSO
-/// frames): the case that stalls a userspace switch forwarding raw bytes.
+/// frames): the case that stalls a userspace switch forwarding raw bytes. On
+/// both paths, each carrying the stream's data: the kernel fast path (the
+/// default) and the userspace datapath passing GSO frames and partial checksums
+/// through with their virtio-net header (`--offload none`). Speed is the benches'
+/// business; the floor here is one only a stall misses.
 #[test]
-fn tcp_with_default_offloads_is_fast() {
+fn tcp_with_default_offloads_is_not_stalled_on_either_path() {
     let _machine = exclusive_machine();
     let hosts = hosts("10.9.0", 2);
     for h in &hosts {
@@ -94,10 +141,8 @@ fn tcp_with_default_offloads_is_fast() {
             "offloads are not at their defaults:\n{features}"
         );
     }
-    // Both paths: the kernel fast path (the default), and the userspace datapath
-    // passing GSO frames and partial checksums through with their virtio-net header.
     for flags in [&[][..], &["--offload", "none"][..]] {
-        let d = Daemon::start_with(flags);
+        let d = daemon(flags);
         d.ctl_ok(&["add-br", "--no-internal", "br0"]);
         attach(&d, "br0", &hosts);
         let (client, server) = (&hosts[0], &hosts[1]);
@@ -107,6 +152,8 @@ fn tcp_with_default_offloads_is_fast() {
         assert!(wait_until(Duration::from_secs(5), || {
             server.ns.exec_ok(&["ss", "-ltn"]).contains(":5201")
         }));
+        let frames = |name| counter(&d, "br0", &client.port, name);
+        let (total0, kernel0) = (frames("rx_packets"), frames("rx_kernel"));
         let out = client
             .ns
             .exec_ok(&["iperf3", "-c", &server.ip, "-p", "5201", "-t", "3", "-J"]);
@@ -114,21 +161,33 @@ fn tcp_with_default_offloads_is_fast() {
         let bps = report["end"]["sum_received"]["bits_per_second"]
             .as_f64()
             .expect("iperf3 reports received bits/s");
-        eprintln!("TCP through switchd {flags:?}: {:.2} Gbit/s", bps / 1e9);
+        let total = frames("rx_packets") - total0;
+        let kernel = frames("rx_kernel") - kernel0;
+        eprintln!(
+            "TCP through switchd {flags:?}: {:.2} Gbit/s, {kernel} of {total} frames in the kernel",
+            bps / 1e9
+        );
+        // Bad checksums or EMSGSIZE on GSO frames leave a few kbit/s.
         assert!(
-            bps > 5e9,
-            "TCP moved only {:.2} Gbit/s with {flags:?}; switchd log:\n{}",
+            bps > 2e8,
+            "TCP moved only {:.3} Gbit/s with {flags:?}; switchd log:\n{}",
             bps / 1e9,
             d.log()
         );
-        let kernel = d.port_counters("br0", &client.port)["rx_kernel"]
-            .as_u64()
-            .unwrap();
-        assert_eq!(
-            kernel > 0,
-            flags.is_empty(),
-            "{kernel} frames in the kernel"
-        );
+        assert!(total > 1000, "only {total} frames from the client");
+        if fast_path(flags) {
+            // All but the first frames, before both ends were learned, and
+            // whatever the control connection sent first.
+            assert!(
+                kernel * 10 >= total * 9,
+                "{kernel} of {total} frames in the kernel"
+            );
+        } else {
+            assert_eq!(
+                kernel, 0,
+                "{kernel} frames in the kernel with --offload none"
+            );
+        }
     }
 }
 
@@ -229,10 +288,9 @@ fn a_trickle_of_frames_does_not_keep_a_core_busy() {
     );
 }
 
-#[test]
-fn learned_unicast_reaches_only_its_port() {
+fn learned_unicast_reaches_only_its_port(flags: &[&str]) {
     let _machine = shared_machine();
-    let (hosts, d) = switched("10.10.0", 3);
+    let (hosts, d) = switched(flags, "10.10.0", 3);
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
     assert!(a.can_ping(&b.ip));
 
@@ -268,11 +326,10 @@ fn learned_unicast_reaches_only_its_port() {
     assert!(c_got <= 4, "c received {c_got} frames of a<->b unicast");
 }
 
-#[test]
-fn short_aging_empties_the_table() {
+fn short_aging_empties_the_table(flags: &[&str]) {
     let _machine = shared_machine();
     let hosts = hosts("10.11.0", 2);
-    let d = Daemon::start();
+    let d = daemon(flags);
     d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     d.ctl_ok(&["set-br", "br0", "mac-aging-time=2"]);
     attach(&d, "br0", &hosts);
@@ -300,10 +357,9 @@ fn short_aging_empties_the_table() {
     );
 }
 
-#[test]
-fn del_port_stops_forwarding() {
+fn del_port_stops_forwarding(flags: &[&str]) {
     let _machine = shared_machine();
-    let (hosts, d) = switched("10.12.0", 2);
+    let (hosts, d) = switched(flags, "10.12.0", 2);
     assert!(hosts[0].can_ping(&hosts[1].ip));
 
     d.ctl_ok(&["del-port", "br0", &hosts[1].port]);
@@ -330,11 +386,10 @@ fn del_port_stops_forwarding() {
     assert!(hosts[0].can_ping(&hosts[1].ip));
 }
 
-#[test]
-fn bridges_are_isolated() {
+fn bridges_are_isolated(flags: &[&str]) {
     let _machine = shared_machine();
     let hosts = hosts("10.13.0", 4);
-    let d = Daemon::start();
+    let d = daemon(flags);
     d.ctl_ok(&["add-br", "--no-internal", "br-a"]);
     d.ctl_ok(&["add-br", "--no-internal", "br-b"]);
     attach(&d, "br-a", &hosts[..2]);
@@ -366,10 +421,9 @@ fn bridges_are_isolated() {
     }
 }
 
-#[test]
-fn counters_match_traffic() {
+fn counters_match_traffic(flags: &[&str]) {
     let _machine = shared_machine();
-    let (hosts, d) = switched("10.14.0", 2);
+    let (hosts, d) = switched(flags, "10.14.0", 2);
     assert!(hosts[0].can_ping(&hosts[1].ip));
     let rx0 = counter(&d, "br0", &hosts[0].port, "rx_packets");
     let tx1 = counter(&d, "br0", &hosts[1].port, "tx_packets");
@@ -418,7 +472,7 @@ fn fdb_has(d: &Daemon, mac: [u8; 6], vlan: u16, port: &str) -> bool {
 #[test]
 fn vlan_tagged_frames_keep_their_tag_and_learn_per_vlan() {
     let _machine = shared_machine();
-    let (hosts, d) = switched("10.15.0", 2);
+    let (hosts, d) = switched(&[], "10.15.0", 2);
     let (a, b) = (&hosts[0], &hosts[1]);
     let mut sa = a.ns.packet_socket("eth0");
     let mut sb = b.ns.packet_socket("eth0");
@@ -456,7 +510,7 @@ fn vlan_tagged_frames_keep_their_tag_and_learn_per_vlan() {
 #[test]
 fn multicast_source_is_dropped_and_not_learned() {
     let _machine = shared_machine();
-    let (hosts, d) = switched("10.16.0", 2);
+    let (hosts, d) = switched(&[], "10.16.0", 2);
     let (a, b) = (&hosts[0], &hosts[1]);
     let mut sa = a.ns.packet_socket("eth0");
     let mut sb = b.ns.packet_socket("eth0");
@@ -501,10 +555,9 @@ fn multicast_source_is_dropped_and_not_learned() {
 /// One namespace sends 100k frames from random source MACs: the table stays within
 /// its bound, the other ports keep their entries (eviction takes from the port
 /// holding the most), two other namespaces keep talking, and memory stays flat.
-#[test]
-fn mac_flood_is_bounded_and_fair() {
+fn mac_flood_is_bounded_and_fair(flags: &[&str]) {
     let _machine = exclusive_machine();
-    let (hosts, d) = switched("10.24.0", 3);
+    let (hosts, d) = switched(flags, "10.24.0", 3);
     d.ctl_ok(&["set-br", "br0", "mac-table-size=1000"]);
     assert!(hosts[1].can_ping(&hosts[2].ip));
     let rss_before = rss_kib(d.pid());
@@ -553,6 +606,23 @@ fn mac_flood_is_bounded_and_fair() {
     }
     assert!(hosts[1].can_ping(&hosts[2].ip), "b -> c after the flood");
     assert!(hosts[2].can_ping(&hosts[1].ip), "c -> b after the flood");
+    // The kernel's copy came through the flood's journal intact: b and c are
+    // still forwarded there.
+    let kernel0 = counter(&d, "br0", &hosts[1].port, "rx_kernel");
+    hosts[1]
+        .ns
+        .exec_ok(&["ping", "-n", "-q", "-c", "20", "-i", "0.002", &hosts[2].ip]);
+    let kernel = counter(&d, "br0", &hosts[1].port, "rx_kernel") - kernel0;
+    if fast_path(flags) {
+        assert!(
+            kernel >= 18,
+            "{kernel} of 20 pings in the kernel after the flood"
+        );
+    } else {
+        assert_eq!(kernel, 0);
+    }
+    // 100k entries would take several MiB; a bounded table, the rings and the
+    // batch buffers take well under this.
     let grown = rss_kib(d.pid()).saturating_sub(rss_before);
-    assert!(grown < 16 * 1024, "RSS grew {grown} KiB during the flood");
+    assert!(grown < 4 * 1024, "RSS grew {grown} KiB during the flood");
 }

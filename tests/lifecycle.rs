@@ -6,6 +6,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+/// IFF_PROMISC as the kernel reports it: set while any socket holds a
+/// promiscuous membership on the interface.
+fn promiscuous(iface: &str) -> bool {
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{iface}/flags")).unwrap();
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    flags & libc::IFF_PROMISC as u32 != 0
+}
+
 #[test]
 fn sigterm_cleans_up_and_restart_restores_config() {
     let _machine = shared_machine();
@@ -18,17 +26,13 @@ fn sigterm_cleans_up_and_restart_restores_config() {
     d.ctl_ok(&["add-port", "br0", &a.port]);
     d.ctl_ok(&["add-port", "br0", &b.port]);
     assert!(a.can_ping(&b.ip));
+    // veth hands frames to a packet socket without it; a NIC would not.
+    assert!(promiscuous(&a.port), "attached interface not promiscuous");
 
     let status = d.stop();
     assert!(status.success(), "switchd exited with {status}");
     assert!(!d.socket.exists(), "socket file left behind");
-    let promisc = std::fs::read_to_string(format!("/sys/class/net/{}/flags", a.port)).unwrap();
-    let flags = u32::from_str_radix(promisc.trim().trim_start_matches("0x"), 16).unwrap();
-    assert_eq!(
-        flags & libc::IFF_PROMISC as u32,
-        0,
-        "interface left promiscuous"
-    );
+    assert!(!promiscuous(&a.port), "interface left promiscuous");
     assert!(!a.ping_once(&b.ip), "frames still forwarded after shutdown");
 
     d.restart();
@@ -110,9 +114,23 @@ fn interface_vanishing_under_traffic_is_survived() {
         d.ctl_ok(&["add-port", "br0", &h.port]);
     }
     assert!(a.can_ping(&c.ip));
-    let flood = a.ns.spawn(&["ping", "-n", "-q", "-f", &c.ip]);
     let c_port = c.port.clone();
+    let sent_to_c = || {
+        d.port_counters("br0", &c_port)["tx_packets"]
+            .as_u64()
+            .unwrap()
+    };
+    let tx0 = sent_to_c();
+    let flood = a.ns.spawn(&["ping", "-n", "-q", "-f", &c.ip]);
+    // The interface goes while the flood is going through switchd to it, and
+    // the flood goes on a moment after.
+    assert!(
+        wait_until(Duration::from_secs(5), || sent_to_c() - tx0 > 1000),
+        "the flood did not get going: {} frames to c",
+        sent_to_c() - tx0
+    );
     drop(c);
+    std::thread::sleep(Duration::from_millis(200));
     drop(flood);
     let show_says_gone = wait_until(Duration::from_secs(5), || {
         d.ctl_ok(&["show"]).contains(&format!(
@@ -386,10 +404,18 @@ fn acknowledged_changes_survive_kill_9() {
             }
             done
         });
-        // Kill at a different point of the write sequence each round.
-        std::thread::sleep(Duration::from_millis(30 + round * 7));
+        // Kill at a different point of the write sequence each round, once at
+        // least one change was acknowledged (the writer asks for the second
+        // only after the first one's reply).
+        let second = format!("\"k{}\"", start + 1);
+        let ready = wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&d.db).is_ok_and(|db| db.contains(&second))
+        });
+        assert!(ready, "round {round}: nothing acknowledged within 5 s");
+        std::thread::sleep(Duration::from_millis(round * 7));
         d.kill9();
         let done = writer.join().unwrap();
+        assert!(!done.is_empty(), "round {round}: no change acknowledged");
         next += 1000;
         acknowledged.extend(done);
         d.restart();
@@ -402,11 +428,6 @@ fn acknowledged_changes_survive_kill_9() {
             );
         }
     }
-    assert!(
-        acknowledged.len() >= 15,
-        "too few changes made: {}",
-        acknowledged.len()
-    );
 }
 
 #[test]
@@ -481,6 +502,62 @@ fn mtu_change_and_link_down_under_traffic() {
         "{show}"
     );
 
+    // The egress side, under traffic: b's link grows to 9000 while a pings it.
+    // Link events carry the new MTU to the fast path, so a's jumbo frames to b
+    // are then forwarded by the kernel, not left to userspace.
+    let kernel_rx = |d: &Daemon| {
+        d.port_counters("br0", &a.port)["rx_kernel"]
+            .as_u64()
+            .unwrap()
+    };
+    let jumbo = |count: &str| {
+        a.ns.exec(&[
+            "ping", "-n", "-q", "-c", count, "-i", "0.01", "-W", "1", "-M", "dont", "-s", "8000",
+            &b.ip,
+        ])
+    };
+    let background = a.ns.spawn(&["ping", "-n", "-q", "-i", "0.005", &b.ip]);
+    crate::util::run("ip", &["link", "set", &b.port, "mtu", "9000"]);
+    b.ns.exec_ok(&["ip", "link", "set", "eth0", "mtu", "9000"]);
+    std::thread::sleep(Duration::from_millis(200));
+    drop(background);
+    assert!(
+        jumbo("1").status.success(),
+        "a jumbo frame to b after b's MTU grew"
+    );
+    let k0 = kernel_rx(&d);
+    assert!(jumbo("20").status.success());
+    let in_kernel = kernel_rx(&d) - k0;
+    assert!(
+        in_kernel >= 20,
+        "{in_kernel} of 20 jumbo requests forwarded by the kernel: its MTU for b is stale"
+    );
+    // And back, under traffic again: the kernel stops taking jumbo frames for b,
+    // userspace refuses them on b's 1500-byte link and counts them.
+    let background = a.ns.spawn(&["ping", "-n", "-q", "-i", "0.005", &b.ip]);
+    b.ns.exec_ok(&["ip", "link", "set", "eth0", "mtu", "1500"]);
+    crate::util::run("ip", &["link", "set", &b.port, "mtu", "1500"]);
+    std::thread::sleep(Duration::from_millis(200));
+    drop(background);
+    let b_errors = |d: &Daemon| {
+        d.port_counters("br0", &b.port)["tx_errors"]
+            .as_u64()
+            .unwrap()
+    };
+    let (k1, e1) = (kernel_rx(&d), b_errors(&d));
+    assert!(
+        !jumbo("3").status.success(),
+        "a jumbo frame crossed b's 1500-byte link"
+    );
+    // (A unicast ARP probe may pass through the kernel meanwhile; 3 jumbo
+    // requests would count 3.)
+    assert!(
+        kernel_rx(&d) - k1 < 3,
+        "the kernel still forwards jumbo frames to b"
+    );
+    assert!(b_errors(&d) > e1, "oversized frames for b not counted");
+    assert!(a.can_ping(&b.ip), "normal frames to b after its MTU shrank");
+
     // Set down: show says so, the others keep forwarding.
     crate::util::run("ip", &["link", "set", &a.port, "down"]);
     let show = d.ctl_ok(&["show"]);
@@ -548,25 +625,41 @@ fn a_loop_is_detected_and_cut() {
     d.ctl_ok(&["add-port", "br0", &la]);
     d.ctl_ok(&["add-port", "br0", &lb]);
 
-    // An ARP broadcast for an address nobody has starts the storm.
-    a.ping_once("10.26.0.99");
     let loop_drops = |d: &Daemon| {
         [&la, &lb]
             .iter()
             .map(|p| d.port_counters("br0", p)["rx_loop"].as_u64().unwrap())
             .sum::<u64>()
     };
+    // A client keeps asking for `show` from before the storm until after it is
+    // cut; the slowest answer is the one that came during the storm.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (detected, slowest, answers) = std::thread::scope(|scope| {
+        let asker = scope.spawn(|| {
+            let (mut slowest, mut answers) = (Duration::ZERO, 0);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                d.ctl_ok(&["show"]);
+                slowest = slowest.max(started.elapsed());
+                answers += 1;
+            }
+            (slowest, answers)
+        });
+        // An ARP broadcast for an address nobody has starts the storm.
+        a.ping_once("10.26.0.99");
+        let detected = wait_until(Duration::from_secs(5), || loop_drops(&d) > 0);
+        std::thread::sleep(Duration::from_millis(300));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (slowest, answers) = asker.join().unwrap();
+        (detected, slowest, answers)
+    });
+    assert!(detected, "the loop was not detected");
+    assert!(answers > 10, "only {answers} answers to show");
     assert!(
-        wait_until(Duration::from_secs(5), || loop_drops(&d) > 0),
-        "the loop was not detected"
+        slowest < Duration::from_secs(2),
+        "switchctl took {slowest:?} during the storm"
     );
-    let started = std::time::Instant::now();
     let show = d.ctl_ok(&["show"]);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "switchctl took {:?} during the storm",
-        started.elapsed()
-    );
     assert!(show.contains("blocked: loop suspected"), "{show}");
     assert!(a.can_ping(&b.ip), "a -> b next to the loop");
 
@@ -582,6 +675,21 @@ fn a_loop_is_detected_and_cut() {
     assert!(
         used <= 5,
         "switchd used {used} ticks a second after the loop was cut"
+    );
+
+    // After LOOP_BLOCK_MS the ports are tried again; the loop is still there, so
+    // the next broadcast trips it again.
+    let blocked = |d: &Daemon| d.ctl_ok(&["show"]).contains("blocked: loop suspected");
+    assert!(
+        wait_until(Duration::from_secs(12), || !blocked(&d)),
+        "the ports were not tried again after 10 s"
+    );
+    let drops = loop_drops(&d);
+    a.ping_once("10.26.0.98");
+    assert!(
+        wait_until(Duration::from_secs(5), || blocked(&d)
+            && loop_drops(&d) > drops),
+        "the loop was not caught again"
     );
 }
 
@@ -640,4 +748,107 @@ fn a_version_1_database_is_migrated() {
     assert_eq!(saved["version"], 2);
     assert_eq!(saved["bridges"]["br0"]["ports"][0]["name"], a.port.as_str());
     assert_eq!(saved["bridges"]["br0"]["ports"][0]["type"], "system");
+}
+
+#[test]
+fn a_killed_switchd_leaves_no_interface_promiscuous() {
+    let _machine = shared_machine();
+    let a = Host::new("10.20.8.1/24");
+    let mut d = Daemon::start();
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    assert!(!promiscuous(&a.port));
+    d.ctl_ok(&["add-port", "br0", &a.port]);
+    assert!(promiscuous(&a.port), "attached interface not promiscuous");
+    d.kill9();
+    // The kernel drops a socket's membership when the socket closes.
+    assert!(
+        wait_until(Duration::from_secs(2), || !promiscuous(&a.port)),
+        "interface left promiscuous after SIGKILL"
+    );
+}
+
+/// The application error codes a JSON-RPC client can act on: 1 not found,
+/// 2 already exists, 3 cannot be carried out.
+#[test]
+fn errors_carry_their_json_rpc_codes() {
+    let _machine = shared_machine();
+    let d = Daemon::start();
+    let call = |method: &str, params: &str| {
+        let line = format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{method}","params":{params}}}"#);
+        let reply = raw_call(&d.socket, format!("{line}\n").as_bytes());
+        assert_eq!(reply["id"], 7, "{reply}");
+        reply
+    };
+    let code = |reply: &Value| reply["error"]["code"].as_i64();
+    assert_eq!(code(&call("del-br", r#"{"bridge":"nope"}"#)), Some(1));
+    assert_eq!(
+        code(&call("add-port", r#"{"bridge":"nope","interface":"x"}"#)),
+        Some(1)
+    );
+    assert!(call("add-br", r#"{"bridge":"c1"}"#)["error"].is_null());
+    assert_eq!(code(&call("add-br", r#"{"bridge":"c1"}"#)), Some(2));
+    // The internal port cannot be deleted on its own: well formed, refused.
+    assert_eq!(code(&call("del-port", r#"{"interface":"c1"}"#)), Some(3));
+    // fdb-flush without a bridge empties every table and says how much it took.
+    let (a, b) = (Host::new("10.20.7.1/24"), Host::new("10.20.7.2/24"));
+    d.ctl_ok(&["add-br", "--no-internal", "c2"]);
+    d.ctl_ok(&["add-port", "c2", &a.port]);
+    d.ctl_ok(&["add-port", "c2", &b.port]);
+    assert!(a.can_ping(&b.ip));
+    let learned = d.ctl_json(&["fdb-show", "c2"]).as_array().unwrap().len();
+    assert!(learned >= 2, "{learned}");
+    let flushed = call("fdb-flush", "{}");
+    assert!(
+        flushed["result"]["flushed"].as_u64() >= Some(learned as u64),
+        "{flushed}"
+    );
+    assert_eq!(d.ctl_json(&["fdb-show", "c2"]), serde_json::json!([]));
+}
+
+#[test]
+fn sigint_stops_cleanly_too() {
+    let _machine = shared_machine();
+    let mut d = Daemon::start();
+    let br = crate::util::unique_name("si");
+    let tap = std::path::PathBuf::from("/sys/class/net").join(&br);
+    d.ctl_ok(&["add-br", &br]);
+    assert!(tap.exists());
+    let status = d.stop_with(libc::SIGINT);
+    assert!(status.success(), "switchd exited with {status}");
+    assert!(!d.socket.exists(), "socket file left behind");
+    assert!(d.log().contains("SIGINT: shutting down"), "{}", d.log());
+    assert!(!tap.exists(), "the internal port's TAP outlived switchd");
+    d.restart();
+    assert_eq!(d.ctl_ok(&["list-br"]), format!("{br}\n"));
+    assert!(tap.exists(), "the internal port is back after a restart");
+}
+
+/// A client that connects and sends nothing is disconnected after 60 s
+/// (IDLE_TIMEOUT); others are served meanwhile.
+#[test]
+fn a_silent_client_is_let_go_after_60_s() {
+    use std::io::Read;
+    let _machine = shared_machine();
+    let d = Daemon::start();
+    let mut silent = UnixStream::connect(&d.socket).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        d.ctl_ok(&["list-br"]),
+        "",
+        "another client waits on the silent one"
+    );
+    let mut buf = [0u8; 16];
+    let read = silent.read(&mut buf);
+    let waited = started.elapsed();
+    assert!(
+        matches!(read, Ok(0)),
+        "expected the daemon to hang up: {read:?}"
+    );
+    assert!(
+        (Duration::from_secs(59)..Duration::from_secs(70)).contains(&waited),
+        "hung up after {waited:?}"
+    );
 }

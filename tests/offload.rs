@@ -68,11 +68,47 @@ fn known_unicast_is_forwarded_and_counted_by_the_kernel() {
 fn offload_none_forwards_everything_in_userspace() {
     let _machine = shared_machine();
     let (hosts, d) = switched_with(&["--offload", "none"], "10.41.0", 2);
-    assert!(hosts[0].can_ping(&hosts[1].ip));
-    pings(&hosts[0], &hosts[1], 50);
-    assert!(counter(&d, &hosts[0].port, "rx_packets") >= 50);
-    assert_eq!(counter(&d, &hosts[0].port, "rx_kernel"), 0);
-    assert_eq!(counter(&d, &hosts[1].port, "tx_kernel"), 0);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    assert!(a.can_ping(&b.ip));
+    // What a's and b's interfaces counted is what switchd must have moved.
+    let sent = |h: &Host| {
+        h.ns.exec_ok(&["cat", "/sys/class/net/eth0/statistics/tx_packets"])
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let (a0, b0) = (sent(a), sent(b));
+    let (rx_a0, tx_b0) = (
+        counter(&d, &a.port, "rx_packets"),
+        counter(&d, &b.port, "tx_packets"),
+    );
+    let (rx_b0, tx_a0) = (
+        counter(&d, &b.port, "rx_packets"),
+        counter(&d, &a.port, "tx_packets"),
+    );
+    pings(a, b, 50);
+    let (a_sent, b_sent) = (sent(a) - a0, sent(b) - b0);
+    assert!(a_sent >= 50 && b_sent >= 50, "{a_sent} {b_sent}");
+    // Every frame a sent entered switchd on a's port and left on b's, and the
+    // other way round (read until the last send is counted, right after it).
+    let moved = || {
+        (
+            counter(&d, &a.port, "rx_packets") - rx_a0,
+            counter(&d, &b.port, "tx_packets") - tx_b0,
+            counter(&d, &b.port, "rx_packets") - rx_b0,
+            counter(&d, &a.port, "tx_packets") - tx_a0,
+        )
+    };
+    let all = (a_sent, a_sent, b_sent, b_sent);
+    assert!(
+        wait_until(Duration::from_secs(2), || moved() == all),
+        "switchd counted {:?}, the interfaces sent {all:?}",
+        moved()
+    );
+    for h in [a, b] {
+        assert_eq!(counter(&d, &h.port, "rx_kernel"), 0);
+        assert_eq!(counter(&d, &h.port, "tx_kernel"), 0);
+    }
 }
 
 /// After a flush the kernel must not know the addresses either: the next frame

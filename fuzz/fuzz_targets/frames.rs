@@ -111,6 +111,13 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
         .map(PortId::from)
         .collect();
     let frames: Vec<Option<Vec<u8>>> = rx.into_iter().map(receive).collect();
+    // The same frames decided one at a time on a copy of the table: the batch
+    // must send each frame exactly where that says.
+    let mut reference = state.fdb.clone();
+    let expected: Vec<Vec<PortId>> = frames
+        .iter()
+        .map(|frame| expected_egress(&mut reference, state.now_ms, ingress, &peers, frame))
+        .collect();
     let counts = state.decider.decide(
         &mut state.fdb,
         state.now_ms,
@@ -183,10 +190,66 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
             );
         }
     }
+    for (i, (out, want)) in egress.iter().zip(&expected).enumerate() {
+        let mut out = out.clone();
+        out.sort_unstable();
+        assert_eq!(&out, want, "frame {i} went to {out:?}, not to {want:?}");
+    }
     // The newest source is never the one evicted to make room.
     if let Some(key) = last_learned {
         assert_eq!(state.fdb.lookup(&key, state.now_ms), Some(ingress));
     }
+}
+
+/// Where one frame must go, deciding it alone against `fdb`: nowhere if it is
+/// bad; for a unicast destination, to the port the table has it on (nowhere if
+/// that is the ingress port), else to every other port.
+fn expected_egress(
+    fdb: &mut Fdb,
+    now_ms: u64,
+    ingress: PortId,
+    peers: &[PortId],
+    frame: &Option<Vec<u8>>,
+) -> Vec<PortId> {
+    let mut one = Decider::default();
+    let counts = one.decide(
+        fdb,
+        now_ms,
+        ingress,
+        peers,
+        std::iter::once(frame.as_deref()),
+    );
+    let sent: Vec<PortId> = one
+        .groups()
+        .flatten()
+        .map(|&(j, _)| peers[j as usize])
+        .collect();
+    let flood: Vec<PortId> = peers.iter().copied().filter(|&p| p != ingress).collect();
+    let Some(bytes) = frame.as_deref() else {
+        return sent;
+    };
+    let forwarded = counts.port.rx_packets == 1 && counts.port.rx_drops == 0;
+    if !forwarded || counts.port.rx_errors > 0 {
+        assert!(sent.is_empty(), "a dropped frame was sent");
+        return sent;
+    }
+    let body = &bytes[vnet::HEADER_LEN..];
+    let eth = EthernetFrame::new_unchecked(body);
+    let want = if eth.dst_addr().is_multicast() {
+        flood
+    } else {
+        let key = FdbKey {
+            vlan: vlan::vlan_id(body),
+            mac: eth.dst_addr(),
+        };
+        match fdb.lookup(&key, now_ms) {
+            Some(port) if port == ingress => Vec::new(),
+            Some(port) if peers.contains(&port) => vec![port],
+            _ => flood,
+        }
+    };
+    assert_eq!(sent, want, "one frame alone went to {sent:?}, not {want:?}");
+    want
 }
 
 /// What the receive path hands the decision: a tag goes back into the frame when

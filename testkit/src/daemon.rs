@@ -98,9 +98,14 @@ impl Daemon {
 
     /// SIGTERM, then waits for a clean exit; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal`, then waits (up to 10 s) for the daemon to exit.
+    pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");
         // Our own child, not reaped yet: the pid is still its.
-        switchd::sys::kill(child.id() as i32, libc::SIGTERM).expect("signal switchd");
+        switchd::sys::kill(child.id() as i32, signal).expect("signal switchd");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -109,7 +114,7 @@ impl Daemon {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("switchd ignored SIGTERM; log:\n{}", self.log());
+                panic!("switchd ignored signal {signal}; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

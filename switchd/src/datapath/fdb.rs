@@ -126,6 +126,9 @@ pub struct FdbRow {
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Clone: the fuzzer checks a batch's decision against a copy deciding one
+/// frame at a time.
+#[derive(Clone)]
 pub struct Fdb {
     index: FastMap<FdbKey, Entry>,
     slots: Vec<Slot>,

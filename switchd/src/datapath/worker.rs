@@ -240,11 +240,13 @@ fn poll_hot(view: &WorkerView, hot: &[usize], s: &mut Scratch) -> bool {
 /// Level-triggered: a port whose ring filled meanwhile is reported at once.
 fn rearm(epoll: &Epoll, view: &WorkerView, hot: &mut Vec<usize>) {
     for i in hot.drain(..) {
-        let port = &view.members[i].port;
+        let Member { port, bridge, .. } = &view.members[i];
         match epoll.add(&**port, u64::from(port.id)) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => tracing::error!(port = %port.name, "cannot poll port: {e}"),
+            Err(e) => {
+                tracing::error!(bridge = %bridge.name, port = %port.name, "cannot poll port: {e}")
+            }
         }
     }
 }
@@ -261,7 +263,7 @@ fn switch_view(epoll: &Epoll, old: &WorkerView, new: &WorkerView) {
     for m in &new.members {
         if !old_ids.contains(&m.port.id) {
             if let Err(e) = epoll.add(&*m.port, u64::from(m.port.id)) {
-                tracing::error!(port = %m.port.name, "cannot poll port: {e}");
+                tracing::error!(bridge = %m.bridge.name, port = %m.port.name, "cannot poll port: {e}");
             }
         }
     }
