@@ -228,3 +228,81 @@ fn nothing_is_left_in_the_kernel_when_switchd_dies() {
         assert!(!a.ping_once(&b.ip), "forwarded with switchd dead");
     }
 }
+
+/// Without the right to load BPF programs (here: CAP_BPF and CAP_SYS_ADMIN out
+/// of switchd's bounding set; likewise a kernel without TCX), switchd says so once
+/// and forwards everything in userspace.
+#[test]
+fn without_bpf_the_userspace_datapath_forwards_everything() {
+    let _machine = shared_machine();
+    let (a, b) = (Host::new("10.46.0.1/24"), Host::new("10.46.0.2/24"));
+    let d = Daemon::start_under(
+        &[
+            "setpriv",
+            "--bounding-set",
+            "-bpf,-sys_admin,-perfmon",
+            "--",
+        ],
+        &["--log-level", "info"],
+    );
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    d.ctl_ok(&["add-port", "br0", &a.port]);
+    d.ctl_ok(&["add-port", "br0", &b.port]);
+    assert!(a.can_ping(&b.ip));
+    pings(&a, &b, 50);
+    assert!(counter(&d, &a.port, "rx_packets") >= 50);
+    assert_eq!(counter(&d, &a.port, "rx_kernel"), 0);
+    let log = d.log();
+    assert_eq!(
+        log.matches("kernel fast path unavailable").count(),
+        1,
+        "{log}"
+    );
+}
+
+/// The kernel's table is keyed by MAC and bridge: the same MAC on two bridges
+/// (one namespace given another's address) must not send one bridge's frames out
+/// of the other's port.
+#[test]
+fn the_same_mac_on_two_bridges_stays_apart_in_the_kernel() {
+    let _machine = shared_machine();
+    let hosts: Vec<Host> = [
+        "10.47.0.1/24",
+        "10.47.0.2/24",
+        "10.47.0.1/24",
+        "10.47.0.2/24",
+    ]
+    .iter()
+    .map(|ip| Host::new(ip))
+    .collect();
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "--no-internal", "br-a"]);
+    d.ctl_ok(&["add-br", "--no-internal", "br-b"]);
+    for (h, br) in hosts.iter().zip(["br-a", "br-a", "br-b", "br-b"]) {
+        d.ctl_ok(&["add-port", br, &h.port]);
+    }
+    // Bridge b's pair is a copy of bridge a's: same addresses, same MACs.
+    for (copy, original) in [(&hosts[2], &hosts[0]), (&hosts[3], &hosts[1])] {
+        copy.ns
+            .exec_ok(&["ip", "link", "set", "eth0", "address", &original.mac()]);
+    }
+    let tx = |br: &str, port: &str| d.port_counters(br, port)["tx_packets"].as_u64().unwrap();
+    let kernel = |br: &str, port: &str| d.port_counters(br, port)["rx_kernel"].as_u64().unwrap();
+    assert!(hosts[0].can_ping(&hosts[1].ip));
+    assert!(hosts[2].can_ping(&hosts[3].ip));
+    let (b0, k0) = (tx("br-b", &hosts[2].port), kernel("br-a", &hosts[1].port));
+    // hosts[1] answers hosts[0] in the kernel; its frames to that MAC stay on br-a.
+    pings(&hosts[0], &hosts[1], 100);
+    assert!(
+        kernel("br-a", &hosts[1].port) - k0 >= 95,
+        "br-a's replies not in the kernel"
+    );
+    assert!(
+        tx("br-b", &hosts[2].port) - b0 <= 2,
+        "br-a's frames for the shared MAC went out of br-b"
+    );
+    assert!(
+        hosts[2].can_ping(&hosts[3].ip),
+        "br-b's pair after br-a's traffic"
+    );
+}

@@ -38,6 +38,8 @@ pub fn run_switchd(socket: impl AsRef<Path>, db: impl AsRef<Path>) -> Output {
 /// A running switchd with its own socket and database in a private directory.
 pub struct Daemon {
     child: Option<Child>,
+    /// A command switchd runs under (`setpriv ... --`), if any.
+    wrapper: Vec<String>,
     args: Vec<String>,
     pub dir: PathBuf,
     pub socket: PathBuf,
@@ -51,10 +53,17 @@ impl Daemon {
 
     /// Starts switchd with extra command-line arguments.
     pub fn start_with(args: &[&str]) -> Daemon {
+        Daemon::start_under(&[], args)
+    }
+
+    /// Starts switchd as the last argument of `wrapper` (which must exec it, so
+    /// the pid stays switchd's), e.g. `setpriv --bounding-set -bpf --`.
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> Daemon {
         let dir = std::env::temp_dir().join(format!("switchd-test-{}", unique_name("d")));
         std::fs::create_dir_all(&dir).unwrap();
         let mut daemon = Daemon {
             child: None,
+            wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
             socket: dir.join("switchd.sock"),
             db: dir.join("switchd.json"),
@@ -72,7 +81,15 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("switchd.log"))
             .unwrap();
-        let child = Command::new(bin("switchd"))
+        let mut command = match self.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = Command::new(program);
+                c.args(wrapper_args).arg(bin("switchd"));
+                c
+            }
+            None => Command::new(bin("switchd")),
+        };
+        let child = command
             .arg("--socket")
             .arg(&self.socket)
             .arg("--db")
