@@ -11,7 +11,8 @@
 //!
 //! Run as root: `scripts/bench growth` (or `cargo bench --bench growth` after
 //! `cargo build --release --workspace --bins`). Environment: `GROWTH_SIZES` (comma
-//! list, default `10,100,1000`), `GROWTH_JSON` (results file, default
+//! list, default `2,10,100,1000`: 2 is the baseline, the two TCP ends and no
+//! other port), `GROWTH_JSON` (results file, default
 //! target/growth/<unix time>.json). The 1000-port round takes a few minutes,
 //! mostly creating and deleting namespaces.
 
@@ -163,7 +164,7 @@ fn main() {
         return;
     }
     let sizes: Vec<usize> = std::env::var("GROWTH_SIZES")
-        .unwrap_or_else(|_| "10,100,1000".into())
+        .unwrap_or_else(|_| "2,10,100,1000".into())
         .split(',')
         .map(|s| {
             s.trim()
