@@ -306,3 +306,50 @@ fn the_same_mac_on_two_bridges_stays_apart_in_the_kernel() {
         "br-b's pair after br-a's traffic"
     );
 }
+
+/// Two addresses behind one port (a segment beyond it): a frame from one to the
+/// other comes in on that port and must go nowhere. The TC program leaves it to
+/// userspace (its destination is behind the ingress port), which filters it.
+#[test]
+fn a_frame_for_its_own_port_goes_nowhere() {
+    let _machine = shared_machine();
+    let (hosts, d) = switched_with(&[], "10.48.0", 2);
+    let (p, q) = (&hosts[0], &hosts[1]);
+    assert!(p.can_ping(&q.ip));
+    let (x, y) = ([0x02, 0, 0, 0x48, 0, 1], [0x02, 0, 0, 0x48, 0, 2]);
+    let mut sock = p.ns.packet_socket("eth0");
+    // Both are learned on p's port.
+    sock.send(&crate::util::frame([0xff; 6], x, None, b"x is here"));
+    sock.send(&crate::util::frame([0xff; 6], y, None, b"y is here"));
+    assert!(wait_until(Duration::from_secs(2), || {
+        let fdb = d.ctl_json(&["fdb-show", "br0"]).to_string();
+        fdb.contains("02:00:00:48:00:01") && fdb.contains("02:00:00:48:00:02")
+    }));
+    let (rx0, k0, q0) = (
+        counter(&d, &p.port, "rx_packets"),
+        counter(&d, &p.port, "rx_kernel"),
+        counter(&d, &q.port, "tx_packets"),
+    );
+    for _ in 0..50 {
+        sock.send(&crate::util::frame(y, x, None, b"x to y"));
+    }
+    assert!(
+        wait_until(Duration::from_secs(2), || counter(
+            &d,
+            &p.port,
+            "rx_packets"
+        ) - rx0
+            >= 50),
+        "switchd did not see the frames"
+    );
+    assert_eq!(
+        counter(&d, &p.port, "rx_kernel"),
+        k0,
+        "the kernel forwarded them"
+    );
+    assert_eq!(
+        counter(&d, &q.port, "tx_packets"),
+        q0,
+        "they went out of another port"
+    );
+}
