@@ -852,3 +852,85 @@ fn a_silent_client_is_let_go_after_60_s() {
         "hung up after {waited:?}"
     );
 }
+
+/// The reply to a change comes after its database is durable: written to the
+/// temporary file, that file fsynced, renamed over the database, the directory
+/// fsynced. Read from the daemon's own system calls (strace), since a SIGKILL
+/// keeps the page cache and cannot tell a save that skips fsync from one that
+/// does not.
+#[test]
+fn a_change_is_fsynced_before_its_reply() {
+    let _machine = shared_machine();
+    let d = Daemon::start();
+    let trace = d.dir.join("trace");
+    let pid = d.pid().to_string();
+    let _strace = crate::util::ChildGuard(
+        std::process::Command::new("strace")
+            .args(["-f", "-qq", "-s", "64", "-p", &pid, "-o"])
+            .arg(&trace)
+            .args([
+                "-e",
+                "trace=openat,fsync,fdatasync,rename,renameat,renameat2,sendto",
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("strace (apt-get install strace)"),
+    );
+    // Attached once a reply shows in the trace.
+    let read = || std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            d.ctl_ok(&["list-br"]);
+            read().contains("jsonrpc")
+        }),
+        "strace did not attach"
+    );
+    let before = read().lines().count();
+    d.ctl_ok(&["add-br", "--no-internal", "durable0"]);
+    // add-br's reply is the one whose result is null (strace escapes quotes);
+    // strace may write its line a moment after the client has the reply.
+    let add_br_reply = r#"\"result\":null"#;
+    assert!(wait_until(Duration::from_secs(5), || read().contains(add_br_reply)));
+    let trace = read();
+    let lines: Vec<&str> = trace.lines().skip(before).collect();
+    let find = |from: usize, what: &dyn Fn(&str) -> bool| {
+        lines[from..].iter().position(|l| what(l)).map(|i| i + from)
+    };
+    let db = d.db.display().to_string();
+    let tmp = format!("{db}.tmp");
+    // The fd a line's call returned (`... = 7`).
+    let fd_of = |line: &str| line.rsplit("= ").next().unwrap_or("").trim().to_string();
+    let open_tmp = find(0, &|l| {
+        l.contains("openat(") && l.contains(&format!("\"{tmp}\""))
+    })
+    .unwrap_or_else(|| panic!("no open of {tmp}:\n{}", lines.join("\n")));
+    let tmp_fd = fd_of(lines[open_tmp]);
+    let synced = find(open_tmp, &|l| {
+        l.contains(&format!("fsync({tmp_fd})")) || l.contains(&format!("fdatasync({tmp_fd})"))
+    })
+    .unwrap_or_else(|| panic!("{tmp} never fsynced:\n{}", lines.join("\n")));
+    let renamed = find(synced, &|l| {
+        l.contains("rename") && l.contains(&format!("\"{tmp}\""))
+    })
+    .unwrap_or_else(|| panic!("not renamed after the fsync:\n{}", lines.join("\n")));
+    let dir = d.dir.display().to_string();
+    let open_dir = find(renamed, &|l| {
+        l.contains("openat(") && l.contains(&format!("\"{dir}\""))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "directory not opened after the rename:\n{}",
+            lines.join("\n")
+        )
+    });
+    let dir_fd = fd_of(lines[open_dir]);
+    let dir_synced = find(open_dir, &|l| l.contains(&format!("fsync({dir_fd})")))
+        .unwrap_or_else(|| panic!("directory never fsynced:\n{}", lines.join("\n")));
+    let reply = find(0, &|l| l.contains("sendto(") && l.contains(add_br_reply))
+        .unwrap_or_else(|| panic!("no reply in the trace:\n{}", lines.join("\n")));
+    assert!(
+        reply > dir_synced,
+        "the reply (line {reply}) went before the directory's fsync (line {dir_synced}):\n{}",
+        lines.join("\n")
+    );
+}
