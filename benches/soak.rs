@@ -16,14 +16,29 @@ const CHURN: usize = 8;
 /// SIGKILL the daemon every this many add/remove rounds.
 const KILL_EVERY: usize = 25;
 
-fn main() {
+fn main() -> std::process::ExitCode {
     if !switchd_testkit::bench_should_run("soak") {
-        return;
+        return std::process::ExitCode::SUCCESS;
     }
     let secs: u64 = std::env::var("SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(120);
+    // The namespaces, veths and daemon are gone by the time this returns, pass
+    // or fail (process::exit would skip their destructors).
+    let failures = soak(secs);
+    if failures.is_empty() {
+        println!("soak: ok: every acknowledged port present and attached, forwarding intact");
+        return std::process::ExitCode::SUCCESS;
+    }
+    for f in &failures {
+        println!("soak: FAILED: {f}");
+    }
+    std::process::ExitCode::FAILURE
+}
+
+/// Runs the soak for `secs` seconds; returns what failed.
+fn soak(secs: u64) -> Vec<String> {
     let (a, b) = (Host::new("10.237.0.1/24"), Host::new("10.237.0.2/24"));
     let mut d = Daemon::start_with(&["--log-level", "warn"]);
     d.ctl_ok(&["add-br", "--no-internal", "br0"]);
@@ -137,14 +152,7 @@ fn main() {
             loss * 100.0
         ));
     }
-    if failures.is_empty() {
-        println!("soak: ok: every acknowledged port present and attached, forwarding intact");
-    } else {
-        for f in &failures {
-            println!("soak: FAILED: {f}");
-        }
-        std::process::exit(1);
-    }
+    failures
 }
 
 /// Least-squares slope of `samples` (KiB) per sample; 0 for fewer than two.

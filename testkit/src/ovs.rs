@@ -109,8 +109,22 @@ impl Ovs {
 
 impl Drop for Ovs {
     fn drop(&mut self) {
+        // ovs-vswitchd stopped by a signal leaves its netdev bridges' TAPs and
+        // `ovs-netdev` on the machine; `exit --cleanup` deletes them first.
+        let mut pids = self.pids.clone();
+        if let Some(&vswitchd) = pids.get(1) {
+            let ctl = self.dir.join(format!("ovs-vswitchd.{vswitchd}.ctl"));
+            let ctl = ctl.display().to_string();
+            if self
+                .sh("ovs-appctl", &["-t", &ctl, "exit", "--cleanup"])
+                .is_ok()
+            {
+                // It has exited: its pid is no longer ours to signal.
+                pids.remove(1);
+            }
+        }
         // The daemons this instance started, by the pids they wrote.
-        for &pid in self.pids.iter().rev() {
+        for &pid in pids.iter().rev() {
             let _ = switchd::sys::kill(pid, libc::SIGTERM);
         }
         std::thread::sleep(Duration::from_millis(300));
