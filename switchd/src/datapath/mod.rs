@@ -126,7 +126,7 @@ impl Bridge {
 /// Locks a mutex whose holder may have panicked. A panic while holding one of the
 /// datapath's locks cannot leave its data half-updated in a way that matters more
 /// than losing the switch, so keep using it.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -16,6 +16,7 @@
 //! constants, so they carry no per-port maps.
 
 use super::fdb::{Fdb, FdbChange, FdbKey, PortId};
+use super::lock;
 use crate::sys::bpf::{self, helper, Insn, Map, Program, Size, FP, R0, R1, R2, R3, R4, R6, R7};
 use crate::sys::bpf::{R8, R9};
 use crate::sys::monotonic_ns;
@@ -74,7 +75,7 @@ impl Offload {
     }
 
     fn ids(&self) -> std::sync::MutexGuard<'_, Ids> {
-        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.ids)
     }
 
     /// A bridge id for the BPF table's keys; `None` when all 65536 are taken.
@@ -93,7 +94,7 @@ impl Offload {
             bridge: id,
             ports: HashMap::new(),
             changes: Vec::new(),
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             keys: Vec::new(),
             values: Vec::new(),
         })
@@ -225,7 +226,8 @@ pub struct KernelFdb {
     /// the journal taken from the table, each key's last state in it (a value to
     /// write, or `None` to delete), and the batches for the syscalls.
     changes: Vec<FdbChange>,
-    pending: HashMap<[u8; 8], Option<[u8; VALUE_BYTES]>>,
+    /// Filled for every learned address in a MAC flood: foldhash, as the FDB's.
+    pending: HashMap<[u8; 8], Option<[u8; VALUE_BYTES]>, foldhash::fast::RandomState>,
     keys: Vec<u8>,
     values: Vec<u8>,
 }
@@ -418,10 +420,6 @@ impl KernelFdb {
             Duration::from_nanos(monotonic_ns().saturating_sub(seen))
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for KernelFdb {

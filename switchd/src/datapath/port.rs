@@ -159,7 +159,7 @@ impl Port {
     }
 
     pub(super) fn offload(&self) -> MutexGuard<'_, Option<PortOffload>> {
-        self.offload.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.offload)
     }
 
     /// Re-reads the interface's MTU for the kernel fast path.
