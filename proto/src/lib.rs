@@ -73,6 +73,18 @@ requests! {
         interface: String,
         #[serde(default)]
         may_exist: bool,
+        /// The port's VLAN columns (`tag=10`, `trunks=10,20`, `vlan_mode=...`).
+        #[serde(default)]
+        vlan: VlanConfig,
+    }
+    /// Changes a port's columns, as `ovs-vsctl set port P k=v` and
+    /// `clear port P col` do: `clear` first, then `set`.
+    SetPort = "set-port" {
+        port: String,
+        #[serde(default)]
+        set: VlanConfig,
+        #[serde(default)]
+        clear: Vec<PortColumn>,
     }
     DelPort = "del-port" {
         #[serde(default)]
@@ -99,6 +111,9 @@ requests! {
     FdbFlush = "fdb-flush" {
         #[serde(default)]
         bridge: Option<String>,
+        /// Only the entries of this VLAN.
+        #[serde(default)]
+        vlan: Option<u16>,
     }
     /// Reply: [`FdbStats`].
     FdbStats = "fdb-stats" {
@@ -116,6 +131,13 @@ requests! {
         mac_aging_time: Option<u64>,
         #[serde(default)]
         mac_table_size: Option<u32>,
+        /// Open vSwitch's `other_config:forward-bpdu`: relay every reserved
+        /// group address (sets `group_fwd_mask` to all ones, or to none).
+        #[serde(default)]
+        forward_bpdu: Option<bool>,
+        /// The kernel bridge's `group_fwd_mask`: bit N relays 01:80:C2:00:00:0N.
+        #[serde(default)]
+        group_fwd_mask: Option<u16>,
     }
     /// Reply: [`AddNsPortReply`] (null with `may_exist` when it already existed).
     AddNsPort = "add-ns-port" (AddNsPort)
@@ -161,6 +183,9 @@ pub struct AddNsPort {
     pub mtu: Option<u32>,
     #[serde(default)]
     pub may_exist: bool,
+    /// The port's VLAN columns, as `add-port` takes them.
+    #[serde(default)]
+    pub vlan: VlanConfig,
 }
 
 /// A request line that cannot be run: the request's `id` (null when it could not
@@ -264,6 +289,10 @@ pub struct BridgeInfo {
     pub name: String,
     pub mac_aging_time: u64,
     pub mac_table_size: u32,
+    /// Reserved group addresses (01:80:C2:00:00:0N) relayed: bit N. 0, the
+    /// default, relays none, as the kernel bridge and Open vSwitch do.
+    #[serde(default)]
+    pub group_fwd_mask: u16,
     pub ports: Vec<PortInfo>,
 }
 
@@ -301,6 +330,8 @@ pub struct PortConfig {
     /// For a port made by `add-ns-port`: where its veth's other end is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<NsEnd>,
+    #[serde(default, skip_serializing_if = "VlanConfig::is_default")]
+    pub vlan: VlanConfig,
 }
 
 impl PortConfig {
@@ -309,6 +340,168 @@ impl PortConfig {
             name: name.to_string(),
             kind: PortKind::System,
             netns: None,
+            vlan: VlanConfig::default(),
+        }
+    }
+}
+
+/// Open vSwitch's `vlan_mode` (ovs-vswitchd.conf.db(5), "VLAN Configuration").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VlanMode {
+    /// One VLAN (`tag`), untagged on the wire; tagged frames are dropped.
+    Access,
+    /// The VLANs of `trunks` (all when empty), tagged on the wire; untagged
+    /// frames are VLAN 0.
+    Trunk,
+    /// A trunk whose untagged frames are in VLAN `tag`; every frame leaves tagged.
+    NativeTagged,
+    /// A trunk whose untagged frames are in VLAN `tag`; frames of `tag` leave
+    /// untagged.
+    NativeUntagged,
+}
+
+impl VlanMode {
+    pub const ALL: [VlanMode; 4] = [
+        VlanMode::Access,
+        VlanMode::Trunk,
+        VlanMode::NativeTagged,
+        VlanMode::NativeUntagged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VlanMode::Access => "access",
+            VlanMode::Trunk => "trunk",
+            VlanMode::NativeTagged => "native-tagged",
+            VlanMode::NativeUntagged => "native-untagged",
+        }
+    }
+}
+
+impl std::str::FromStr for VlanMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        VlanMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "vlan_mode {s:?} is not one of access, trunk, native-tagged, native-untagged"
+                )
+            })
+    }
+}
+
+/// The highest VLAN id a port may use: 4095 is reserved by IEEE 802.1Q.
+pub const MAX_VLAN: u16 = 4094;
+
+/// A port's VLAN columns as Open vSwitch's Port table has them. All empty: a
+/// trunk of every VLAN, which is what a port without VLAN settings is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlanConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+    /// Sorted, without duplicates, once checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_mode: Option<VlanMode>,
+}
+
+/// A column `clear port` can empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortColumn {
+    Tag,
+    Trunks,
+    VlanMode,
+}
+
+impl std::str::FromStr for PortColumn {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.replace('-', "_").as_str() {
+            "tag" => Ok(PortColumn::Tag),
+            "trunks" => Ok(PortColumn::Trunks),
+            "vlan_mode" => Ok(PortColumn::VlanMode),
+            _ => Err(format!(
+                "unknown port column {s:?} (known: tag, trunks, vlan_mode)"
+            )),
+        }
+    }
+}
+
+impl VlanConfig {
+    pub fn is_default(&self) -> bool {
+        *self == VlanConfig::default()
+    }
+
+    /// The mode in effect: `vlan_mode`, or as Open vSwitch picks it when that is
+    /// empty (access with a tag, trunk without).
+    pub fn mode(&self) -> VlanMode {
+        self.vlan_mode.unwrap_or(if self.tag.is_some() {
+            VlanMode::Access
+        } else {
+            VlanMode::Trunk
+        })
+    }
+
+    /// `self` after `clear`, then with the columns `set` gives.
+    pub fn changed(&self, set: &VlanConfig, clear: &[PortColumn]) -> VlanConfig {
+        let mut next = self.clone();
+        for column in clear {
+            match column {
+                PortColumn::Tag => next.tag = None,
+                PortColumn::Trunks => next.trunks.clear(),
+                PortColumn::VlanMode => next.vlan_mode = None,
+            }
+        }
+        if set.tag.is_some() {
+            next.tag = set.tag;
+        }
+        if !set.trunks.is_empty() {
+            next.trunks = set.trunks.clone();
+        }
+        if set.vlan_mode.is_some() {
+            next.vlan_mode = set.vlan_mode;
+        }
+        next
+    }
+
+    /// Checks the columns against each other and sorts `trunks`. Where Open
+    /// vSwitch silently ignores a column that does not fit the mode, this says
+    /// so instead: a tenant meant to be isolated should not end up on a trunk.
+    pub fn check(mut self) -> Result<VlanConfig, String> {
+        let reserved = |what: &str, v: u16| {
+            format!("{what} {v} is out of range: VLANs are 0 to {MAX_VLAN} (4095 is reserved by 802.1Q)")
+        };
+        if let Some(tag) = self.tag.filter(|&t| t > MAX_VLAN) {
+            return Err(reserved("tag", tag));
+        }
+        if let Some(&v) = self.trunks.iter().find(|&&v| v > MAX_VLAN) {
+            return Err(reserved("trunk VLAN", v));
+        }
+        self.trunks.sort_unstable();
+        self.trunks.dedup();
+        match (self.mode(), self.tag) {
+            (VlanMode::Access, None) => Err("vlan_mode=access needs a tag".into()),
+            (VlanMode::Access, Some(_)) if !self.trunks.is_empty() => Err(
+                "an access port has no trunks: for a port with both, set vlan_mode=native-untagged or native-tagged"
+                    .into(),
+            ),
+            (VlanMode::Trunk, Some(_)) => Err(
+                "a trunk port has no tag: for a trunk with a native VLAN, set vlan_mode=native-untagged or native-tagged"
+                    .into(),
+            ),
+            (VlanMode::NativeTagged | VlanMode::NativeUntagged, None) => Err(format!(
+                "vlan_mode={} needs a tag (the native VLAN)",
+                self.mode().as_str()
+            )),
+            _ => Ok(self),
         }
     }
 }
@@ -340,6 +533,9 @@ pub struct PortInfo {
     /// no carrier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down: Option<String>,
+    /// `tag`, `trunks` and `vlan_mode`, each present only when set.
+    #[serde(flatten)]
+    pub vlan: VlanConfig,
 }
 
 /// What `add-ns-port` made.
@@ -415,6 +611,13 @@ macro_rules! with_port_counters {
             rx_bad_vnet: Reasons "bad-vnet-hdr",
             /// Part of `rx_drops`: received while the port was blocked as part of a loop.
             rx_loop: Reasons "loop",
+            /// Part of `rx_drops`: a frame with a VLAN tag on an access port.
+            rx_vlan_tagged: Reasons "vlan-tagged",
+            /// Part of `rx_drops`: a frame of a VLAN the port does not carry.
+            rx_vlan_untrunked: Reasons "vlan-not-trunked",
+            /// Part of `rx_drops`: to a reserved group address (01:80:C2:00:00:0X:
+            /// STP, PAUSE, LACP, 802.1X, LLDP...) the bridge does not relay.
+            rx_reserved: Reasons "reserved-dst",
             /// Part of `rx_errors`: shorter than an Ethernet header.
             rx_runts: Reasons "runt",
             /// Part of `rx_errors`: not received whole.
@@ -563,6 +766,7 @@ mod tests {
             bridge: "br0".into(),
             interface: "veth1".into(),
             may_exist: true,
+            vlan: VlanConfig::default(),
         };
         let json = serde_json::to_value(&req).unwrap();
         assert_eq!(json["method"], "add-port");
@@ -675,8 +879,54 @@ mod tests {
     }
 
     #[test]
+    fn vlan_columns_are_checked_against_each_other() {
+        let cfg = |tag: Option<u16>, trunks: &[u16], mode: Option<VlanMode>| VlanConfig {
+            tag,
+            trunks: trunks.to_vec(),
+            vlan_mode: mode,
+        };
+        assert_eq!(cfg(Some(10), &[], None).mode(), VlanMode::Access);
+        assert_eq!(cfg(None, &[10], None).mode(), VlanMode::Trunk);
+        assert_eq!(
+            cfg(None, &[20, 10, 20], None).check().unwrap().trunks,
+            vec![10, 20]
+        );
+        let native = cfg(Some(10), &[10, 20], Some(VlanMode::NativeUntagged));
+        assert_eq!(native.clone().check(), Ok(native));
+        for (bad, why) in [
+            (cfg(Some(4095), &[], None), "4095 is reserved"),
+            (cfg(None, &[1, 4096], None), "trunk VLAN 4096"),
+            (cfg(Some(10), &[20], None), "an access port has no trunks"),
+            (cfg(None, &[], Some(VlanMode::Access)), "needs a tag"),
+            (
+                cfg(Some(3), &[], Some(VlanMode::Trunk)),
+                "a trunk port has no tag",
+            ),
+            (cfg(None, &[], Some(VlanMode::NativeTagged)), "needs a tag"),
+        ] {
+            let e = bad.clone().check().unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        // clear, then set; the wire names of the columns.
+        let access = cfg(Some(10), &[], None);
+        let set = cfg(Some(20), &[], None);
+        assert_eq!(access.changed(&set, &[]).tag, Some(20));
+        assert!(access
+            .changed(&VlanConfig::default(), &[PortColumn::Tag])
+            .is_default());
+        assert_eq!("vlan-mode".parse(), Ok(PortColumn::VlanMode));
+        assert_eq!("native-untagged".parse(), Ok(VlanMode::NativeUntagged));
+        assert!("hybrid".parse::<VlanMode>().is_err());
+        let json = serde_json::to_value(cfg(Some(1), &[], Some(VlanMode::NativeTagged))).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"tag": 1, "vlan_mode": "native-tagged"})
+        );
+    }
+
+    #[test]
     fn methods_are_the_requests_names() {
-        assert_eq!(Request::METHODS.len(), 17);
+        assert_eq!(Request::METHODS.len(), 18);
         let show = Request::Show {};
         assert_eq!(show.method(), "show");
         let json = serde_json::to_value(&show).unwrap();

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use switchd_proto::{
     call, AddNsPort, CounterLine, FdbEntry, FdbStats, PortCounters, PortKind, Request, ShowReply,
-    DEFAULT_SOCKET, SOCKET_ENV,
+    VlanConfig, DEFAULT_SOCKET, SOCKET_ENV,
 };
 
 #[derive(Parser)]
@@ -63,8 +63,33 @@ enum Command {
     ListBr,
     /// Exit 0 if the bridge exists, 2 if not.
     BrExists { bridge: String },
-    /// Attach an interface to a bridge.
-    AddPort { bridge: String, interface: String },
+    /// Attach an interface to a bridge, with optional port columns:
+    /// add-port BRIDGE INTERFACE [tag=VLAN] [trunks=VLAN,...] [vlan_mode=MODE].
+    AddPort {
+        bridge: String,
+        interface: String,
+        #[arg(value_name = "COLUMN=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Set a port's columns, as ovs-vsctl does: set port PORT tag=VLAN
+    /// trunks=VLAN,... vlan_mode=access|trunk|native-tagged|native-untagged.
+    Set {
+        #[arg(value_name = "TABLE")]
+        table: String,
+        #[arg(value_name = "RECORD")]
+        record: String,
+        #[arg(required = true, value_name = "COLUMN=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Empty a port's columns: clear port PORT tag|trunks|vlan_mode...
+    Clear {
+        #[arg(value_name = "TABLE")]
+        table: String,
+        #[arg(value_name = "RECORD")]
+        record: String,
+        #[arg(required = true, value_name = "COLUMN")]
+        columns: Vec<String>,
+    },
     /// Detach an interface: del-port [BRIDGE] INTERFACE.
     DelPort {
         #[arg(num_args = 1..=2, value_names = ["BRIDGE", "INTERFACE"], required = true)]
@@ -79,7 +104,12 @@ enum Command {
     /// Show a bridge's MAC learning table.
     FdbShow { bridge: String },
     /// Empty the MAC learning table of one bridge, or of all.
-    FdbFlush { bridge: Option<String> },
+    FdbFlush {
+        bridge: Option<String>,
+        /// Only the entries of this VLAN.
+        #[arg(long, value_name = "VLAN")]
+        vlan: Option<u16>,
+    },
     /// Show MAC learning table statistics.
     FdbStats { bridge: String },
     /// Show per-port packet counters.
@@ -111,6 +141,16 @@ enum Command {
         /// MTU of both ends.
         #[arg(long)]
         mtu: Option<u32>,
+        /// The port's VLAN: an access port of this VLAN (or the native VLAN
+        /// with --vlan-mode native-*).
+        #[arg(long, value_name = "VLAN")]
+        tag: Option<u16>,
+        /// The VLANs a trunk port carries, comma-separated.
+        #[arg(long, value_name = "VLAN,...", value_delimiter = ',')]
+        trunks: Vec<u16>,
+        /// access, trunk, native-tagged or native-untagged.
+        #[arg(long, value_name = "MODE")]
+        vlan_mode: Option<String>,
     },
     /// Undo add-ns-port: remove the port and delete its veth pair.
     DelNsPort {
@@ -119,7 +159,8 @@ enum Command {
         #[arg(long, default_value = "eth0")]
         ifname: String,
     },
-    /// Change bridge settings: set-br BRIDGE mac-aging-time=SECS mac-table-size=N.
+    /// Change bridge settings: set-br BRIDGE mac-aging-time=SECS mac-table-size=N
+    /// forward-bpdu=true|false group-fwd-mask=MASK.
     SetBr {
         bridge: String,
         #[arg(required = true, value_name = "KEY=VALUE")]
@@ -220,6 +261,9 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             gateway,
             mac,
             mtu,
+            tag,
+            trunks,
+            vlan_mode,
         } => Request::AddNsPort(AddNsPort {
             bridge: bridge.clone(),
             netns: netns.clone(),
@@ -230,6 +274,15 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             mac: mac.clone(),
             mtu: *mtu,
             may_exist,
+            vlan: VlanConfig {
+                tag: *tag,
+                trunks: trunks.clone(),
+                vlan_mode: vlan_mode
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e: String| anyhow!(e))?,
+            },
         }),
         Command::DelNsPort {
             bridge,
@@ -249,11 +302,43 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
         Command::BrExists { bridge } => Request::BrExists {
             bridge: bridge.clone(),
         },
-        Command::AddPort { bridge, interface } => Request::AddPort {
+        Command::AddPort {
+            bridge,
+            interface,
+            settings,
+        } => Request::AddPort {
             bridge: bridge.clone(),
             interface: interface.clone(),
             may_exist,
+            vlan: port_columns(settings)?,
         },
+        Command::Set {
+            table,
+            record,
+            settings,
+        } => {
+            port_table(table)?;
+            Request::SetPort {
+                port: record.clone(),
+                set: port_columns(settings)?,
+                clear: Vec::new(),
+            }
+        }
+        Command::Clear {
+            table,
+            record,
+            columns,
+        } => {
+            port_table(table)?;
+            Request::SetPort {
+                port: record.clone(),
+                set: VlanConfig::default(),
+                clear: columns
+                    .iter()
+                    .map(|c| c.parse().map_err(|e: String| anyhow!(e)))
+                    .collect::<anyhow::Result<_>>()?,
+            }
+        }
         Command::DelPort { names } => {
             let (bridge, interface) = match names.as_slice() {
                 [iface] => (None, iface.clone()),
@@ -276,8 +361,9 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
         Command::FdbShow { bridge } => Request::FdbShow {
             bridge: bridge.clone(),
         },
-        Command::FdbFlush { bridge } => Request::FdbFlush {
+        Command::FdbFlush { bridge, vlan } => Request::FdbFlush {
             bridge: bridge.clone(),
+            vlan: *vlan,
         },
         Command::FdbStats { bridge } => Request::FdbStats {
             bridge: bridge.clone(),
@@ -288,6 +374,7 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
         },
         Command::SetBr { bridge, settings } => {
             let (mut mac_aging_time, mut mac_table_size) = (None, None);
+            let (mut forward_bpdu, mut group_fwd_mask) = (None, None);
             for setting in settings {
                 let (key, value) = setting
                     .split_once('=')
@@ -303,8 +390,23 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
                             format!("mac-table-size: {value:?} is not a whole number")
                         })?)
                     }
+                    "forward-bpdu" => {
+                        forward_bpdu = Some(value.parse().map_err(|_| {
+                            anyhow!("forward-bpdu: {value:?} is neither true nor false")
+                        })?)
+                    }
+                    "group-fwd-mask" => {
+                        let parsed = match value.strip_prefix("0x") {
+                            Some(hex) => u16::from_str_radix(hex, 16),
+                            None => value.parse(),
+                        };
+                        group_fwd_mask = Some(parsed.map_err(|_| {
+                            anyhow!("group-fwd-mask: {value:?} is not a 16-bit mask (0 to 0xffff)")
+                        })?)
+                    }
                     _ => bail!(
-                        "unknown bridge setting {key:?} (known: mac-aging-time, mac-table-size)"
+                        "unknown bridge setting {key:?} (known: mac-aging-time, mac-table-size, \
+                         forward-bpdu, group-fwd-mask)"
                     ),
                 }
             }
@@ -312,9 +414,50 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
                 bridge: bridge.clone(),
                 mac_aging_time,
                 mac_table_size,
+                forward_bpdu,
+                group_fwd_mask,
             }
         }
     })
+}
+
+/// The tables `set` and `clear` know (ovs-vsctl's names, any case).
+fn port_table(table: &str) -> anyhow::Result<()> {
+    match table.to_ascii_lowercase().as_str() {
+        "port" => Ok(()),
+        _ => bail!(
+            "table {table:?}: only the port table can be set or cleared (bridge settings: set-br)"
+        ),
+    }
+}
+
+/// `tag=10 trunks=10,20 vlan_mode=native-untagged`, as ovs-vsctl writes the
+/// Port table's columns (`trunks=[10,20]` too). The daemon checks them together.
+fn port_columns(settings: &[String]) -> anyhow::Result<VlanConfig> {
+    let vlan_id = |column: &str, v: &str| -> anyhow::Result<u16> {
+        v.trim()
+            .parse()
+            .map_err(|_| anyhow!("{column}: {v:?} is not a VLAN id (0 to 4094)"))
+    };
+    let mut vlan = VlanConfig::default();
+    for setting in settings {
+        let (key, value) = setting
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{setting:?}: expected COLUMN=VALUE"))?;
+        match key.replace('-', "_").as_str() {
+            "tag" => vlan.tag = Some(vlan_id("tag", value)?),
+            "trunks" => {
+                let list = value.trim().trim_start_matches('[').trim_end_matches(']');
+                vlan.trunks = list
+                    .split(',')
+                    .map(|v| vlan_id("trunks", v))
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            "vlan_mode" => vlan.vlan_mode = Some(value.parse().map_err(|e: String| anyhow!(e))?),
+            _ => bail!("unknown port column {key:?} (known: tag, trunks, vlan_mode)"),
+        }
+    }
+    Ok(vlan)
 }
 
 fn lines(names: Value) -> anyhow::Result<String> {
@@ -337,6 +480,8 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
         | Command::DelBr { .. }
         | Command::BrExists { .. }
         | Command::AddPort { .. }
+        | Command::Set { .. }
+        | Command::Clear { .. }
         | Command::DelPort { .. }
         | Command::AddNsPort { .. }
         | Command::DelNsPort { .. }
@@ -351,6 +496,15 @@ fn render_show(show: &ShowReply) -> String {
         let _ = writeln!(out, "Bridge {}", b.name);
         let _ = writeln!(out, "    mac-aging-time: {}", b.mac_aging_time);
         let _ = writeln!(out, "    mac-table-size: {}", b.mac_table_size);
+        match b.group_fwd_mask {
+            0 => {}
+            u16::MAX => {
+                let _ = writeln!(out, "    forward-bpdu: true");
+            }
+            mask => {
+                let _ = writeln!(out, "    group-fwd-mask: {mask:#06x}");
+            }
+        }
         for p in &b.ports {
             let _ = writeln!(out, "    Port {}", p.name);
             if p.kind != PortKind::System {
@@ -358,6 +512,16 @@ fn render_show(show: &ShowReply) -> String {
             }
             if let (Some(netns), Some(peer)) = (&p.netns, &p.peer) {
                 let _ = writeln!(out, "        netns: {netns} ({peer})");
+            }
+            if let Some(tag) = p.vlan.tag {
+                let _ = writeln!(out, "        tag: {tag}");
+            }
+            if !p.vlan.trunks.is_empty() {
+                let trunks: Vec<String> = p.vlan.trunks.iter().map(u16::to_string).collect();
+                let _ = writeln!(out, "        trunks: [{}]", trunks.join(", "));
+            }
+            if let Some(mode) = p.vlan.vlan_mode {
+                let _ = writeln!(out, "        vlan_mode: {}", mode.as_str());
             }
             match (&p.error, &p.down) {
                 (None, None) => {
@@ -445,20 +609,65 @@ mod tests {
     use super::*;
     use switchd_proto::Counters;
 
+    /// Methods reached through ovs-vsctl's generic commands, not one of their own.
+    const GENERIC: &[(&str, &[&str])] = &[("set-port", &["set", "clear"])];
+
     /// The CLI's grammar is ovs-vsctl's, not the wire's (`del-port [BR] IF`,
-    /// `set-br BR KEY=VALUE`), so it is written apart from proto's request list;
-    /// this keeps the two from drifting.
+    /// `set-br BR KEY=VALUE`, `set port P k=v`), so it is written apart from
+    /// proto's request list; this keeps the two from drifting.
     #[test]
     fn every_method_has_a_command() {
         use clap::CommandFactory;
         let cli = Cli::command();
+        let mut commands = 0;
         for method in Request::METHODS.iter().filter(|m| **m != "batch") {
-            assert!(
-                cli.find_subcommand(method).is_some(),
-                "no switchctl command for method {method}"
-            );
+            let names = GENERIC
+                .iter()
+                .find(|(m, _)| m == method)
+                .map_or(vec![*method], |(_, names)| names.to_vec());
+            for name in names {
+                assert!(
+                    cli.find_subcommand(name).is_some(),
+                    "no switchctl command {name} for method {method}"
+                );
+                commands += 1;
+            }
         }
-        assert_eq!(cli.get_subcommands().count(), Request::METHODS.len() - 1);
+        assert_eq!(cli.get_subcommands().count(), commands);
+    }
+
+    #[test]
+    fn port_columns_parse_as_ovs_vsctl_writes_them() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let vlan = port_columns(&strings(&[
+            "tag=10",
+            "trunks=[10, 20]",
+            "vlan_mode=native-untagged",
+        ]))
+        .unwrap();
+        assert_eq!(vlan.tag, Some(10));
+        assert_eq!(vlan.trunks, vec![10, 20]);
+        assert_eq!(
+            vlan.vlan_mode,
+            Some(switchd_proto::VlanMode::NativeUntagged)
+        );
+        assert_eq!(
+            port_columns(&strings(&["trunks=10,20,30"])).unwrap().trunks,
+            vec![10, 20, 30]
+        );
+        for (bad, why) in [
+            ("tag=ten", "not a VLAN id"),
+            ("tag=70000", "not a VLAN id"),
+            ("trunks=1,,2", "not a VLAN id"),
+            ("vlan_mode=hybrid", "not one of"),
+            ("color=red", "unknown port column"),
+            ("tag", "expected COLUMN=VALUE"),
+        ] {
+            let e = port_columns(&strings(&[bad])).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(port_table("Port").is_ok());
+        assert!(port_table("bridge").is_err());
     }
 
     #[test]
@@ -483,7 +692,7 @@ mod tests {
             "bridge br0: 1 ports
   port veth-ns1: rx pkts=5, bytes=426, drop=2, errs=0
                  tx pkts=5, bytes=426, drop=0, errs=0
-                 rx drop/err reasons: multicast-src=1, bad-vnet-hdr=0, loop=1, runt=0, truncated=0
+                 rx drop/err reasons: multicast-src=1, bad-vnet-hdr=0, loop=1, vlan-tagged=0, vlan-not-trunked=0, reserved-dst=0, runt=0, truncated=0
                  kernel fast path: rx pkts=3, tx pkts=3
 "
         );

@@ -42,8 +42,15 @@ pub struct Db {
 pub struct BridgeConfig {
     pub mac_aging_time: u64,
     pub mac_table_size: u32,
+    /// Reserved group addresses relayed (bit N: 01:80:C2:00:00:0N); none by default.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub group_fwd_mask: u16,
     /// In the order they were added; the internal port, if any, first.
     pub ports: Vec<PortConfig>,
+}
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
 }
 
 impl BridgeConfig {
@@ -63,6 +70,7 @@ impl Default for BridgeConfig {
         BridgeConfig {
             mac_aging_time: MAC_AGING_SECS,
             mac_table_size: MAC_TABLE_SIZE,
+            group_fwd_mask: 0,
             ports: Vec::new(),
         }
     }
@@ -109,9 +117,8 @@ mod v1 {
                 .into_iter()
                 .map(|(name, mut b)| {
                     let internal = b.internal.then(|| PortConfig {
-                        name: name.clone(),
                         kind: PortKind::Internal,
-                        netns: None,
+                        ..PortConfig::system(&name)
                     });
                     let ports = internal
                         .into_iter()
@@ -123,6 +130,7 @@ mod v1 {
                     let config = super::BridgeConfig {
                         mac_aging_time: b.mac_aging_time,
                         mac_table_size: b.mac_table_size,
+                        group_fwd_mask: 0,
                         ports,
                     };
                     (name, config)

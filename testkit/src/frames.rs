@@ -3,6 +3,7 @@
 
 use crate::Netns;
 use std::time::{Duration, Instant};
+use switchd::sys::TxFrame;
 
 /// A raw packet socket on an interface inside a namespace, built from switchd's own
 /// `sys` types (virtio-net header, batched I/O, VLAN tags restored from metadata).
@@ -39,7 +40,7 @@ impl NsSocket {
     pub fn send(&mut self, frame: &[u8]) {
         let mut bytes = vec![0u8; VNET_HDR];
         bytes.extend_from_slice(frame);
-        let sent = self.tx.send(&self.sock, [&bytes[..]]);
+        let sent = self.tx.send(&self.sock, [TxFrame::Whole(&bytes[..])]);
         assert_eq!(sent.packets, 1, "send failed: {:?}", sent.last_error);
     }
 
@@ -56,7 +57,7 @@ impl NsSocket {
         for chunk in bufs.chunks(64) {
             sent += self
                 .tx
-                .send(&self.sock, chunk.iter().map(|b| &b[..]))
+                .send(&self.sock, chunk.iter().map(|b| TxFrame::Whole(&b[..])))
                 .packets;
         }
         sent

@@ -7,6 +7,14 @@ use switchd_proto::code;
 const MAX_MAC_AGING_SECS: u64 = 1_000_000;
 const MAX_MAC_TABLE_SIZE: u32 = 1_000_000;
 
+/// `set-br`'s settings; each `None` is left as it is.
+pub(super) struct BridgeSettings {
+    pub mac_aging_time: Option<u64>,
+    pub mac_table_size: Option<u32>,
+    pub forward_bpdu: Option<bool>,
+    pub group_fwd_mask: Option<u16>,
+}
+
 impl Switch {
     pub(super) async fn add_br(
         &mut self,
@@ -88,13 +96,22 @@ impl Switch {
         Ok(())
     }
 
-    pub(super) fn set_br(
-        &mut self,
-        bridge: &str,
-        aging: Option<u64>,
-        size: Option<u32>,
-    ) -> RpcResult<()> {
+    pub(super) fn set_br(&mut self, bridge: &str, settings: BridgeSettings) -> RpcResult<()> {
+        let BridgeSettings {
+            mac_aging_time: aging,
+            mac_table_size: size,
+            forward_bpdu,
+            group_fwd_mask,
+        } = settings;
         self.bridge(bridge)?;
+        let mask = match (forward_bpdu, group_fwd_mask) {
+            (Some(_), Some(_)) => return Err(err(
+                code::INVALID_PARAMS,
+                "forward-bpdu and group-fwd-mask both set the reserved addresses relayed: give one",
+            )),
+            (Some(all), None) => Some(if all { u16::MAX } else { 0 }),
+            (None, mask) => mask,
+        };
         if let Some(aging) = aging {
             if !(1..=MAX_MAC_AGING_SECS).contains(&aging) {
                 return Err(err(
@@ -111,14 +128,21 @@ impl Switch {
                 ));
             }
         }
-        let mut limits = (0, 0);
+        let mut applied = (0, 0, 0);
         self.change(|db| {
             let config = db.bridges.get_mut(bridge).expect("bridge exists");
             config.mac_aging_time = aging.unwrap_or(config.mac_aging_time);
             config.mac_table_size = size.unwrap_or(config.mac_table_size);
-            limits = (config.mac_table_size, config.mac_aging_time);
+            config.group_fwd_mask = mask.unwrap_or(config.group_fwd_mask);
+            applied = (
+                config.mac_table_size,
+                config.mac_aging_time,
+                config.group_fwd_mask,
+            );
         })?;
-        self.bridges[bridge].dp.set_limits(limits.0, limits.1);
+        let dp = &self.bridges[bridge].dp;
+        dp.set_limits(applied.0, applied.1);
+        dp.set_group_fwd_mask(applied.2);
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use super::switch::{err, validate_name, RpcResult, Switch};
 use crate::config::{NsEnd, PortConfig};
 use crate::wire::MacAddr;
 use std::net::IpAddr;
-use switchd_proto::{code, AddNsPort, AddNsPortReply};
+use switchd_proto::{code, AddNsPort, AddNsPortReply, VlanConfig};
 
 /// add-ns-port's parameters, names resolved, the rest still as the user wrote it.
 struct NsPortSpec {
@@ -19,6 +19,7 @@ struct NsPortSpec {
     gateway: Option<String>,
     mac: Option<String>,
     mtu: Option<u32>,
+    vlan: VlanConfig,
 }
 
 impl NsPortSpec {
@@ -34,6 +35,7 @@ impl NsPortSpec {
             gateway: params.gateway,
             mac: params.mac,
             mtu: params.mtu,
+            vlan: params.vlan,
         }
     }
 }
@@ -96,8 +98,9 @@ impl Switch {
     ) -> RpcResult<Option<AddNsPortReply>> {
         let (bridge, may_exist) = (params.bridge.clone(), params.may_exist);
         let bridge = bridge.as_str();
-        let spec = NsPortSpec::new(params);
+        let mut spec = NsPortSpec::new(params);
         let invalid = |message: String| err(code::INVALID_PARAMS, message);
+        spec.vlan = spec.vlan.clone().check().map_err(invalid)?;
         self.bridge(bridge)?;
         validate_name("interface", &spec.ifname)?;
         validate_name("interface", &spec.host)?;
@@ -183,6 +186,7 @@ impl Switch {
                 netns: spec.netns.clone(),
                 ifname: spec.ifname.clone(),
             }),
+            vlan: spec.vlan.clone(),
             ..PortConfig::system(&spec.host)
         };
         let port = self

@@ -1,8 +1,8 @@
 //! `add-port` and `del-port`.
 
-use super::switch::{err, validate_name, AttachError, RpcResult, Switch};
+use super::switch::{err, validate_name, AttachError, PortState, RpcResult, Switch};
 use crate::config::{PortConfig, PortKind};
-use switchd_proto::code;
+use switchd_proto::{code, PortColumn, VlanConfig};
 
 impl Switch {
     /// Refuses a port name that is taken: by a port of any bridge (`may_exist`
@@ -36,13 +36,20 @@ impl Switch {
         bridge: &str,
         iface: &str,
         may_exist: bool,
+        vlan: VlanConfig,
     ) -> RpcResult<()> {
         validate_name("interface", iface)?;
+        let vlan = vlan
+            .check()
+            .map_err(|m| err(code::INVALID_PARAMS, format!("port {iface}: {m}")))?;
         self.bridge(bridge)?;
         if self.check_port_name(bridge, iface, may_exist)? {
             return Ok(());
         }
-        let config = PortConfig::system(iface);
+        let config = PortConfig {
+            vlan,
+            ..PortConfig::system(iface)
+        };
         let port = self.attach(bridge, &config).await.map_err(|e| match e {
             AttachError::NoSuchInterface(_) => err(code::NOT_FOUND, e.to_string()),
             _ => err(code::FAILED, e.to_string()),
@@ -57,6 +64,54 @@ impl Switch {
         .await?;
         tracing::info!(bridge, port = iface, "port added");
         Ok(())
+    }
+
+    /// `set port` and `clear port`: changes a port's VLAN columns, checked as a
+    /// whole, saved, then applied to the running port.
+    pub(super) async fn set_port(
+        &mut self,
+        port: &str,
+        set: &VlanConfig,
+        clear: &[PortColumn],
+    ) -> RpcResult<()> {
+        let Some(bridge) = self.bridge_of(port).map(str::to_string) else {
+            return Err(err(code::NOT_FOUND, format!("no port named {port}")));
+        };
+        let old = self
+            .port_config(&bridge, port)
+            .map(|p| p.vlan.clone())
+            .unwrap_or_default();
+        let vlan = old
+            .changed(set, clear)
+            .check()
+            .map_err(|m| err(code::INVALID_PARAMS, format!("port {port}: {m}")))?;
+        if vlan == old {
+            return Ok(());
+        }
+        self.change(|db| {
+            let config = db.bridges.get_mut(&bridge).expect("bridge exists");
+            if let Some(p) = config.ports.iter_mut().find(|p| p.name == port) {
+                p.vlan = vlan.clone();
+            }
+        })?;
+        self.apply_vlan(&bridge, port, &vlan).await;
+        tracing::info!(bridge, port, ?vlan, "port VLAN settings changed");
+        Ok(())
+    }
+
+    /// Gives a running port new VLAN settings (a port that is not attached
+    /// takes them when it is).
+    pub(super) async fn apply_vlan(&self, bridge: &str, port: &str, vlan: &VlanConfig) {
+        let Some(running) = self.bridges[bridge]
+            .ports
+            .get(port)
+            .and_then(PortState::port)
+        else {
+            return;
+        };
+        let generation = self.datapath.set_vlan(bridge, running.id, vlan);
+        self.wait_applied(generation).await;
+        self.datapath.finish_set_vlan(bridge, running.id);
     }
 
     pub(super) async fn del_port(

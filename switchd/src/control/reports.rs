@@ -8,6 +8,7 @@ use crate::datapath::now_ms;
 use std::collections::BTreeMap;
 use switchd_proto::{
     code, BridgeInfo, FdbEntry, FdbFlushReply, FdbStats, PortCounters, PortInfo, ShowReply,
+    MAX_VLAN,
 };
 
 /// Why a configured port is not forwarding, if it is not: it failed to attach,
@@ -48,6 +49,7 @@ fn port_info(name: &str, config: Option<&PortConfig>, state: &PortState) -> Port
         netns: netns.map(|n| n.netns.clone()),
         peer: netns.map(|n| n.ifname.clone()),
         ifindex: state.port().and_then(|p| p.ifindex()),
+        vlan: config.map(|c| c.vlan.clone()).unwrap_or_default(),
         error: port_error(name, state),
         down: state
             .port()
@@ -72,6 +74,7 @@ impl Switch {
                     name: name.clone(),
                     mac_aging_time: config.mac_aging_time,
                     mac_table_size: config.mac_table_size,
+                    group_fwd_mask: config.group_fwd_mask,
                     ports: b
                         .ports
                         .iter()
@@ -108,10 +111,20 @@ impl Switch {
         Ok(rows)
     }
 
-    pub(super) fn fdb_flush(&self, bridge: Option<&str>) -> RpcResult<FdbFlushReply> {
+    pub(super) fn fdb_flush(
+        &self,
+        bridge: Option<&str>,
+        vlan: Option<u16>,
+    ) -> RpcResult<FdbFlushReply> {
+        if let Some(v) = vlan.filter(|&v| v > MAX_VLAN) {
+            return Err(err(
+                code::INVALID_PARAMS,
+                format!("VLAN {v} is out of range: VLANs are 0 to {MAX_VLAN}"),
+            ));
+        }
         let flushed = match bridge {
-            Some(name) => self.bridge(name)?.dp.flush(),
-            None => self.bridges.values().map(|b| b.dp.flush()).sum(),
+            Some(name) => self.bridge(name)?.dp.flush(vlan),
+            None => self.bridges.values().map(|b| b.dp.flush(vlan)).sum(),
         };
         Ok(FdbFlushReply {
             flushed: flushed as u64,

@@ -6,6 +6,7 @@
 //! Every change is validated, carried out, and saved to the database before the
 //! reply; if any step fails nothing of it remains.
 
+use super::bridges::BridgeSettings;
 use super::netlink::{Netlink, NetlinkError};
 use super::txn::BatchState;
 use crate::config::{BridgeConfig, Db, PortConfig, PortKind};
@@ -137,9 +138,9 @@ impl Switch {
             if !self.bridges.contains_key(name) {
                 self.start_bridge(name, config);
             }
-            self.bridges[name]
-                .dp
-                .set_limits(config.mac_table_size, config.mac_aging_time);
+            let dp = &self.bridges[name].dp;
+            dp.set_limits(config.mac_table_size, config.mac_aging_time);
+            dp.set_group_fwd_mask(config.group_fwd_mask);
             let unwanted: Vec<String> = self.bridges[name]
                 .ports
                 .keys()
@@ -152,6 +153,11 @@ impl Switch {
             }
             for port in &config.ports {
                 if self.bridges[name].ports.contains_key(&port.name) {
+                    // Undoing a batch's `set port`.
+                    let running = self.port_config(name, &port.name).map(|p| &p.vlan);
+                    if running.is_some_and(|v| *v != port.vlan) {
+                        self.apply_vlan(name, &port.name, &port.vlan).await;
+                    }
                     continue;
                 }
                 let state = match self.attach(name, port).await {
@@ -180,7 +186,11 @@ impl Switch {
                 bridge,
                 interface,
                 may_exist,
-            } => reply(self.add_port(&bridge, &interface, may_exist).await),
+                vlan,
+            } => reply(self.add_port(&bridge, &interface, may_exist, vlan).await),
+            Request::SetPort { port, set, clear } => {
+                reply(self.set_port(&port, &set, &clear).await)
+            }
             Request::DelPort {
                 bridge,
                 interface,
@@ -199,7 +209,7 @@ impl Switch {
             ),
             Request::Show {} => reply(Ok(self.show())),
             Request::FdbShow { bridge } => reply(self.fdb_show(&bridge)),
-            Request::FdbFlush { bridge } => reply(self.fdb_flush(bridge.as_deref())),
+            Request::FdbFlush { bridge, vlan } => reply(self.fdb_flush(bridge.as_deref(), vlan)),
             Request::FdbStats { bridge } => reply(self.fdb_stats(&bridge)),
             Request::DumpPorts { bridge, interface } => {
                 reply(self.dump_ports(&bridge, interface.as_deref()))
@@ -208,7 +218,17 @@ impl Switch {
                 bridge,
                 mac_aging_time,
                 mac_table_size,
-            } => reply(self.set_br(&bridge, mac_aging_time, mac_table_size)),
+                forward_bpdu,
+                group_fwd_mask,
+            } => reply(self.set_br(
+                &bridge,
+                BridgeSettings {
+                    mac_aging_time,
+                    mac_table_size,
+                    forward_bpdu,
+                    group_fwd_mask,
+                },
+            )),
             Request::AddNsPort(params) => reply(self.add_ns_port(params).await),
             Request::DelNsPort {
                 bridge,
@@ -256,6 +276,7 @@ impl Switch {
         let dp = self
             .datapath
             .add_bridge(name, config.mac_table_size, config.mac_aging_time);
+        dp.set_group_fwd_mask(config.group_fwd_mask);
         self.bridges.insert(
             name.to_string(),
             RunningBridge {
@@ -271,7 +292,7 @@ impl Switch {
         self.wait_applied(generation).await;
     }
 
-    async fn wait_applied(&self, generation: u64) {
+    pub(super) async fn wait_applied(&self, generation: u64) {
         let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
         while !self.datapath.is_applied(generation) {
             if tokio::time::Instant::now() >= deadline {
@@ -290,26 +311,38 @@ impl Switch {
         port: &PortConfig,
     ) -> Result<Arc<Port>, AttachError> {
         match port.kind {
-            PortKind::System => self.attach_system(bridge, &port.name).await,
-            PortKind::Internal => self.attach_internal(bridge, &port.name).await,
+            PortKind::System => self.attach_system(bridge, port).await,
+            PortKind::Internal => self.attach_internal(bridge, port).await,
         }
     }
 
-    async fn attach_system(&self, bridge: &str, iface: &str) -> Result<Arc<Port>, AttachError> {
+    async fn attach_system(
+        &self,
+        bridge: &str,
+        port: &PortConfig,
+    ) -> Result<Arc<Port>, AttachError> {
+        let iface = port.name.as_str();
         let index = self
             .netlink
             .link_index(iface)
             .await?
             .ok_or_else(|| AttachError::NoSuchInterface(iface.to_string()))?;
         self.netlink.set_up(iface, index).await?;
-        let (port, generation) = self.datapath.add_port(bridge, iface, index)?;
+        let (port, generation) = self.datapath.add_port(bridge, iface, index, &port.vlan)?;
         self.wait_applied(generation).await;
         Ok(port)
     }
 
     /// Creates the TAP and forwards on it.
-    async fn attach_internal(&self, bridge: &str, name: &str) -> Result<Arc<Port>, AttachError> {
-        let (port, generation) = self.datapath.add_internal_port(bridge, name)?;
+    async fn attach_internal(
+        &self,
+        bridge: &str,
+        config: &PortConfig,
+    ) -> Result<Arc<Port>, AttachError> {
+        let name = config.name.as_str();
+        let (port, generation) = self
+            .datapath
+            .add_internal_port(bridge, name, &config.vlan)?;
         self.wait_applied(generation).await;
         let set_up = match port.ifindex() {
             Some(index) => self.netlink.set_up(name, index).await,

@@ -10,6 +10,7 @@ use super::switch::{err, PortState, RpcResult, Switch};
 use crate::config::Db;
 use crate::datapath::Port;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use switchd_proto::{code, Request, RpcError};
 
@@ -82,7 +83,11 @@ impl Switch {
         self.batch = Some(BatchState::default());
         let mut results = Vec::with_capacity(commands.len());
         let mut failure = None;
-        for (i, command) in commands.into_iter().enumerate() {
+        for (i, command) in fold_port_settings(commands).into_iter().enumerate() {
+            let Some(command) = command else {
+                results.push(Value::Null);
+                continue;
+            };
             let method = command.method();
             match Box::pin(self.handle(command)).await {
                 Ok(result) => results.push(result),
@@ -116,5 +121,118 @@ impl Switch {
             Some(e) => Err(e),
             None => Ok(results),
         }
+    }
+}
+
+/// `add-port br0 p -- set port p tag=10`: the settings go into the add-port
+/// (the `set` itself becomes `None`, which answers null), so the port never
+/// forwards, not even for a moment, with the settings it would have had between
+/// the two.
+fn fold_port_settings(commands: Vec<Request>) -> Vec<Option<Request>> {
+    let mut out: Vec<Option<Request>> = Vec::with_capacity(commands.len());
+    // Ports added earlier in the batch: name -> index in `out`.
+    let mut added: HashMap<String, usize> = HashMap::new();
+    for command in commands {
+        match command {
+            Request::SetPort { port, set, clear } => match added.get(&port) {
+                Some(&i) => {
+                    if let Some(Request::AddPort { vlan, .. }) = &mut out[i] {
+                        *vlan = vlan.changed(&set, &clear);
+                    }
+                    out.push(None);
+                }
+                None => out.push(Some(Request::SetPort { port, set, clear })),
+            },
+            Request::AddPort {
+                bridge,
+                interface,
+                may_exist,
+                vlan,
+            } => {
+                // --may-exist on a port that exists leaves it as it is; a later
+                // `set` must then change it for real.
+                if !may_exist {
+                    added.insert(interface.clone(), out.len());
+                }
+                out.push(Some(Request::AddPort {
+                    bridge,
+                    interface,
+                    may_exist,
+                    vlan,
+                }));
+            }
+            other => {
+                // Anything else may remove or replace a port added above.
+                added.clear();
+                out.push(Some(other));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchd_proto::{PortColumn, VlanConfig};
+
+    fn add(name: &str, tag: Option<u16>) -> Request {
+        Request::AddPort {
+            bridge: "br0".into(),
+            interface: name.into(),
+            may_exist: false,
+            vlan: VlanConfig {
+                tag,
+                ..VlanConfig::default()
+            },
+        }
+    }
+
+    fn set(name: &str, tag: Option<u16>, clear: &[PortColumn]) -> Request {
+        Request::SetPort {
+            port: name.into(),
+            set: VlanConfig {
+                tag,
+                ..VlanConfig::default()
+            },
+            clear: clear.to_vec(),
+        }
+    }
+
+    #[test]
+    fn settings_for_a_port_added_in_the_batch_go_into_its_add_port() {
+        let folded = fold_port_settings(vec![
+            add("p1", None),
+            set("p1", Some(10), &[]),
+            set("p2", Some(20), &[]),
+            set("p1", None, &[PortColumn::Tag]),
+            set("p1", Some(30), &[]),
+        ]);
+        assert_eq!(
+            folded,
+            vec![
+                Some(add("p1", Some(30))),
+                None,
+                Some(set("p2", Some(20), &[])),
+                None,
+                None,
+            ]
+        );
+        // Not across another command, which might delete the port.
+        let del = Request::DelPort {
+            bridge: None,
+            interface: "p1".into(),
+            if_exists: false,
+        };
+        let folded =
+            fold_port_settings(vec![add("p1", None), del.clone(), set("p1", Some(1), &[])]);
+        assert_eq!(
+            folded,
+            vec![
+                Some(add("p1", None)),
+                Some(del),
+                Some(set("p1", Some(1), &[]))
+            ]
+        );
     }
 }

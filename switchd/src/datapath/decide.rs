@@ -1,11 +1,34 @@
-//! The forwarding decision for a received batch, without any I/O: learn each
-//! source, pick each frame's egress ports, and group the result by egress port.
-//! The datapath threads call it between receiving and sending; the criterion
-//! bench calls it directly.
+//! The forwarding decision for a received batch, without any I/O: put each frame
+//! in its VLAN (or drop it), learn each source, pick each frame's egress ports
+//! among those carrying its VLAN, and group the result by egress port. The
+//! datapath threads call it between receiving and sending; the criterion bench
+//! and the fuzzer call it directly.
 
+use super::egress::Egress;
 use super::fdb::{Fdb, FdbKey, PortId};
-use crate::wire::{ethernet, vlan, vnet, EthernetFrame, VnetHeader};
+use super::vlan::Refused;
+use crate::wire::{ethernet, vlan, vnet, EthernetFrame, MacAddr, VnetHeader};
 use switchd_proto::Counters;
+
+/// The ports of a bridge as one batch's decision sees them.
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    /// The port the batch came in on.
+    pub ingress: PortId,
+    /// Every port of the bridge, the ingress port included, sorted.
+    pub ids: &'a [PortId],
+    /// What each of `ids` does on egress (its VLAN policy), in the same order.
+    pub egress: &'a [Egress],
+    /// Reserved group addresses the bridge relays: bit N for 01:80:C2:00:00:0N.
+    pub group_fwd_mask: u16,
+}
+
+/// The reserved group address 01:80:C2:00:00:0N (IEEE 802.1Q 8.6.3), as N.
+#[inline]
+fn reserved_group(dst: MacAddr) -> Option<u8> {
+    let [a, b, c, d, e, n] = dst.0;
+    ([a, b, c, d, e] == [0x01, 0x80, 0xc2, 0, 0] && n <= 0x0f).then_some(n)
+}
 
 /// What a batch did to the ingress port's counters, and how many of its sources
 /// moved there from another port.
@@ -35,26 +58,35 @@ pub struct Decider {
     /// (egress index into the peer list, frame index), sorted after `decide`.
     out: Vec<(u32, u32)>,
     flood: Vec<u32>,
+    /// Per frame: its VLAN and the priority bits of its tag (0 when dropped).
+    tcis: Vec<u16>,
 }
 
 impl Decider {
-    /// Decides a batch. `frames` yields each frame (virtio-net header included), or
-    /// `None` for one that could not be received whole. `peers` are the ids of
-    /// every port of the bridge, ingress included, sorted. Afterwards `pairs()`
-    /// lists what to send where, grouped by egress in arrival order.
+    /// Decides a batch. `frames` yields each frame (virtio-net header included,
+    /// its VLAN tag in the frame), or `None` for one that could not be received
+    /// whole. Afterwards `groups()` lists what to send where, grouped by egress
+    /// in arrival order, and `tci()` each frame's VLAN for the egress stage.
     pub fn decide<'a>(
         &mut self,
         fdb: &mut Fdb,
         now_ms: u64,
-        ingress: PortId,
-        peers: &[PortId],
+        ports: &Ports,
         frames: impl Iterator<Item = Option<&'a [u8]>>,
     ) -> RxCounts {
         let mut counts = RxCounts::default();
         let moved_before = fdb.counters().moved;
+        let ingress = ports.ingress;
+        let peers = ports.ids;
+        let Ok(me) = peers.binary_search(&ingress) else {
+            return counts;
+        };
+        let policy = &ports.egress[me].vlan;
         self.out.clear();
         self.flood.clear();
+        self.tcis.clear();
         for (i, frame) in frames.enumerate() {
+            self.tcis.push(0);
             let Some(bytes) = frame else {
                 counts.count_error(|c| &mut c.rx_truncated);
                 continue;
@@ -76,9 +108,25 @@ impl Decider {
                 counts.count_drop(|c| &mut c.rx_bad_vnet);
                 continue;
             }
-            let vlan = vlan::vlan_id(eth.into_inner());
-            fdb.learn(FdbKey { vlan, mac: src }, ingress, now_ms);
+            let tag = vlan::tag_of(frame).map(|(_, tci)| tci);
+            let vlan = match policy.classify(tag.map(|t| t & vlan::VID_MASK)) {
+                Ok(vlan) => vlan,
+                Err(Refused::Tagged) => {
+                    counts.count_drop(|c| &mut c.rx_vlan_tagged);
+                    continue;
+                }
+                Err(Refused::Untrunked) => {
+                    counts.count_drop(|c| &mut c.rx_vlan_untrunked);
+                    continue;
+                }
+            };
             let dst = eth.dst_addr();
+            if reserved_group(dst).is_some_and(|n| ports.group_fwd_mask & (1 << n) == 0) {
+                counts.count_drop(|c| &mut c.rx_reserved);
+                continue;
+            }
+            self.tcis[i] = tag.unwrap_or(0) & !vlan::VID_MASK | vlan;
+            fdb.learn(FdbKey { vlan, mac: src }, ingress, now_ms);
             if dst.is_multicast() {
                 self.flood.push(i as u32);
                 continue;
@@ -87,16 +135,28 @@ impl Decider {
                 // The destination sits behind the port the frame came in on: filter it.
                 Some(port) if port == ingress => {}
                 Some(port) => match peers.binary_search(&port) {
-                    Ok(j) => self.out.push((j as u32, i as u32)),
+                    // Learned in this VLAN, so the port carries it; checked anyway,
+                    // so that no stale entry can let a frame cross VLANs.
+                    Ok(j) if ports.egress[j].vlan.carries(vlan) => {
+                        self.out.push((j as u32, i as u32))
+                    }
+                    Ok(_) => {}
                     Err(_) => self.flood.push(i as u32),
                 },
                 None => self.flood.push(i as u32),
             }
         }
         if !self.flood.is_empty() {
-            for (j, &peer) in peers.iter().enumerate() {
+            for (j, (&peer, egress)) in peers.iter().zip(ports.egress).enumerate() {
                 if peer != ingress {
-                    self.out.extend(self.flood.iter().map(|&i| (j as u32, i)));
+                    self.out.extend(
+                        self.flood
+                            .iter()
+                            .filter(|&&i| {
+                                egress.vlan.carries(self.tcis[i as usize] & vlan::VID_MASK)
+                            })
+                            .map(|&i| (j as u32, i)),
+                    );
                 }
             }
         }
@@ -110,12 +170,19 @@ impl Decider {
     pub fn groups(&self) -> impl Iterator<Item = &[(u32, u32)]> {
         self.out.chunk_by(|a, b| a.0 == b.0)
     }
+
+    /// The VLAN of frame `i` of the last batch, with its tag's priority bits.
+    #[inline]
+    pub fn tci(&self, i: u32) -> u16 {
+        self.tcis[i as usize]
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::MacAddr;
+    use crate::datapath::vlan::PortVlan;
+    use switchd_proto::{VlanConfig, VlanMode};
 
     fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
         let mut f = vec![0u8; vnet::HEADER_LEN];
@@ -130,12 +197,25 @@ mod tests {
     const B: [u8; 6] = [2, 0, 0, 0, 0, 2];
     const C: [u8; 6] = [2, 0, 0, 0, 0, 3];
 
+    const EGRESS: [Egress; 3] = [DEFAULT, DEFAULT, DEFAULT];
+    const DEFAULT: Egress = Egress {
+        vlan: PortVlan::TRUNK_ALL,
+    };
+
+    fn ports(ingress: PortId, egress: &[Egress]) -> Ports<'_> {
+        Ports {
+            ingress,
+            ids: &[10, 20, 30][..egress.len()],
+            egress,
+            group_fwd_mask: 0,
+        }
+    }
+
     fn decide(d: &mut Decider, fdb: &mut Fdb, ingress: PortId, frames: &[Vec<u8>]) -> RxCounts {
         d.decide(
             fdb,
             0,
-            ingress,
-            &[10, 20, 30],
+            &ports(ingress, &EGRESS),
             frames.iter().map(|f| Some(&f[..])),
         )
     }
@@ -204,8 +284,7 @@ mod tests {
         let counts = d.decide(
             &mut fdb,
             0,
-            10,
-            &[10, 20],
+            &ports(10, &EGRESS[..2]),
             [
                 Some(&runt[..]),
                 None,
@@ -248,5 +327,106 @@ mod tests {
         );
         decide(&mut d, &mut fdb, 10, &[frame(B, A)]);
         assert_eq!(d.groups().count(), 0);
+    }
+
+    fn tagged(dst: [u8; 6], src: [u8; 6], vid: u16) -> Vec<u8> {
+        let mut f = frame(dst, src);
+        f.splice(
+            vnet::HEADER_LEN + 12..vnet::HEADER_LEN + 12,
+            [0x81, 0x00, 0, 0],
+        );
+        f[vnet::HEADER_LEN + 14..vnet::HEADER_LEN + 16].copy_from_slice(&vid.to_be_bytes());
+        f
+    }
+
+    fn port(tag: Option<u16>, trunks: &[u16], vlan_mode: Option<VlanMode>) -> Egress {
+        let config = VlanConfig {
+            tag,
+            trunks: trunks.to_vec(),
+            vlan_mode,
+        };
+        Egress {
+            vlan: PortVlan::new(&config.check().unwrap()),
+        }
+    }
+
+    #[test]
+    fn frames_stay_in_their_vlan() {
+        let (mut d, mut fdb) = (Decider::default(), Fdb::new(16, 300));
+        // Port 10 access VLAN 1, 20 access VLAN 2, 30 a trunk of 1 and 2.
+        let egress = [
+            port(Some(1), &[], None),
+            port(Some(2), &[], None),
+            port(None, &[1, 2], None),
+        ];
+        let mut run = |ingress, frames: &[Vec<u8>]| {
+            let counts = d.decide(
+                &mut fdb,
+                0,
+                &ports(ingress, &egress),
+                frames.iter().map(|f| Some(&f[..])),
+            );
+            let sent: Vec<(u32, u32, u16)> = d
+                .groups()
+                .flatten()
+                .map(|&(j, i)| (j, i, d.tci(i)))
+                .collect();
+            (counts, sent)
+        };
+        // A broadcast on access VLAN 1 reaches the trunk only, as VLAN 1.
+        let (_, sent) = run(10, &[frame([0xff; 6], A)]);
+        assert_eq!(sent, vec![(2, 0, 1)]);
+        // A broadcast tagged 2 from the trunk reaches VLAN 2's access port only.
+        let (_, sent) = run(30, &[tagged([0xff; 6], B, 0x2000 | 2)]);
+        assert_eq!(sent, vec![(1, 0, 0x2000 | 2)]);
+        // A is known in VLAN 1 only: unicast to it in VLAN 2 floods VLAN 2.
+        let (_, sent) = run(30, &[tagged(A, B, 2)]);
+        assert_eq!(sent, vec![(1, 0, 2)]);
+        let (_, sent) = run(30, &[tagged(A, B, 1)]);
+        assert_eq!(sent, vec![(0, 0, 1)]);
+        // Hopping: a tagged frame into an access port, a VLAN the trunk lacks.
+        let (counts, sent) = run(10, &[tagged(B, A, 2), tagged(B, A, 1)]);
+        assert_eq!((counts.port.rx_vlan_tagged, counts.port.rx_drops), (2, 2));
+        assert!(sent.is_empty());
+        let (counts, sent) = run(30, &[tagged(A, C, 3), frame(A, C)]);
+        assert_eq!(
+            counts.port.rx_vlan_untrunked, 2,
+            "VLAN 3, and VLAN 0 untagged"
+        );
+        assert!(sent.is_empty());
+        assert!(fdb
+            .lookup(
+                &FdbKey {
+                    vlan: 3,
+                    mac: MacAddr(C)
+                },
+                0
+            )
+            .is_none());
+    }
+
+    #[test]
+    fn reserved_group_addresses_are_relayed_only_when_asked() {
+        let (mut d, mut fdb) = (Decider::default(), Fdb::new(16, 300));
+        for n in 0..=0x0f_u8 {
+            let stp = frame([0x01, 0x80, 0xc2, 0, 0, n], A);
+            let mut p = ports(10, &EGRESS);
+            let counts = d.decide(&mut fdb, 0, &p, std::iter::once(Some(&stp[..])));
+            assert_eq!(counts.port.rx_reserved, 1, "01:80:c2:00:00:{n:02x}");
+            assert_eq!(d.groups().count(), 0);
+            p.group_fwd_mask = 1 << n;
+            let counts = d.decide(&mut fdb, 0, &p, std::iter::once(Some(&stp[..])));
+            assert_eq!(counts.port.rx_reserved, 0);
+            assert_eq!(d.groups().count(), 2);
+        }
+        // :10 is not reserved.
+        let f = frame([0x01, 0x80, 0xc2, 0, 0, 0x10], A);
+        let counts = d.decide(
+            &mut fdb,
+            0,
+            &ports(10, &EGRESS),
+            std::iter::once(Some(&f[..])),
+        );
+        assert_eq!(counts.port.rx_reserved, 0);
     }
 }

@@ -341,6 +341,21 @@ impl Fdb {
         removed
     }
 
+    /// Forgets the entries of one VLAN; returns how many. O(entries): an
+    /// operator's request, not a per-frame path.
+    pub fn flush_vlan(&mut self, vlan: u16) -> usize {
+        let slots: Vec<u32> = self
+            .index
+            .iter()
+            .filter(|(key, _)| key.vlan == vlan)
+            .map(|(_, e)| e.slot)
+            .collect();
+        for &idx in &slots {
+            self.remove(idx);
+        }
+        slots.len()
+    }
+
     /// Forgets everything; returns how many entries there were.
     pub fn flush(&mut self) -> usize {
         let n = self.index.len();
@@ -454,6 +469,33 @@ mod tests {
         fdb.learn(key(1), 7, 20);
         assert_eq!(fdb.counters().learned, 1, "refresh is not a new entry");
         assert_eq!(fdb.len(), 1);
+    }
+
+    #[test]
+    fn one_vlan_can_be_flushed() {
+        let mut fdb = Fdb::new(16, 300);
+        fdb.record_changes();
+        for vlan in [1, 1, 2] {
+            let n = fdb.len() as u8;
+            fdb.learn(
+                FdbKey {
+                    vlan,
+                    mac: MacAddr([2, 0, 0, 0, 0, n]),
+                },
+                7,
+                0,
+            );
+        }
+        assert_eq!(fdb.flush_vlan(1), 2);
+        assert_eq!(fdb.len(), 1);
+        assert_eq!(fdb.keys_on(7).map(|k| k.vlan).collect::<Vec<_>>(), vec![2]);
+        let mut changes = Vec::new();
+        fdb.take_changes(&mut changes);
+        let removed = changes
+            .iter()
+            .filter(|c| matches!(c, FdbChange::Removed { .. }))
+            .count();
+        assert_eq!(removed, 2, "the kernel's copy hears of it");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod fdb;
 pub mod offload;
 mod port;
 mod spin;
+pub mod vlan;
 mod worker;
 
 pub use fdb::{Fdb, FdbChange, FdbKey, FdbRow, PortId, MAC_AGING_SECS, MAC_TABLE_SIZE};
@@ -21,13 +22,16 @@ use port::PortIo;
 pub use port::{Port, PortStats, LOOP_BLOCK_MS, LOOP_MOVES_PER_SEC};
 
 use crate::sys::{EventFd, PacketSocket, Tap};
+use egress::Egress;
 use offload::{KernelFdb, Offload, PortOffload};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use switchd_proto::VlanConfig;
+use vlan::PortVlan;
 
 /// Milliseconds on a monotonic clock shared by the datapath and the control plane.
 pub fn now_ms() -> u64 {
@@ -67,9 +71,19 @@ pub struct Bridge {
     /// datapath thread after a batch that learned, the control plane after aging
     /// or a flush. Syscalls happen under this lock only.
     kernel: Option<Mutex<KernelFdb>>,
+    /// Reserved group addresses relayed: bit N for 01:80:C2:00:00:0N.
+    group_fwd_mask: AtomicU16,
 }
 
 impl Bridge {
+    pub fn group_fwd_mask(&self) -> u16 {
+        self.group_fwd_mask.load(Ordering::Relaxed)
+    }
+
+    pub fn set_group_fwd_mask(&self, mask: u16) {
+        self.group_fwd_mask.store(mask, Ordering::Relaxed);
+    }
+
     pub fn fdb(&self) -> MutexGuard<'_, Fdb> {
         lock(&self.fdb)
     }
@@ -100,9 +114,12 @@ impl Bridge {
         }
     }
 
-    /// Forgets every entry; returns how many there were.
-    pub fn flush(&self) -> usize {
-        let flushed = self.fdb().flush();
+    /// Forgets every entry, or those of one VLAN; returns how many there were.
+    pub fn flush(&self, vlan: Option<u16>) -> usize {
+        let flushed = match vlan {
+            Some(vlan) => self.fdb().flush_vlan(vlan),
+            None => self.fdb().flush(),
+        };
         self.sync_kernel();
         flushed
     }
@@ -138,6 +155,8 @@ struct Member {
     peers: Arc<[Arc<Port>]>,
     /// The ids of `peers`, in the same order.
     peer_ids: Arc<[PortId]>,
+    /// What each of `peers` does to the frames it sends, in the same order.
+    peer_egress: Arc<[Egress]>,
 }
 
 /// Everything one thread needs; replaced whole on every topology change.
@@ -161,7 +180,13 @@ struct WorkerHandle {
 
 struct BridgeState {
     bridge: Arc<Bridge>,
-    ports: Vec<Arc<Port>>,
+    ports: Vec<(Arc<Port>, Egress)>,
+}
+
+impl BridgeState {
+    fn port(&self, id: PortId) -> Option<&(Arc<Port>, Egress)> {
+        self.ports.iter().find(|(p, _)| p.id == id)
+    }
 }
 
 #[derive(Default)]
@@ -255,6 +280,7 @@ impl Datapath {
                     name: name.to_string(),
                     fdb: Mutex::new(fdb),
                     kernel: kernel.map(Mutex::new),
+                    group_fwd_mask: AtomicU16::new(0),
                 }),
                 ports: Vec::new(),
             }
@@ -266,46 +292,64 @@ impl Datapath {
     pub fn remove_bridge(&self, name: &str) -> u64 {
         let mut topo = self.topology();
         if let Some(state) = topo.bridges.remove(name) {
-            for port in &state.ports {
+            for (port, _) in &state.ports {
                 state.bridge.unoffload(port);
             }
         }
         self.publish(&mut topo)
     }
 
-    /// Opens a socket on `ifindex` and starts forwarding on it as a port of `bridge`.
+    /// Opens a socket on `ifindex` and starts forwarding on it as a port of
+    /// `bridge` with the VLAN settings `vlan` (checked by the control plane).
     pub fn add_port(
         &self,
         bridge: &str,
         name: &str,
         ifindex: u32,
+        vlan: &VlanConfig,
     ) -> Result<(Arc<Port>, u64), PortError> {
         let sock = PacketSocket::open(ifindex).map_err(|source| PortError::Open {
             name: name.to_string(),
             source,
         })?;
+        let egress = Egress {
+            vlan: PortVlan::new(vlan),
+        };
         let bridge_id = self
             .topology()
             .bridges
             .get(bridge)
             .and_then(|s| s.bridge.kernel().map(|k| k.bridge()));
-        let offload = match (&self.offload, bridge_id) {
-            (Some(offload), Some(id)) => {
-                match offload.attach(id, ifindex, crate::sys::mtu(name).unwrap_or(1500), &sock) {
-                    Ok(port) => Some(port),
-                    Err(e) => {
-                        tracing::warn!(
-                            bridge,
-                            port = name,
-                            "no kernel fast path, forwarding in userspace: {e}"
-                        );
-                        None
-                    }
-                }
+        let offload = bridge_id.and_then(|id| self.offload(id, bridge, name, &sock, &egress));
+        Ok(self.insert_port(bridge, name, PortIo::Socket(sock), egress, offload))
+    }
+
+    /// The kernel fast path for a port on `sock`, if this kernel and the port's
+    /// settings allow it.
+    fn offload(
+        &self,
+        bridge_id: u16,
+        bridge: &str,
+        name: &str,
+        sock: &PacketSocket,
+        egress: &Egress,
+    ) -> Option<PortOffload> {
+        let mtu = crate::sys::mtu(name).unwrap_or(1500);
+        match self
+            .offload
+            .as_ref()?
+            .attach(bridge_id, mtu, sock, &egress.vlan)
+        {
+            Ok(port) => Some(port),
+            Err(e) => {
+                tracing::warn!(
+                    bridge,
+                    port = name,
+                    "no kernel fast path, forwarding in userspace: {e}"
+                );
+                None
             }
-            _ => None,
-        };
-        Ok(self.insert_port(bridge, name, PortIo::Socket(sock), offload))
+        }
     }
 
     /// Creates TAP device `name` and forwards on it as the internal port of `bridge`.
@@ -313,12 +357,60 @@ impl Datapath {
         &self,
         bridge: &str,
         name: &str,
+        vlan: &VlanConfig,
     ) -> Result<(Arc<Port>, u64), PortError> {
         let tap = Tap::create(name).map_err(|source| PortError::CreateTap {
             name: name.to_string(),
             source,
         })?;
-        Ok(self.insert_port(bridge, name, PortIo::Tap(tap), None))
+        let egress = Egress {
+            vlan: PortVlan::new(vlan),
+        };
+        Ok(self.insert_port(bridge, name, PortIo::Tap(tap), egress, None))
+    }
+
+    /// Changes a port's VLAN settings. Its MAC entries go (they were learned
+    /// under the old ones), and so does its kernel fast path until
+    /// `finish_set_vlan`, called once the threads run the returned generation.
+    pub fn set_vlan(&self, bridge: &str, id: PortId, vlan: &VlanConfig) -> u64 {
+        let mut topo = self.topology();
+        if let Some(state) = topo.bridges.get_mut(bridge) {
+            if let Some(entry) = state.ports.iter_mut().find(|(p, _)| p.id == id) {
+                // Kernel entries first, so that no frame is forwarded in the kernel
+                // under the old settings while the threads switch.
+                state.bridge.unoffload(&entry.0);
+                entry.1 = Egress {
+                    vlan: PortVlan::new(vlan),
+                };
+                state.bridge.fdb().remove_port(id);
+                state.bridge.sync_kernel();
+            }
+        }
+        self.publish(&mut topo)
+    }
+
+    /// Completes `set_vlan`: drops what the threads learned under the old settings
+    /// meanwhile, and gives the port its kernel fast path back.
+    pub fn finish_set_vlan(&self, bridge: &str, id: PortId) {
+        let topo = self.topology();
+        let Some(state) = topo.bridges.get(bridge) else {
+            return;
+        };
+        let Some((port, egress)) = state.port(id) else {
+            return;
+        };
+        state.bridge.fdb().remove_port(id);
+        state.bridge.sync_kernel();
+        let Some(mut kernel) = state.bridge.kernel() else {
+            return;
+        };
+        let Some(sock) = port.socket() else {
+            return;
+        };
+        if let Some(offload) = self.offload(kernel.bridge(), bridge, &port.name, sock, egress) {
+            kernel.add_port(&state.bridge.fdb, id, &offload);
+            *port.offload() = Some(offload);
+        }
     }
 
     fn insert_port(
@@ -326,6 +418,7 @@ impl Datapath {
         bridge: &str,
         name: &str,
         io: PortIo,
+        egress: Egress,
         offload: Option<PortOffload>,
     ) -> (Arc<Port>, u64) {
         let mut topo = self.topology();
@@ -336,7 +429,6 @@ impl Datapath {
             name: name.to_string(),
             io,
             stats: PortStats::default(),
-            egress: egress::Egress::default(),
             loop_guard: Default::default(),
             offload: Mutex::new(None),
         });
@@ -350,7 +442,7 @@ impl Datapath {
             }
             *port.offload() = Some(offload);
         }
-        state.ports.push(port.clone());
+        state.ports.push((port.clone(), egress));
         let generation = self.publish(&mut topo);
         (port, generation)
     }
@@ -360,10 +452,10 @@ impl Datapath {
     pub fn remove_port(&self, bridge: &str, id: PortId) -> u64 {
         let mut topo = self.topology();
         if let Some(state) = topo.bridges.get_mut(bridge) {
-            if let Some(port) = state.ports.iter().find(|p| p.id == id) {
+            if let Some((port, _)) = state.port(id) {
                 state.bridge.unoffload(port);
             }
-            state.ports.retain(|p| p.id != id);
+            state.ports.retain(|(p, _)| p.id != id);
         }
         self.publish(&mut topo)
     }
@@ -389,10 +481,11 @@ impl Datapath {
         let mut views: Vec<WorkerView> =
             self.workers.iter().map(|_| WorkerView::default()).collect();
         for state in topo.bridges.values() {
-            let mut peers = state.ports.clone();
-            peers.sort_by_key(|p| p.id);
-            let peers: Arc<[Arc<Port>]> = peers.into();
+            let mut ports = state.ports.clone();
+            ports.sort_by_key(|(p, _)| p.id);
+            let peers: Arc<[Arc<Port>]> = ports.iter().map(|(p, _)| p.clone()).collect();
             let peer_ids: Arc<[PortId]> = peers.iter().map(|p| p.id).collect();
+            let peer_egress: Arc<[Egress]> = ports.into_iter().map(|(_, e)| e).collect();
             for port in peers.iter() {
                 views[port.id as usize % self.workers.len()]
                     .members
@@ -401,6 +494,7 @@ impl Datapath {
                         bridge: state.bridge.clone(),
                         peers: peers.clone(),
                         peer_ids: peer_ids.clone(),
+                        peer_egress: peer_egress.clone(),
                     });
             }
         }

@@ -5,10 +5,22 @@
 //! that bounds TCP at ~0.7x the kernel bridge (docs/PERFORMANCE.md). So once both
 //! ends of a conversation are learned, the datapath hands it to the kernel: a TC
 //! program on each port's ingress looks the frame's source and destination up in a
-//! BPF copy of the MAC table and redirects it out of the destination port. Everything else (broadcast, multicast, unknown or moved addresses, tagged
-//! frames, frames for the internal port) still reaches the userspace datapath,
-//! which learns; the BPF table follows the `Fdb`'s journal of changes
-//! (`KernelFdb::apply`), drained after each batch outside the table's lock.
+//! BPF copy of the MAC table and redirects it out of the destination port.
+//! Everything else (broadcast, multicast, unknown or moved addresses, frames
+//! for the internal port) still reaches the userspace datapath, which learns;
+//! the BPF table follows the `Fdb`'s journal of changes (`KernelFdb::apply`),
+//! drained after each batch outside the table's lock.
+//!
+//! VLANs: the table is keyed by (MAC, bridge, VLAN) as the `Fdb` is. The
+//! ingress port's program puts a frame in its VLAN as the port's mode says
+//! (compiled in: an access port's tag, or the tag's VLAN id on a trunk); an
+//! entry records whether its port sends that VLAN tagged, and the program pushes
+//! or pops the tag (`bpf_skb_vlan_push`/`pop`, GSO intact) before redirecting.
+//! Which VLANs a trunk carries needs no check here: the source's entry must be on
+//! the ingress port in that VLAN, and the destination's on the egress port, and
+//! userspace learns only frames a port accepts. To userspace go tagged frames
+//! on access ports (dropped and counted there), priority tags, 802.1ad and
+//! double tags.
 //!
 //! AF_PACKET sees a frame before TC does, so each port's socket carries a filter
 //! generated from the same code: it skips exactly the frames the TC program takes.
@@ -17,15 +29,18 @@
 
 use super::fdb::{Fdb, FdbChange, FdbKey, PortId};
 use super::lock;
+use super::vlan::PortVlan;
 use crate::sys::bpf::{self, helper, Insn, Map, Program, Size, FP, R0, R1, R2, R3, R4, R6, R7};
 use crate::sys::bpf::{R8, R9};
 use crate::sys::monotonic_ns;
 use crate::sys::PacketSocket;
+use crate::wire::vlan;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use switchd_proto::{VlanConfig, VlanMode};
 
 /// Entries of the BPF MAC table, over all bridges. Past it, new addresses are
 /// forwarded by the userspace datapath only.
@@ -40,7 +55,8 @@ const SEEN_REFRESH_NS: i32 = 100_000_000;
 
 /// The BPF maps shared by every port's programs.
 pub struct Offload {
-    /// (MAC, bridge id) -> (ifindex, counter slot, last seen in CLOCK_MONOTONIC ns).
+    /// (MAC, bridge id, VLAN) -> (ifindex, counter slot, flags, last seen in
+    /// CLOCK_MONOTONIC ns).
     table: Map,
     /// Per-CPU counters per port slot: rx packets, rx bytes, tx packets, tx bytes.
     counters: Map,
@@ -62,15 +78,26 @@ impl Offload {
     /// Creates the maps and checks that this kernel loads and attaches our programs.
     pub fn new() -> io::Result<Arc<Offload>> {
         let offload = Offload {
-            table: Map::create(bpf::MAP_HASH, 8, 16, TABLE_ENTRIES)?,
+            table: Map::create(
+                bpf::MAP_HASH,
+                KEY_BYTES as u32,
+                VALUE_BYTES as u32,
+                TABLE_ENTRIES,
+            )?,
             counters: Map::create(bpf::MAP_PERCPU_ARRAY, 4, COUNTER_BYTES as u32, PORT_SLOTS)?,
             mtus: Map::create(bpf::MAP_ARRAY, 4, 4, PORT_SLOTS)?,
             cpus: bpf::possible_cpus()?,
             ids: Mutex::default(),
         };
         // Fail here, once, rather than on every port.
-        offload.load(Hook::Socket, 1, 0, 0)?;
-        offload.load(Hook::Tc, 1, 0, 0)?;
+        let access = PortVlan::new(&VlanConfig {
+            tag: Some(1),
+            ..VlanConfig::default()
+        });
+        for vlan in [&PortVlan::TRUNK_ALL, &access] {
+            offload.load(Hook::Socket, 1, 0, 0, vlan)?;
+            offload.load(Hook::Tc, 1, 0, 0, vlan)?;
+        }
         Ok(Arc::new(offload))
     }
 
@@ -100,16 +127,18 @@ impl Offload {
         })
     }
 
-    /// Starts the fast path on a port of MTU `mtu`: filters its socket `sock`,
-    /// attaches the TC program to `ifindex`. The port forwards nothing in the
-    /// kernel until the bridge's table knows it (`KernelFdb::add_port`).
+    /// Starts the fast path on a port of MTU `mtu` and VLAN policy `vlan`:
+    /// filters its socket `sock`, attaches the TC program to its interface. The
+    /// port forwards nothing in the kernel until the bridge's table knows it
+    /// (`KernelFdb::add_port`).
     pub fn attach(
         self: &Arc<Self>,
         bridge: u16,
-        ifindex: u32,
         mtu: u32,
         sock: &PacketSocket,
+        vlan: &PortVlan,
     ) -> io::Result<PortOffload> {
+        let ifindex = sock.ifindex();
         let slot = {
             let mut ids = self.ids();
             match ids.free_slots.pop() {
@@ -126,24 +155,38 @@ impl Offload {
             offload: self.clone(),
             slot,
             ifindex,
+            vlan: vlan.clone(),
             link: None,
         };
         // A slot may have counted for a port that is gone.
         self.counters
             .update(&slot.to_ne_bytes(), &vec![0; COUNTER_BYTES * self.cpus])?;
         port.set_mtu(mtu)?;
-        self.load(Hook::Socket, ifindex, slot, bridge)?
+        self.load(Hook::Socket, ifindex, slot, bridge, vlan)?
             .attach_socket_filter(sock)?;
         port.link = Some(
-            self.load(Hook::Tc, ifindex, slot, bridge)?
+            self.load(Hook::Tc, ifindex, slot, bridge, vlan)?
                 .attach_tcx_ingress(ifindex)?,
         );
         Ok(port)
     }
 
-    fn load(&self, hook: Hook, ifindex: u32, slot: u32, bridge: u16) -> io::Result<Program> {
+    fn load(
+        &self,
+        hook: Hook,
+        ifindex: u32,
+        slot: u32,
+        bridge: u16,
+        vlan: &PortVlan,
+    ) -> io::Result<Program> {
         let maps = [&self.table, &self.counters, &self.mtus];
-        let insns = program(hook, ifindex, slot, bridge, maps);
+        let me = ThisPort {
+            ifindex,
+            slot,
+            bridge,
+            ingress: Ingress::of(vlan),
+        };
+        let insns = program(hook, &me, maps);
         let (kind, name) = match hook {
             Hook::Socket => (bpf::PROG_SOCKET_FILTER, "switchd_skip"),
             Hook::Tc => (bpf::PROG_SCHED_CLS, "switchd_fwd"),
@@ -157,6 +200,8 @@ pub struct PortOffload {
     offload: Arc<Offload>,
     slot: u32,
     ifindex: u32,
+    /// The policy the programs were built for; entries on the port follow it.
+    vlan: PortVlan,
     link: Option<OwnedFd>,
 }
 
@@ -215,31 +260,41 @@ impl Drop for PortOffload {
 /// lock is held only while the journal is taken, never across a syscall.
 ///
 /// Invariant once the journal is replayed: the kernel has an entry for an address
-/// exactly when the table does, its VLAN is 0 (untagged) and its port is one of
-/// `ports`.
+/// exactly when the table does, its port is one of `ports` and carries its VLAN.
 pub struct KernelFdb {
     offload: Arc<Offload>,
     bridge: u16,
-    /// Ports with the fast path: id -> (ifindex, counter slot).
-    ports: HashMap<PortId, (u32, u32)>,
+    /// Ports with the fast path.
+    ports: HashMap<PortId, KernelPort>,
     /// Scratch, kept between calls so replaying allocates only while growing:
     /// the journal taken from the table, each key's last state in it (a value to
     /// write, or `None` to delete), and the batches for the syscalls.
     changes: Vec<FdbChange>,
     /// Filled for every learned address in a MAC flood: foldhash, as the FDB's.
-    pending: HashMap<[u8; 8], Option<[u8; VALUE_BYTES]>, foldhash::fast::RandomState>,
+    pending: HashMap<[u8; KEY_BYTES], Option<[u8; VALUE_BYTES]>, foldhash::fast::RandomState>,
     keys: Vec<u8>,
     values: Vec<u8>,
 }
 
-/// A BPF table value: ifindex, counter slot, last seen.
+struct KernelPort {
+    ifindex: u32,
+    slot: u32,
+    vlan: PortVlan,
+}
+
+/// A BPF table key: MAC, bridge id, VLAN.
+const KEY_BYTES: usize = 10;
+/// A BPF table value: ifindex (u32), counter slot (u16), flags (u16), last seen (u64).
 const VALUE_BYTES: usize = 16;
+/// Value flag: the port sends this VLAN tagged.
+const FLAG_TAGGED: u16 = 1;
 
 impl KernelFdb {
-    fn key(&self, key: &FdbKey) -> [u8; 8] {
-        let mut k = [0; 8];
+    fn key(&self, key: &FdbKey) -> [u8; KEY_BYTES] {
+        let mut k = [0; KEY_BYTES];
         k[..6].copy_from_slice(&key.mac.0);
-        k[6..].copy_from_slice(&self.bridge.to_ne_bytes());
+        k[6..8].copy_from_slice(&self.bridge.to_ne_bytes());
+        k[8..].copy_from_slice(&key.vlan.to_ne_bytes());
         k
     }
 
@@ -254,7 +309,14 @@ impl KernelFdb {
     /// Lets the kernel forward to and from `port`: copies its entries there.
     pub fn add_port(&mut self, fdb: &Mutex<Fdb>, port: PortId, offload: &PortOffload) {
         self.sync(fdb);
-        self.ports.insert(port, (offload.ifindex, offload.slot));
+        self.ports.insert(
+            port,
+            KernelPort {
+                ifindex: offload.ifindex,
+                slot: offload.slot,
+                vlan: offload.vlan.clone(),
+            },
+        );
         let keys: Vec<FdbKey> = lock(fdb).keys_on(port).collect();
         for key in keys {
             self.stage_set(&key, port);
@@ -308,23 +370,28 @@ impl KernelFdb {
 
     /// `key` is now on `port`.
     fn stage_set(&mut self, key: &FdbKey, port: PortId) {
-        let Some(&(ifindex, slot)) = self.ports.get(&port) else {
+        let Some(p) = self.ports.get(&port) else {
             return;
         };
-        if key.vlan != 0 {
+        if !p.vlan.carries(key.vlan) {
             return;
         }
+        let flags = if p.vlan.tags(key.vlan) {
+            FLAG_TAGGED
+        } else {
+            0
+        };
         let mut value = [0u8; VALUE_BYTES];
-        value[..4].copy_from_slice(&ifindex.to_ne_bytes());
-        value[4..8].copy_from_slice(&slot.to_ne_bytes());
+        value[..4].copy_from_slice(&p.ifindex.to_ne_bytes());
+        // Slots are below PORT_SLOTS (4096).
+        value[4..6].copy_from_slice(&(p.slot as u16).to_ne_bytes());
+        value[6..8].copy_from_slice(&flags.to_ne_bytes());
         value[8..].copy_from_slice(&monotonic_ns().to_ne_bytes());
         self.pending.insert(self.key(key), Some(value));
     }
 
     fn stage_delete(&mut self, key: &FdbKey) {
-        if key.vlan == 0 {
-            self.pending.insert(self.key(key), None);
-        }
+        self.pending.insert(self.key(key), None);
     }
 
     /// Writes the staged keys' last states.
@@ -407,9 +474,6 @@ impl KernelFdb {
 
     /// How long ago the kernel last forwarded a frame from `key`, if it has it.
     pub fn idle(&self, key: &FdbKey) -> Option<Duration> {
-        if key.vlan != 0 {
-            return None;
-        }
         let mut value = [0u8; VALUE_BYTES];
         matches!(
             self.offload.table.lookup(&self.key(key), &mut value),
@@ -436,76 +500,159 @@ enum Hook {
     Tc,
 }
 
-/// Builds the program for one port. Both hooks share the decision, so the socket
-/// skips exactly what TC forwards:
-///
-/// an untagged frame with a unicast destination, whose source the table puts on
-/// this port and whose destination on another port of the same bridge.
-fn program(
-    hook: Hook,
+/// How the ingress port puts an untagged or 802.1Q-tagged frame in its VLAN.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ingress {
+    /// Untagged frames are in this VLAN; tagged ones go to userspace (which
+    /// drops them).
+    Access(u16),
+    /// The tag's VLAN, or 0 untagged.
+    Trunk,
+    /// The tag's VLAN, or this one untagged.
+    Native(u16),
+}
+
+impl Ingress {
+    fn of(vlan: &PortVlan) -> Ingress {
+        match vlan.mode() {
+            VlanMode::Access => Ingress::Access(vlan.tag()),
+            VlanMode::Trunk => Ingress::Trunk,
+            VlanMode::NativeTagged | VlanMode::NativeUntagged => Ingress::Native(vlan.tag()),
+        }
+    }
+
+    /// The VLAN of an untagged frame.
+    fn untagged(self) -> u16 {
+        match self {
+            Ingress::Access(v) | Ingress::Native(v) => v,
+            Ingress::Trunk => 0,
+        }
+    }
+}
+
+/// What a port's programs are built for, as constants.
+struct ThisPort {
     ifindex: u32,
     slot: u32,
     bridge: u16,
-    [table, counters, mtus]: [&Map; 3],
-) -> Vec<Insn> {
+    ingress: Ingress,
+}
+
+// Stack layout: the Ethernet header at fp-16..fp-2; the source key at fp-32 and
+// the destination key at fp-48 (MAC, bridge id, VLAN: KEY_BYTES each); a
+// counter slot or MTU key at fp-52.
+const ETH: i16 = -16;
+const SRC_KEY: i16 = -32;
+const DST_KEY: i16 = -48;
+const SLOT_KEY: i16 = -52;
+// __sk_buff fields.
+const SKB_LEN: i16 = 0;
+const SKB_VLAN_PRESENT: i16 = 20;
+const SKB_VLAN_TCI: i16 = 24;
+const SKB_VLAN_PROTO: i16 = 28;
+const SKB_GSO_SIZE: i16 = 176;
+/// 0x8100 as the kernel stores it (network order), read on a little-endian CPU.
+const ETH_P_8021Q_LE: i32 = 0x0081;
+const ETH_P_8021AD_LE: i32 = 0xa888;
+
+/// Builds the program for one port. Both hooks share the decision, so the socket
+/// skips exactly what TC forwards:
+///
+/// a frame untagged or tagged 802.1Q (a VLAN id other than 0; not on an access
+/// port) with a unicast destination, whose source the table puts on this port and
+/// whose destination on another port of the same bridge, both in the frame's
+/// VLAN; TC then gives it the tag the destination's entry says and redirects it.
+fn program(hook: Hook, me: &ThisPort, [table, counters, mtus]: [&Map; 3]) -> Vec<Insn> {
     let mut a = Asm::default();
     const PASS: usize = 0;
     const TX: usize = 1;
     const SEND: usize = 2;
     const FRESH: usize = 3;
     const FITS: usize = 4;
-    // The Ethernet header goes to fp-32..fp-18, the source key to fp-8, the
-    // destination key to fp-16 (MAC, then bridge id), a counter slot to fp-36, an
-    // MTU check's length to fp-40.
+    const TAGGED: usize = 5;
+    const CLASSIFIED: usize = 6;
+    const TAG_OK: usize = 7;
+    const SHOT: usize = 8;
+    const WANT_TAG: usize = 9;
+    const OUT: usize = 10;
+    let ifindex = me.ifindex as i32;
+    let vlan_at = |key: i16| key + 8;
     a.op(Insn::mov(R6, R1));
-    // __sk_buff.vlan_present: the kernel moved a tag into metadata.
-    a.op(Insn::load(Size::W, R2, R6, 20));
-    a.jne(R2, 0, PASS);
+    // The VLAN: the kernel moved a tag, if any, into metadata.
+    a.op(Insn::load(Size::W, R2, R6, SKB_VLAN_PRESENT));
+    a.jne(R2, 0, TAGGED);
+    let untagged = i32::from(me.ingress.untagged());
+    a.op(Insn::store_imm(Size::H, FP, vlan_at(SRC_KEY), untagged));
+    a.op(Insn::store_imm(Size::H, FP, vlan_at(DST_KEY), untagged));
+    a.ja(CLASSIFIED);
+    a.label(TAGGED);
+    if let Ingress::Access(_) = me.ingress {
+        a.ja(PASS);
+    } else {
+        a.op(Insn::load(Size::W, R2, R6, SKB_VLAN_PROTO));
+        a.jne(R2, ETH_P_8021Q_LE, PASS);
+        a.op(Insn::load(Size::W, R2, R6, SKB_VLAN_TCI));
+        a.op(Insn::and_imm(R2, i32::from(vlan::VID_MASK)));
+        // A priority tag: userspace decides what VLAN 0 means here.
+        a.jeq(R2, 0, PASS);
+        a.op(Insn::store(Size::H, FP, vlan_at(SRC_KEY), R2));
+        a.op(Insn::store(Size::H, FP, vlan_at(DST_KEY), R2));
+    }
+    a.label(CLASSIFIED);
     a.op(Insn::mov(R1, R6));
     a.op(Insn::mov_imm(R2, 0));
     a.op(Insn::mov(R3, FP));
-    a.op(Insn::add_imm(R3, -32));
+    a.op(Insn::add_imm(R3, ETH.into()));
     a.op(Insn::mov_imm(R4, 14));
     a.op(Insn::call(helper::SKB_LOAD_BYTES));
     a.jne(R0, 0, PASS);
-    // A tag left in the frame (802.1Q, 802.1ad), read as a little-endian u16.
-    a.op(Insn::load(Size::H, R2, FP, -20));
-    a.jeq(R2, 0x0081, PASS);
-    a.jeq(R2, 0xa888, PASS);
-    a.op(Insn::load(Size::B, R2, FP, -32));
+    // A tag left in the frame (802.1Q, 802.1ad): an inner tag, or an outer one
+    // the kernel did not take.
+    a.op(Insn::load(Size::H, R2, FP, ETH + 12));
+    a.jeq(R2, ETH_P_8021Q_LE, PASS);
+    a.jeq(R2, ETH_P_8021AD_LE, PASS);
+    a.op(Insn::load(Size::B, R2, FP, ETH));
     a.op(Insn::and_imm(R2, 1));
     a.jne(R2, 0, PASS);
     for i in 0..6 {
-        a.op(Insn::load(Size::B, R2, FP, -26 + i));
-        a.op(Insn::store(Size::B, FP, -8 + i, R2));
-        a.op(Insn::load(Size::B, R2, FP, -32 + i));
-        a.op(Insn::store(Size::B, FP, -16 + i, R2));
+        a.op(Insn::load(Size::B, R2, FP, ETH + 6 + i));
+        a.op(Insn::store(Size::B, FP, SRC_KEY + i, R2));
+        a.op(Insn::load(Size::B, R2, FP, ETH + i));
+        a.op(Insn::store(Size::B, FP, DST_KEY + i, R2));
     }
-    a.op(Insn::store_imm(Size::H, FP, -2, bridge.into()));
-    a.op(Insn::store_imm(Size::H, FP, -10, bridge.into()));
+    a.op(Insn::store_imm(Size::H, FP, SRC_KEY + 6, me.bridge.into()));
+    a.op(Insn::store_imm(Size::H, FP, DST_KEY + 6, me.bridge.into()));
     // Destination first: flooded traffic (unknown destinations) then costs one
     // lookup per hook, not two.
-    lookup(&mut a, table, -16, PASS);
+    lookup(&mut a, table, DST_KEY, PASS);
     a.op(Insn::mov(R8, R0));
     a.op(Insn::load(Size::W, R9, R8, 0));
     // The destination is behind this port: the userspace datapath filters it.
-    a.jeq(R9, ifindex as i32, PASS);
-    lookup(&mut a, table, -8, PASS);
+    a.jeq(R9, ifindex, PASS);
+    lookup(&mut a, table, SRC_KEY, PASS);
     a.op(Insn::mov(R7, R0));
     a.op(Insn::load(Size::W, R2, R7, 0));
-    a.jne(R2, ifindex as i32, PASS);
+    a.jne(R2, ifindex, PASS);
+    if me.ingress == Ingress::Trunk {
+        // An untagged frame is VLAN 0, which no port sends tagged; should an
+        // entry say otherwise, userspace decides.
+        a.op(Insn::load(Size::W, R2, R6, SKB_VLAN_PRESENT));
+        a.jne(R2, 0, TAG_OK);
+        a.op(Insn::load(Size::H, R2, R8, 6));
+        a.jne(R2, 0, PASS);
+        a.label(TAG_OK);
+    }
     // A frame longer than the destination's MTU (plus Ethernet header and a tag's
     // slack, as veth allows) goes to userspace, which counts it as a tx error when
     // the kernel refuses it; a GSO frame is cut to size on the way.
-    a.op(Insn::load(Size::W, R2, R8, 4));
-    a.op(Insn::store(Size::W, FP, -36, R2));
-    lookup(&mut a, mtus, -36, PASS);
+    a.op(Insn::load(Size::H, R2, R8, 4));
+    a.op(Insn::store(Size::W, FP, SLOT_KEY, R2));
+    lookup(&mut a, mtus, SLOT_KEY, PASS);
     a.op(Insn::load(Size::W, R1, R0, 0));
     a.op(Insn::add_imm(R1, 18));
-    a.op(Insn::load(Size::W, R2, R6, 0));
+    a.op(Insn::load(Size::W, R2, R6, SKB_LEN));
     a.jle(R2, R1, FITS);
-    // __sk_buff.gso_size
-    a.op(Insn::load(Size::W, R2, R6, 176));
+    a.op(Insn::load(Size::W, R2, R6, SKB_GSO_SIZE));
     a.jeq(R2, 0, PASS);
     a.label(FITS);
     if hook == Hook::Socket {
@@ -520,13 +667,32 @@ fn program(
         a.op(Insn::store(Size::DW, R7, 8, R0));
         a.label(FRESH);
         // Counters: rx on this port's slot, tx on the destination's.
-        a.op(Insn::store_imm(Size::W, FP, -36, slot as i32));
+        a.op(Insn::store_imm(Size::W, FP, SLOT_KEY, me.slot as i32));
         count(&mut a, counters, 0, TX);
         a.label(TX);
-        a.op(Insn::load(Size::W, R2, R8, 4));
-        a.op(Insn::store(Size::W, FP, -36, R2));
+        a.op(Insn::load(Size::H, R2, R8, 4));
+        a.op(Insn::store(Size::W, FP, SLOT_KEY, R2));
         count(&mut a, counters, 16, SEND);
         a.label(SEND);
+        // The tag the destination port sends this VLAN with: pop the frame's, or
+        // push the ingress port's VLAN (an untagged frame is in a constant one).
+        a.op(Insn::load(Size::H, R2, R8, 6));
+        a.op(Insn::load(Size::W, R3, R6, SKB_VLAN_PRESENT));
+        a.op(Insn::mov(R1, R6));
+        a.jne(R2, 0, WANT_TAG);
+        a.jeq(R3, 0, OUT);
+        a.op(Insn::call(helper::SKB_VLAN_POP));
+        a.jne(R0, 0, SHOT);
+        a.ja(OUT);
+        a.label(WANT_TAG);
+        if me.ingress != Ingress::Trunk {
+            a.jne(R3, 0, OUT);
+            a.op(Insn::mov_imm(R2, ETH_P_8021Q_LE));
+            a.op(Insn::mov_imm(R3, untagged));
+            a.op(Insn::call(helper::SKB_VLAN_PUSH));
+            a.jne(R0, 0, SHOT);
+        }
+        a.label(OUT);
         a.op(Insn::mov(R1, R9));
         a.op(Insn::mov_imm(R2, 0));
         // Out of the destination port, as the kernel bridge sends: its taps
@@ -534,6 +700,10 @@ fn program(
         // the peer's namespace) measured close in a prototype, would hide the
         // frame from both, and drops frames whose peer is in our own namespace.
         a.op(Insn::call(helper::REDIRECT));
+        a.op(Insn::exit());
+        a.label(SHOT);
+        // TC_ACT_SHOT: the tag could not be changed (no memory).
+        a.op(Insn::mov_imm(R0, 2));
         a.op(Insn::exit());
     }
     a.label(PASS);
@@ -599,12 +769,17 @@ impl Asm {
         self.jump(Insn::jle(a, b, 0), label);
     }
 
+    fn ja(&mut self, label: usize) {
+        self.jump(Insn::ja(0), label);
+    }
+
     fn jlt(&mut self, reg: bpf::Reg, imm: i32, label: usize) {
         self.jump(Insn::jlt_imm(reg, imm, 0), label);
     }
 
     fn label(&mut self, label: usize) {
-        self.labels.insert(label, self.insns.len());
+        let old = self.labels.insert(label, self.insns.len());
+        debug_assert!(old.is_none(), "label {label} placed twice");
     }
 
     fn finish(mut self) -> Vec<Insn> {
@@ -632,6 +807,75 @@ mod tests {
         assert_eq!(offload.add_bridge().unwrap().bridge(), 0);
     }
 
+    #[test]
+    fn programs_for_every_vlan_mode_pass_the_verifier() {
+        let offload = Offload::new().unwrap();
+        for mode in VlanMode::ALL {
+            let config = VlanConfig {
+                tag: (mode != VlanMode::Trunk).then_some(10),
+                trunks: if mode == VlanMode::Access {
+                    vec![]
+                } else {
+                    vec![20]
+                },
+                vlan_mode: Some(mode),
+            };
+            let vlan = PortVlan::new(&config.check().unwrap());
+            for hook in [Hook::Socket, Hook::Tc] {
+                offload
+                    .load(hook, 1, 0, 0, &vlan)
+                    .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn entries_say_whether_their_port_tags_the_vlan() {
+        let offload = Offload::new().unwrap();
+        let mut fdb = Fdb::new(16, 300);
+        fdb.record_changes();
+        let fdb = Mutex::new(fdb);
+        let mut kernel = offload.add_bridge().unwrap();
+        let native = VlanConfig {
+            tag: Some(10),
+            trunks: vec![20],
+            vlan_mode: Some(VlanMode::NativeUntagged),
+        };
+        let mut p = port(&offload, 101, 1);
+        p.vlan = PortVlan::new(&native);
+        kernel.add_port(&fdb, 1, &p);
+        for vlan in [10, 20, 30] {
+            lock(&fdb).learn(
+                FdbKey {
+                    vlan,
+                    ..key(vlan as u8)
+                },
+                1,
+                0,
+            );
+        }
+        kernel.sync(&fdb);
+        let flags = |vlan: u16| {
+            let mut value = [0u8; VALUE_BYTES];
+            let k = kernel.key(&FdbKey {
+                vlan,
+                ..key(vlan as u8)
+            });
+            offload
+                .table
+                .lookup(&k, &mut value)
+                .unwrap()
+                .then(|| value[6])
+        };
+        assert_eq!(flags(10), Some(0), "the native VLAN leaves untagged");
+        assert_eq!(flags(20), Some(FLAG_TAGGED as u8));
+        assert_eq!(
+            flags(30),
+            None,
+            "a VLAN the port does not carry is never offloaded"
+        );
+    }
+
     fn key(last: u8) -> FdbKey {
         FdbKey {
             vlan: 0,
@@ -645,6 +889,7 @@ mod tests {
             offload: offload.clone(),
             slot,
             ifindex,
+            vlan: PortVlan::TRUNK_ALL,
             link: None,
         }
     }
@@ -691,11 +936,13 @@ mod tests {
 
         learn(&mut kernel, key(1), 1, 0);
         learn(&mut kernel, key(2), 2, 0);
-        // Port 3 has no fast path; VLAN 5 is never offloaded.
+        // Port 3 has no fast path; VLAN 5 is a key of its own.
         learn(&mut kernel, key(3), 3, 0);
-        learn(&mut kernel, FdbKey { vlan: 5, ..key(4) }, 1, 0);
+        let vlan5 = FdbKey { vlan: 5, ..key(4) };
+        learn(&mut kernel, vlan5, 1, 0);
         assert!(in_kernel(&kernel, 1) && in_kernel(&kernel, 2));
         assert!(!in_kernel(&kernel, 3) && !in_kernel(&kernel, 4));
+        assert!(kernel.idle(&vlan5).is_some());
 
         // A move to a port without the fast path takes it out; back in on return.
         learn(&mut kernel, key(1), 3, 10);

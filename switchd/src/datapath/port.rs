@@ -1,7 +1,6 @@
-use super::egress::Egress;
 use super::fdb::PortId;
 use super::offload::PortOffload;
-use crate::sys::{PacketSocket, RxBatch, RxRing, Tap, TxBatch, TxOutcome};
+use crate::sys::{PacketSocket, RxBatch, RxRing, Tap, TxBatch, TxFrame, TxOutcome};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -77,8 +76,6 @@ pub struct Port {
     pub name: String,
     pub(super) io: PortIo,
     pub stats: PortStats,
-    /// What the egress stage does to frames sent out of this port.
-    pub(super) egress: Egress,
     pub loop_guard: LoopGuard,
     /// The port's kernel fast path, while it has one.
     pub(super) offload: Mutex<Option<PortOffload>>,
@@ -101,6 +98,14 @@ impl Port {
         match &self.io {
             PortIo::Socket(s) => Some(s.ifindex()),
             PortIo::Tap(t) => Some(t.ifindex()),
+        }
+    }
+
+    /// The packet socket, for a port that has one.
+    pub(super) fn socket(&self) -> Option<&PacketSocket> {
+        match &self.io {
+            PortIo::Socket(s) => Some(s),
+            PortIo::Tap(_) => None,
         }
     }
 
@@ -150,7 +155,7 @@ impl Port {
     pub(super) fn send<'a>(
         &self,
         tx: &mut TxBatch,
-        frames: impl IntoIterator<Item = &'a [u8]>,
+        frames: impl IntoIterator<Item = TxFrame<'a>>,
     ) -> TxOutcome {
         match &self.io {
             PortIo::Socket(s) => tx.send(s, frames),

@@ -5,7 +5,7 @@
 //! at the others, so one busy port cannot starve the rest (epoll is level-triggered
 //! and reports it again).
 
-use super::decide::Decider;
+use super::decide::{Decider, Ports};
 use super::egress;
 use super::fdb::PortId;
 use super::spin::{Pass, Spin};
@@ -459,13 +459,18 @@ impl Forwarder {
             });
             return;
         }
+        let ports = Ports {
+            ingress: ingress.id,
+            ids: &member.peer_ids,
+            egress: &member.peer_egress,
+            group_fwd_mask: member.bridge.group_fwd_mask(),
+        };
         let (counts, learned) = {
             let mut fdb = member.bridge.fdb();
             let counts = self.decider.decide(
                 &mut fdb,
                 now,
-                ingress.id,
-                &member.peer_ids,
+                &ports,
                 (0..frames.len()).map(|i| frames.get(i)),
             );
             (counts, fdb.has_changes())
@@ -489,11 +494,12 @@ impl Forwarder {
 
         let mut failed = None;
         for group in self.decider.groups() {
-            let peer = &peers[group[0].0 as usize];
-            let out = group
-                .iter()
-                .filter_map(|&(_, i)| frames.get(i as usize))
-                .filter_map(|frame| egress::stage(&peer.egress, frame));
+            let j = group[0].0 as usize;
+            let (peer, egress) = (&peers[j], &member.peer_egress[j]);
+            let decider = &self.decider;
+            let out = group.iter().filter_map(|&(_, i)| {
+                egress::stage(egress, decider.tci(i), frames.get(i as usize)?)
+            });
             let sent = peer.send(&mut self.tx, out);
             peer.stats.add(&Counters {
                 tx_packets: sent.packets,

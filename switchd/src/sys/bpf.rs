@@ -306,6 +306,8 @@ pub enum Size {
 pub mod helper {
     pub const MAP_LOOKUP_ELEM: i32 = 1;
     pub const KTIME_GET_NS: i32 = 5;
+    pub const SKB_VLAN_PUSH: i32 = 18;
+    pub const SKB_VLAN_POP: i32 = 19;
     pub const REDIRECT: i32 = 23;
     pub const SKB_LOAD_BYTES: i32 = 26;
 }
@@ -367,6 +369,11 @@ impl Insn {
     /// Skips `off` instructions if `dst != imm`.
     pub const fn jne_imm(dst: Reg, imm: i32, off: i16) -> Insn {
         Insn::new(0x55, dst, 0, off, imm)
+    }
+
+    /// Skips `off` instructions.
+    pub const fn ja(off: i16) -> Insn {
+        Insn::new(0x05, 0, 0, off, 0)
     }
 
     /// Skips `off` instructions if `dst < imm` (unsigned).

@@ -50,6 +50,13 @@ fn headers(capacity: usize) -> Box<[libc::mmsghdr]> {
         .collect()
 }
 
+fn iovec(bytes: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    }
+}
+
 fn iovecs(capacity: usize) -> Box<[libc::iovec]> {
     (0..capacity)
         .map(|_| libc::iovec {
@@ -220,17 +227,72 @@ pub struct TxOutcome {
     pub last_error: Option<io::Error>,
 }
 
-/// Preallocated iovecs and message headers for sending a batch of borrowed frames.
+/// The longest rewritten head a frame can be sent with.
+pub const TX_HEAD_MAX: usize = 32;
+
+/// A frame to send: borrowed whole, or a rewritten head (a VLAN tag pushed,
+/// popped or changed) followed by the rest of a borrowed frame, so that the
+/// frame itself, up to 64 KB, is never copied.
+#[derive(Clone, Copy)]
+pub enum TxFrame<'a> {
+    Whole(&'a [u8]),
+    Split {
+        head: [u8; TX_HEAD_MAX],
+        head_len: u8,
+        tail: &'a [u8],
+    },
+}
+
+impl<'a> TxFrame<'a> {
+    /// `head` must be at most `TX_HEAD_MAX` bytes.
+    pub fn split(head: &[u8], tail: &'a [u8]) -> Self {
+        let mut buf = [0; TX_HEAD_MAX];
+        buf[..head.len()].copy_from_slice(head);
+        TxFrame::Split {
+            head: buf,
+            head_len: head.len() as u8,
+            tail,
+        }
+    }
+
+    /// The frame's bytes, in order.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        match self {
+            TxFrame::Whole(frame) => [frame, &[]],
+            TxFrame::Split {
+                head,
+                head_len,
+                tail,
+            } => [&head[..usize::from(*head_len)], tail],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts().iter().map(|p| p.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Preallocated iovecs (two per message: a head and the rest), heads and message
+/// headers for sending a batch of borrowed frames.
 pub struct TxBatch {
     iovs: Box<[libc::iovec]>,
+    heads: Box<[[u8; TX_HEAD_MAX]]>,
     hdrs: Box<[libc::mmsghdr]>,
+    /// Bytes of each message.
+    lens: Box<[usize]>,
 }
 
 impl TxBatch {
     pub fn new(capacity: usize) -> Self {
         TxBatch {
-            iovs: iovecs(capacity),
+            iovs: iovecs(2 * capacity),
+            heads: vec![[0; TX_HEAD_MAX]; capacity].into_boxed_slice(),
             hdrs: headers(capacity),
+            lens: vec![0; capacity].into_boxed_slice(),
         }
     }
 
@@ -239,22 +301,41 @@ impl TxBatch {
     pub fn send<'a>(
         &mut self,
         sock: &PacketSocket,
-        frames: impl IntoIterator<Item = &'a [u8]>,
+        frames: impl IntoIterator<Item = TxFrame<'a>>,
     ) -> TxOutcome {
         let mut out = TxOutcome::default();
         let mut frames = frames.into_iter();
+        let capacity = self.hdrs.len();
         loop {
             let mut n = 0;
-            for (iov, frame) in self.iovs.iter_mut().zip(frames.by_ref()) {
-                iov.iov_base = frame.as_ptr() as *mut libc::c_void;
-                iov.iov_len = frame.len();
+            for frame in frames.by_ref().take(capacity) {
+                let (first, second) = self.iovs[2 * n..2 * n + 2].split_at_mut(1);
+                let (first, second) = (&mut first[0], &mut second[0]);
+                let iovlen = match frame {
+                    TxFrame::Whole(bytes) => {
+                        *first = iovec(bytes);
+                        1
+                    }
+                    TxFrame::Split {
+                        head,
+                        head_len,
+                        tail,
+                    } => {
+                        self.heads[n] = head;
+                        *first = iovec(&self.heads[n][..usize::from(head_len)]);
+                        *second = iovec(tail);
+                        2
+                    }
+                };
+                self.hdrs[n].msg_hdr.msg_iovlen = iovlen;
+                self.lens[n] = frame.len();
                 n += 1;
             }
             if n == 0 {
                 return out;
             }
             self.flush(sock, n, &mut out);
-            if n < self.iovs.len() {
+            if n < capacity {
                 return out;
             }
         }
@@ -264,11 +345,11 @@ impl TxBatch {
     pub fn send_tap<'a>(
         &mut self,
         tap: &Tap,
-        frames: impl IntoIterator<Item = &'a [u8]>,
+        frames: impl IntoIterator<Item = TxFrame<'a>>,
     ) -> TxOutcome {
         let mut out = TxOutcome::default();
         for frame in frames {
-            match tap.write(frame) {
+            match tap.write(&frame.parts()) {
                 Ok(n) => {
                     out.packets += 1;
                     out.bytes += n as u64;
@@ -294,13 +375,15 @@ impl TxBatch {
     fn flush(&mut self, sock: &PacketSocket, n: usize, out: &mut TxOutcome) {
         let iovs = self.iovs.as_mut_ptr();
         for (i, h) in self.hdrs.iter_mut().enumerate() {
-            // SAFETY: i < capacity, so the offset stays inside `iovs`.
-            h.msg_hdr.msg_iov = unsafe { iovs.add(i) };
+            // SAFETY: i < capacity and `iovs` holds two per message, so the offset
+            // stays inside it.
+            h.msg_hdr.msg_iov = unsafe { iovs.add(2 * i) };
         }
         let mut off = 0;
         while off < n {
-            // SAFETY: headers off..n point at iovecs that point at frames borrowed for
-            // the duration of `send`; the kernel only reads them.
+            // SAFETY: headers off..n point at their iovecs, which point at frames
+            // borrowed for the duration of `send` or at `heads`; the kernel only
+            // reads them.
             let r = unsafe {
                 libc::sendmmsg(
                     sock.tx_fd(),
@@ -312,10 +395,7 @@ impl TxBatch {
             if r > 0 {
                 let r = r as usize;
                 out.packets += r as u64;
-                out.bytes += self.iovs[off..off + r]
-                    .iter()
-                    .map(|iov| iov.iov_len as u64)
-                    .sum::<u64>();
+                out.bytes += self.lens[off..off + r].iter().sum::<usize>() as u64;
                 off += r;
                 continue;
             }
