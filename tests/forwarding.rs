@@ -18,28 +18,6 @@ fn attach(daemon: &Daemon, bridge: &str, hosts: &[Host]) {
     }
 }
 
-/// The forwarding tests below run on both datapaths, each as its own test:
-/// `tc::NAME` with the defaults (the kernel fast path forwards known unicast
-/// between learned addresses) and `userspace::NAME` with `--offload none` (the
-/// userspace datapath forwards every frame); and once more with the datapath's
-/// documented alternatives, `threads_2_no_ring_no_poll::NAME`: two threads, no
-/// receive rings (`--rx-ring-frames 0`), no polling (`--spin-us 0`).
-macro_rules! on_both_datapaths {
-    ($($name:ident),* $(,)?) => {
-        mod tc {
-            $( #[test] fn $name() { super::$name(&[]) } )*
-        }
-        mod userspace {
-            $( #[test] fn $name() { super::$name(&["--offload", "none"]) } )*
-        }
-        mod threads_2_no_ring_no_poll {
-            $( #[test] fn $name() {
-                super::$name(&["--datapath-threads", "2", "--rx-ring-frames", "0", "--spin-us", "0"])
-            } )*
-        }
-    };
-}
-
 on_both_datapaths!(
     eight_namespaces_every_pair_pings,
     learned_unicast_reaches_only_its_port,
@@ -51,12 +29,12 @@ on_both_datapaths!(
 );
 
 /// Whether switchd runs with `flags` forward known unicast in the kernel.
-fn fast_path(flags: &[&str]) -> bool {
+pub(crate) fn fast_path(flags: &[&str]) -> bool {
     !flags.windows(2).any(|w| w == ["--offload", "none"])
 }
 
 /// A fresh switchd on the datapath `flags` choose, logging at debug.
-fn daemon(flags: &[&str]) -> Daemon {
+pub(crate) fn daemon(flags: &[&str]) -> Daemon {
     let mut args = vec!["--log-level", "debug"];
     args.extend_from_slice(flags);
     Daemon::start_with(&args)

@@ -591,17 +591,6 @@ fn mtu_change_and_link_down_under_traffic() {
         .all(|p| p["down"].is_null() && p["error"].is_null()));
 }
 
-/// Deletes a link on drop.
-struct LinkGuard(String);
-
-impl Drop for LinkGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.0])
-            .status();
-    }
-}
-
 /// Two ports of the bridge patched to each other: the broadcast storm is detected
 /// by the MAC moves it causes and the looping ports are blocked, the daemon
 /// answers throughout, the other ports keep forwarding, and the storm dies.
@@ -613,15 +602,8 @@ fn a_loop_is_detected_and_cut() {
     d.ctl_ok(&["add-br", "--no-internal", "br0"]);
     d.ctl_ok(&["add-port", "br0", &a.port]);
     d.ctl_ok(&["add-port", "br0", &b.port]);
-    let (la, lb) = (
-        crate::util::unique_name("lpa"),
-        crate::util::unique_name("lpb"),
-    );
-    crate::util::run(
-        "ip",
-        &["link", "add", &la, "type", "veth", "peer", "name", &lb],
-    );
-    let _links = LinkGuard(la.clone());
+    let wire = crate::util::Wire::new();
+    let (la, lb) = (wire.a.clone(), wire.b.clone());
     d.ctl_ok(&["add-port", "br0", &la]);
     d.ctl_ok(&["add-port", "br0", &lb]);
 

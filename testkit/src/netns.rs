@@ -129,3 +129,39 @@ impl Drop for Host {
             .status();
     }
 }
+
+/// A veth pair with both ends in the root namespace (a patch cable between two
+/// bridges, a loop), deleted on drop.
+pub struct Wire {
+    pub a: String,
+    pub b: String,
+}
+
+impl Wire {
+    // Not `Default`: making one creates a veth pair in the kernel.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Wire {
+        let (a, b) = (unique_name("swa"), unique_name("swb"));
+        run(
+            "ip",
+            &["link", "add", &a, "type", "veth", "peer", "name", &b],
+        );
+        // IPv6 off on both ends: no DAD or router solicitations on the wire.
+        for end in [&a, &b] {
+            run(
+                "sysctl",
+                &["-qw", &format!("net.ipv6.conf.{end}.disable_ipv6=1")],
+            );
+        }
+        Wire { a, b }
+    }
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.a])
+            .stderr(Stdio::null())
+            .status();
+    }
+}

@@ -722,10 +722,10 @@ fn lookup(a: &mut Asm, map: &Map, key: i16, missing: usize) {
     a.jeq(R0, 0, missing);
 }
 
-/// Adds one frame of `skb->len` bytes to the counters at fp-36, at byte `off`;
-/// jumps to `done` if the slot is missing.
+/// Adds one frame of `skb->len` bytes to the counters of the slot at
+/// `SLOT_KEY`, at byte `off`; jumps to `done` if the slot is missing.
 fn count(a: &mut Asm, counters: &Map, off: i16, done: usize) {
-    lookup(a, counters, -36, done);
+    lookup(a, counters, SLOT_KEY, done);
     a.op(Insn::load(Size::DW, R1, R0, off));
     a.op(Insn::add_imm(R1, 1));
     a.op(Insn::store(Size::DW, R0, off, R1));
