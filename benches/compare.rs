@@ -8,11 +8,16 @@
 //! bridge and to Open vSwitch. Machines here are shared and noisy: read the ratios,
 //! not the absolute numbers.
 //!
+//! VLANs: the same figures through two bridges joined by a veth trunk, once
+//! untagged (`switchd-trunk`) and once access VLAN 10 -> trunk of 10,20 -> access
+//! VLAN 10 (`switchd-vlan`), and that tagged topology on Open vSwitch
+//! (`ovs-vlan`); a second table gives switchd-vlan's ratios to both.
+//!
 //! Run as root: `scripts/bench` (installs iperf3, netsniff-ng and
 //! openvswitch-switch if missing, builds the release binaries, runs this).
 //! Environment: `COMPARE_ROUNDS` (default 3), `COMPARE_SECS` (seconds per
 //! throughput test, default 4), `COMPARE_ONLY` (comma list of
-//! veth,bridge,ovs,switchd,switchd-user),
+//! veth,bridge,ovs,switchd,switchd-user,switchd-trunk,switchd-vlan,ovs-vlan),
 //! `COMPARE_JSON` (results file, default target/compare/<unix time>.json),
 //! `SWITCHD_ARGS` (extra switchd flags, e.g. `--datapath-threads 2 --spin-us 1000`).
 
@@ -23,7 +28,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 use switchd_testkit::measure::{self, env_u64, median};
 use switchd_testkit::ovs::Ovs;
-use switchd_testkit::{run, unique_name, wait_until, Daemon, Netns};
+use switchd_testkit::{run, unique_name, wait_until, Daemon, Netns, Wire};
 
 const A_IP: &str = "10.77.0.1";
 const B_IP: &str = "10.77.0.2";
@@ -35,15 +40,24 @@ enum Kind {
     Ovs,
     Switchd,
     SwitchdUser,
+    /// Two switchd bridges joined by a veth pair, nothing tagged.
+    SwitchdTrunk,
+    /// The same, a and b on access ports of VLAN 10, the veth a trunk.
+    SwitchdVlan,
+    /// That VLAN topology on Open vSwitch's userspace datapath.
+    OvsVlan,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 8] = [
         Kind::Veth,
         Kind::Bridge,
         Kind::Ovs,
         Kind::Switchd,
         Kind::SwitchdUser,
+        Kind::SwitchdTrunk,
+        Kind::SwitchdVlan,
+        Kind::OvsVlan,
     ];
 
     fn name(self) -> &'static str {
@@ -53,6 +67,9 @@ impl Kind {
             Kind::Ovs => "ovs",
             Kind::Switchd => "switchd",
             Kind::SwitchdUser => "switchd-user",
+            Kind::SwitchdTrunk => "switchd-trunk",
+            Kind::SwitchdVlan => "switchd-vlan",
+            Kind::OvsVlan => "ovs-vlan",
         }
     }
 
@@ -63,6 +80,9 @@ impl Kind {
             Kind::Ovs => "OVS netdev+TSO",
             Kind::Switchd => "switchd",
             Kind::SwitchdUser => "switchd-user",
+            Kind::SwitchdTrunk => "sd 2br untagged",
+            Kind::SwitchdVlan => "sd 2br VLAN",
+            Kind::OvsVlan => "OVS 2br VLAN",
         }
     }
 }
@@ -78,6 +98,8 @@ struct Topology {
     ovs_bridge: Option<String>,
     /// The process doing the switching in userspace, for CPU accounting.
     switch_pid: Option<u32>,
+    /// The trunk between two bridges.
+    _wire: Option<Wire>,
 }
 
 impl Drop for Topology {
@@ -119,6 +141,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
         daemon: None,
         ovs_bridge: None,
         switch_pid: None,
+        _wire: None,
     };
     match kind {
         Kind::Veth => {
@@ -172,13 +195,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             topo.switch_pid = Some(ovs.vswitchd_pid());
         }
         Kind::Switchd | Kind::SwitchdUser => {
-            let extra = std::env::var("SWITCHD_ARGS").unwrap_or_default();
-            let mut args = vec!["--log-level", "info"];
-            args.extend(extra.split_whitespace());
-            if kind == Kind::SwitchdUser {
-                args.extend(["--offload", "none"]);
-            }
-            let daemon = Daemon::start_with(&args);
+            let daemon = Daemon::start_with(&switchd_args(kind == Kind::SwitchdUser));
             daemon.ctl_ok(&["add-br", "--no-internal", "br0"]);
             for ns in [&topo.a, &topo.b] {
                 let port = uplink(ns);
@@ -187,6 +204,57 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             }
             topo.switch_pid = Some(daemon.pid());
             topo.daemon = Some(daemon);
+        }
+        Kind::SwitchdTrunk | Kind::SwitchdVlan | Kind::OvsVlan => {
+            let wire = Wire::new();
+            let tagged = kind != Kind::SwitchdTrunk;
+            let (access, trunk): (&[&str], &[&str]) = if tagged {
+                (&["tag=10"], &["trunks=10,20"])
+            } else {
+                (&[], &[])
+            };
+            let bridges = [unique_name("cmpva"), unique_name("cmpvb")];
+            let ports = [uplink(&topo.a), uplink(&topo.b)];
+            if kind == Kind::OvsVlan {
+                let ovs = ovs.ok_or("Open vSwitch did not start")?;
+                for br in &bridges {
+                    ovs.vsctl(&[
+                        "add-br",
+                        br,
+                        "--",
+                        "set",
+                        "bridge",
+                        br,
+                        "datapath_type=netdev",
+                    ])?;
+                }
+                for end in [&wire.a, &wire.b] {
+                    run("ip", &["link", "set", end, "up"]);
+                }
+                topo.switch_pid = Some(ovs.vswitchd_pid());
+            } else {
+                let daemon = Daemon::start_with(&switchd_args(false));
+                for br in &bridges {
+                    daemon.ctl_ok(&["add-br", "--no-internal", br]);
+                }
+                topo.switch_pid = Some(daemon.pid());
+                topo.daemon = Some(daemon);
+            }
+            let add_port = |br: &str, port: &str, cols: &[&str]| -> Result<(), String> {
+                let mut args = vec!["add-port", br, port];
+                args.extend_from_slice(cols);
+                match &topo.daemon {
+                    Some(d) => d.ctl_ok(&args),
+                    None => ovs.ok_or("Open vSwitch did not start")?.vsctl(&args)?,
+                };
+                Ok(())
+            };
+            add_port(&bridges[0], &ports[0], access)?;
+            add_port(&bridges[1], &ports[1], access)?;
+            add_port(&bridges[0], &wire.a, trunk)?;
+            add_port(&bridges[1], &wire.b, trunk)?;
+            topo.links.extend(ports);
+            topo._wire = Some(wire);
         }
     }
     address(&topo.a, A_IP);
@@ -201,6 +269,17 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
         return Err(format!("{}: a cannot ping b", kind.name()));
     }
     Ok(topo)
+}
+
+/// switchd's flags: `SWITCHD_ARGS`, and `--offload none` for `user`.
+fn switchd_args(user: bool) -> Vec<&'static str> {
+    let extra: &'static str = std::env::var("SWITCHD_ARGS").unwrap_or_default().leak();
+    let mut args = vec!["--log-level", "info"];
+    args.extend(extra.split_whitespace());
+    if user {
+        args.extend(["--offload", "none"]);
+    }
+    args
 }
 
 /// Figures in table order: key, label, higher is better.
@@ -244,12 +323,12 @@ fn main() {
         })
         .collect();
 
-    let ovs = if kinds.contains(&Kind::Ovs) {
+    let ovs = if kinds.contains(&Kind::Ovs) || kinds.contains(&Kind::OvsVlan) {
         match Ovs::start() {
             Ok(ovs) => Some(ovs),
             Err(e) => {
                 println!("skipping Open vSwitch: {e}");
-                kinds.retain(|k| *k != Kind::Ovs);
+                kinds.retain(|k| !matches!(k, Kind::Ovs | Kind::OvsVlan));
                 None
             }
         }
@@ -324,7 +403,16 @@ fn main() {
 }
 
 fn ratio(medians: &BTreeMap<Kind, BTreeMap<&str, f64>>, fig: &str, of: Kind) -> Option<f64> {
-    let s = *medians.get(&Kind::Switchd)?.get(fig)?;
+    ratio_of(medians, fig, Kind::Switchd, of)
+}
+
+fn ratio_of(
+    medians: &BTreeMap<Kind, BTreeMap<&str, f64>>,
+    fig: &str,
+    which: Kind,
+    of: Kind,
+) -> Option<f64> {
+    let s = *medians.get(&which)?.get(fig)?;
     let o = *medians.get(&of)?.get(fig)?;
     (o.is_finite() && o != 0.0 && s.is_finite()).then_some(s / o)
 }
@@ -350,6 +438,22 @@ fn print_table(medians: &BTreeMap<Kind, BTreeMap<&str, f64>>, rounds: u64) {
             match ratio(medians, key, peer) {
                 Some(r) => print!("{:>11.2}x", r),
                 None => print!("{:>12}", "-"),
+            }
+        }
+        println!();
+    }
+    if !medians.contains_key(&Kind::SwitchdVlan) {
+        return;
+    }
+    println!();
+    println!("VLANs: switchd access 10 -> trunk -> access 10 over two bridges, / the same untagged, / Open vSwitch tagged");
+    println!("{:<34}{:>15}{:>15}", "", "vlan/untagged", "vlan/ovs-vlan");
+    for (key, label, _) in FIGURES {
+        print!("{label:<34}");
+        for peer in [Kind::SwitchdTrunk, Kind::OvsVlan] {
+            match ratio_of(medians, key, Kind::SwitchdVlan, peer) {
+                Some(r) => print!("{:>14.2}x", r),
+                None => print!("{:>15}", "-"),
             }
         }
         println!();
@@ -381,6 +485,8 @@ fn write_json(
             json!({
                 "vs_bridge": ratio(medians, key, Kind::Bridge),
                 "vs_ovs": ratio(medians, key, Kind::Ovs),
+                "vlan_vs_untagged": ratio_of(medians, key, Kind::SwitchdVlan, Kind::SwitchdTrunk),
+                "vlan_vs_ovs_vlan": ratio_of(medians, key, Kind::SwitchdVlan, Kind::OvsVlan),
             }),
         );
     }

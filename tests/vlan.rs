@@ -456,6 +456,20 @@ fn vlan_settings_are_checked_shown_changed_and_kept() {
         "only p1 has a tag: {p2}"
     );
 
+    // A failed chain takes its `set port` back, in the database and on the port.
+    refused(
+        &d,
+        &[
+            "set", "port", &h2.port, "tag=30", "--", "add-port", "br0", "nosuch0",
+        ],
+        "command 2 (add-port)",
+    );
+    assert!(!d.ctl_ok(&["show"]).contains("tag: 30"));
+    assert!(
+        !reaches(&h1, &h2.ip, 1),
+        "h2 is still untagged, h1 in VLAN 10"
+    );
+
     // fdb-flush of one VLAN.
     d.ctl_ok(&["set", "port", &h2.port, "tag=10"]);
     assert!(h1.can_ping(&h2.ip));
@@ -644,4 +658,71 @@ fn vlans_answer_as_open_vswitch_does() {
     eprintln!("Open vSwitch: {reference:?}\nswitchd:      {ours:?}");
     assert!(reference.iter().any(|r| r.2) && reference.iter().any(|r| !r.2));
     assert_eq!(ours, reference);
+}
+
+/// `add-ns-port --tag`: the one-command path, refused whole when the VLAN is bad.
+#[test]
+fn add_ns_port_takes_vlan_settings() {
+    let _machine = shared_machine();
+    let (ns1, ns2) = (crate::util::Netns::new(), crate::util::Netns::new());
+    let d = Daemon::start();
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    let host = |ns: &crate::util::Netns| format!("h{}", &ns.name[3..]);
+    let (p1, p2) = (host(&ns1), host(&ns2));
+    let out = d.ctl(&[
+        "add-ns-port",
+        "br0",
+        &ns1.name,
+        "--ip",
+        "10.45.0.1/24",
+        "--host-ifname",
+        &p1,
+        "--tag",
+        "4095",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4095 is reserved"));
+    assert!(
+        crate::util::netns::link_absent(&p1),
+        "a refused add-ns-port left its veth"
+    );
+    d.ctl_ok(&[
+        "add-ns-port",
+        "br0",
+        &ns1.name,
+        "--ip",
+        "10.45.0.1/24",
+        "--host-ifname",
+        &p1,
+        "--tag",
+        "10",
+    ]);
+    d.ctl_ok(&[
+        "add-ns-port",
+        "br0",
+        &ns2.name,
+        "--ip",
+        "10.45.0.2/24",
+        "--host-ifname",
+        &p2,
+        "--vlan-mode",
+        "native-untagged",
+        "--tag",
+        "10",
+        "--trunks",
+        "20,30",
+    ]);
+    let show = d.ctl_ok(&["show"]);
+    assert!(
+        show.contains(&format!(
+            "    Port {p1}\n        netns: {} (eth0)\n        tag: 10\n",
+            ns1.name
+        )),
+        "{show}"
+    );
+    assert!(
+        show.contains("        trunks: [20, 30]\n        vlan_mode: native-untagged\n"),
+        "{show}"
+    );
+    let ping = ns1.exec(&["ping", "-c", "1", "-W", "2", "10.45.0.2"]);
+    assert!(ping.status.success(), "the native VLAN of p2 is p1's");
 }

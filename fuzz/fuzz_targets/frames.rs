@@ -1,16 +1,23 @@
 //! Whatever arrives on a port: arbitrary bytes, stripped VLAN tags put back in,
-//! frames not received whole, through the forwarding decision and the MAC table,
-//! interleaved with what the control plane does to the table (aging, port removal,
-//! flush, new limits). Checks that every frame goes nowhere, to one other port, or
-//! to all other ports; never back to its ingress; that bad frames go nowhere; and
-//! that the table keeps its bound and its aging promise.
+//! frames not received whole, through the forwarding decision, the MAC table and
+//! the egress stage, on ports of every VLAN mode, interleaved with what the
+//! control plane does (aging, port removal, flush, new limits, VLAN settings,
+//! the reserved addresses relayed). Checks that every frame goes nowhere, to one
+//! other port, or to all other ports of its VLAN; never back to its ingress and
+//! never into another VLAN; that bad frames go nowhere; that each copy leaves
+//! with the tag its port's mode says, its payload and virtio-net header intact
+//! (offsets moved with the tag); and that the table keeps its bound and its
+//! aging promise.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use switchd::datapath::decide::Decider;
+use switchd::datapath::decide::{Decider, Ports};
+use switchd::datapath::egress::{self, Egress};
+use switchd::datapath::vlan::PortVlan;
 use switchd::datapath::{Fdb, FdbKey, PortId};
 use switchd::wire::{ethernet, vlan, vnet, EthernetFrame, VnetHeader};
+use switchd_proto::{VlanConfig, VlanMode};
 
 const PORTS: u8 = 4;
 
@@ -30,6 +37,14 @@ enum Op {
         max_entries: u8,
         aging_secs: u8,
     },
+    /// A port's VLAN columns; ones the control plane would refuse are skipped.
+    SetVlan {
+        port: u8,
+        mode: Option<u8>,
+        tag: Option<u16>,
+        trunks: Vec<u16>,
+    },
+    GroupFwdMask(u16),
 }
 
 /// One receive, as the sockets hand it over: a virtio-net header and a frame.
@@ -49,6 +64,8 @@ struct State {
     fdb: Fdb,
     decider: Decider,
     present: [bool; PORTS as usize],
+    egress: [Egress; PORTS as usize],
+    group_fwd_mask: u16,
     now_ms: u64,
     aging_ms: u64,
 }
@@ -58,6 +75,8 @@ fuzz_target!(|ops: Vec<Op>| {
         fdb: Fdb::new(16, 300),
         decider: Decider::default(),
         present: [true; PORTS as usize],
+        egress: Default::default(),
+        group_fwd_mask: 0,
         now_ms: 0,
         aging_ms: 300_000,
     };
@@ -97,6 +116,27 @@ fuzz_target!(|ops: Vec<Op>| {
                     .set_limits(u32::from(max_entries), u64::from(aging_secs));
                 state.aging_ms = u64::from(aging_secs) * 1000;
             }
+            Op::SetVlan {
+                port,
+                mode,
+                tag,
+                trunks,
+            } => {
+                let config = VlanConfig {
+                    tag: tag.map(|t| t % 4100),
+                    trunks: trunks.into_iter().map(|t| t % 4100).collect(),
+                    vlan_mode: mode.map(|m| VlanMode::ALL[usize::from(m) % 4]),
+                };
+                if let Ok(config) = config.check() {
+                    let port = port % PORTS;
+                    // As the datapath does: entries learned under the old settings go.
+                    state.fdb.remove_port(PortId::from(port));
+                    state.egress[usize::from(port)] = Egress {
+                        vlan: PortVlan::new(&config),
+                    };
+                }
+            }
+            Op::GroupFwdMask(mask) => state.group_fwd_mask = mask,
         }
         assert!(state.fdb.len() <= state.fdb.max_entries());
         assert_eq!(state.fdb.rows(state.now_ms).count(), state.fdb.len());
@@ -110,19 +150,28 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
         .filter(|&p| state.present[usize::from(p)])
         .map(PortId::from)
         .collect();
+    let egress: Vec<Egress> = peers
+        .iter()
+        .map(|&p| state.egress[p as usize].clone())
+        .collect();
+    let ports = Ports {
+        ingress,
+        ids: &peers,
+        egress: &egress,
+        group_fwd_mask: state.group_fwd_mask,
+    };
     let frames: Vec<Option<Vec<u8>>> = rx.into_iter().map(receive).collect();
     // The same frames decided one at a time on a copy of the table: the batch
     // must send each frame exactly where that says.
     let mut reference = state.fdb.clone();
     let expected: Vec<Vec<PortId>> = frames
         .iter()
-        .map(|frame| expected_egress(&mut reference, state.now_ms, ingress, &peers, frame))
+        .map(|frame| expected_egress(&mut reference, state.now_ms, &ports, frame))
         .collect();
     let counts = state.decider.decide(
         &mut state.fdb,
         state.now_ms,
-        ingress,
-        &peers,
+        &ports,
         frames.iter().map(Option::as_deref),
     );
     let n = frames.len();
@@ -132,13 +181,15 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
         "every frame is counted once"
     );
     assert!(counts.port.rx_drops <= counts.port.rx_packets);
+    let c = &counts.port;
     assert_eq!(
-        counts.port.rx_drops,
-        counts.port.rx_group_src + counts.port.rx_bad_vnet
+        c.rx_drops,
+        c.rx_group_src + c.rx_bad_vnet + c.rx_vlan_tagged + c.rx_vlan_untrunked + c.rx_reserved
     );
+    let ingress_vlan = &state.egress[ingress as usize].vlan;
 
     // Where each frame went, checking the grouping on the way.
-    let mut egress: Vec<Vec<PortId>> = vec![Vec::new(); n];
+    let mut egress_ports: Vec<Vec<PortId>> = vec![Vec::new(); n];
     let mut last_group = None;
     for group in state.decider.groups() {
         let j = group[0].0;
@@ -151,14 +202,17 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
         let port = peers[j as usize];
         assert_ne!(port, ingress, "a frame never goes back out of its ingress");
         for &(_, i) in group {
-            egress[i as usize].push(port);
+            egress_ports[i as usize].push(port);
+            let bytes = frames[i as usize]
+                .as_deref()
+                .expect("a sent frame was received");
+            check_egress(&egress[j as usize], state.decider.tci(i), bytes);
         }
     }
 
-    let others = peers.len() - 1;
     let mut last_learned = None;
     for (i, frame) in frames.iter().enumerate() {
-        let out = &egress[i];
+        let out = &egress_ports[i];
         let Some(bytes) = frame
             .as_deref()
             .filter(|b| b.len() >= vnet::HEADER_LEN + 14)
@@ -168,29 +222,46 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
         };
         let (header, body) = bytes.split_at(vnet::HEADER_LEN);
         let eth = EthernetFrame::new_unchecked(body);
+        let tag = vlan::tag_of(body).map(|(_, tci)| tci & vlan::VID_MASK);
+        let classified = ingress_vlan.classify(tag);
+        let reserved = eth.dst_addr().0[..5] == [0x01, 0x80, 0xc2, 0, 0]
+            && eth.dst_addr().0[5] <= 0x0f
+            && state.group_fwd_mask & (1 << eth.dst_addr().0[5]) == 0;
         let valid = !eth.src_addr().is_multicast()
-            && VnetHeader::new_unchecked(header).is_valid_for(body.len());
-        if !valid {
+            && VnetHeader::new_unchecked(header).is_valid_for(body.len())
+            && classified.is_ok()
+            && !reserved;
+        let Some(vid) = classified.ok().filter(|_| valid) else {
             assert!(
                 out.is_empty(),
-                "frame {i} with a group source or bad header was sent"
+                "frame {i} with a group source, a bad header, a refused VLAN or a reserved destination was sent"
             );
             continue;
-        }
+        };
+        assert_eq!(state.decider.tci(i as u32) & vlan::VID_MASK, vid);
         last_learned = Some(FdbKey {
-            vlan: vlan::vlan_id(body),
+            vlan: vid,
             mac: eth.src_addr(),
         });
+        let members = peers
+            .iter()
+            .zip(&egress)
+            .filter(|(p, e)| **p != ingress && e.vlan.carries(vid))
+            .count();
         if eth.dst_addr().is_multicast() {
-            assert_eq!(out.len(), others, "group destination {i} is flooded");
+            assert_eq!(
+                out.len(),
+                members,
+                "group destination {i} is flooded in its VLAN"
+            );
         } else {
             assert!(
-                out.len() <= 1 || out.len() == others,
-                "frame {i} went to {out:?}: neither one port nor a flood"
+                out.len() <= 1 || out.len() == members,
+                "frame {i} went to {out:?}: neither one port nor a flood of its VLAN"
             );
         }
     }
-    for (i, (out, want)) in egress.iter().zip(&expected).enumerate() {
+    for (i, (out, want)) in egress_ports.iter().zip(&expected).enumerate() {
         let mut out = out.clone();
         out.sort_unstable();
         assert_eq!(&out, want, "frame {i} went to {out:?}, not to {want:?}");
@@ -207,24 +278,17 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
 fn expected_egress(
     fdb: &mut Fdb,
     now_ms: u64,
-    ingress: PortId,
-    peers: &[PortId],
+    ports: &Ports,
     frame: &Option<Vec<u8>>,
 ) -> Vec<PortId> {
+    let (ingress, peers) = (ports.ingress, ports.ids);
     let mut one = Decider::default();
-    let counts = one.decide(
-        fdb,
-        now_ms,
-        ingress,
-        peers,
-        std::iter::once(frame.as_deref()),
-    );
+    let counts = one.decide(fdb, now_ms, ports, std::iter::once(frame.as_deref()));
     let sent: Vec<PortId> = one
         .groups()
         .flatten()
         .map(|&(j, _)| peers[j as usize])
         .collect();
-    let flood: Vec<PortId> = peers.iter().copied().filter(|&p| p != ingress).collect();
     let Some(bytes) = frame.as_deref() else {
         return sent;
     };
@@ -233,18 +297,29 @@ fn expected_egress(
         assert!(sent.is_empty(), "a dropped frame was sent");
         return sent;
     }
+    let vid = one.tci(0) & vlan::VID_MASK;
+    let flood: Vec<PortId> = peers
+        .iter()
+        .zip(ports.egress)
+        .filter(|(p, e)| **p != ingress && e.vlan.carries(vid))
+        .map(|(p, _)| *p)
+        .collect();
     let body = &bytes[vnet::HEADER_LEN..];
     let eth = EthernetFrame::new_unchecked(body);
     let want = if eth.dst_addr().is_multicast() {
         flood
     } else {
         let key = FdbKey {
-            vlan: vlan::vlan_id(body),
+            vlan: vid,
             mac: eth.dst_addr(),
         };
         match fdb.lookup(&key, now_ms) {
             Some(port) if port == ingress => Vec::new(),
-            Some(port) if peers.contains(&port) => vec![port],
+            Some(port) => match peers.iter().position(|&p| p == port) {
+                Some(j) if ports.egress[j].vlan.carries(vid) => vec![port],
+                Some(_) => Vec::new(),
+                None => flood,
+            },
             _ => flood,
         }
     };
@@ -301,5 +376,62 @@ fn receive(rx: Rx) -> Option<Vec<u8>> {
                 }
             }
         }
+    }
+}
+
+/// One copy of `bytes` leaving through a port with `egress`, in VLAN/priority
+/// `tci`: the port carries the VLAN, the copy has exactly the tag the port's
+/// mode says, the MACs and everything after the tag as received, and the
+/// virtio-net header's offsets moved by the tag's change.
+fn check_egress(egress: &Egress, tci: u16, bytes: &[u8]) {
+    let vid = tci & vlan::VID_MASK;
+    assert!(
+        egress.vlan.carries(vid),
+        "a frame of VLAN {vid} went to a port without it"
+    );
+    let Some(out) = egress::stage(egress, tci, bytes) else {
+        // Refused only for an offset that would point into the Ethernet header,
+        // or a tag with nothing after it.
+        let hdr = VnetHeader::new_unchecked(&bytes[..vnet::HEADER_LEN]);
+        let bogus_offset =
+            hdr.flags() & vnet::FLAG_NEEDS_CSUM != 0 && usize::from(hdr.csum_start()) < 18;
+        let bare_tag = bytes.len() < vnet::HEADER_LEN + 18;
+        assert!(bogus_offset || bare_tag, "stage refused a good frame");
+        return;
+    };
+    let out: Vec<u8> = out.parts().concat();
+    let (old, new) = (&bytes[vnet::HEADER_LEN..], &out[vnet::HEADER_LEN..]);
+    assert_eq!(new[..12], old[..12], "MAC addresses kept");
+    let had = vlan::tag_of(old);
+    let has = vlan::tag_of(new);
+    let after = |f: &[u8], tagged: bool| f[12 + if tagged { vlan::TAG_LEN } else { 0 }..].to_vec();
+    assert_eq!(
+        after(new, has.is_some()),
+        after(old, had.is_some()),
+        "payload kept"
+    );
+    if egress.vlan.tags(vid) {
+        let (_, t) = has.expect("a tag where the mode says one");
+        assert_eq!(t & vlan::VID_MASK, vid);
+    } else {
+        assert!(
+            has.is_none(),
+            "a tag on a port that sends VLAN {vid} untagged"
+        );
+    }
+    let (h0, h1) = (
+        VnetHeader::new_unchecked(&bytes[..vnet::HEADER_LEN]),
+        VnetHeader::new_unchecked(&out[..vnet::HEADER_LEN]),
+    );
+    assert_eq!(
+        (h0.flags(), h0.gso_type(), h0.gso_size(), h0.csum_offset()),
+        (h1.flags(), h1.gso_type(), h1.gso_size(), h1.csum_offset())
+    );
+    let delta = has.is_some() as i32 - had.is_some() as i32;
+    if h0.flags() & vnet::FLAG_NEEDS_CSUM != 0 && h0.csum_start() < u16::MAX - 4 {
+        assert_eq!(
+            i32::from(h1.csum_start()),
+            i32::from(h0.csum_start()) + 4 * delta
+        );
     }
 }

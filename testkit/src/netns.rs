@@ -165,3 +165,8 @@ impl Drop for Wire {
             .status();
     }
 }
+
+/// True if no interface called `name` exists in the root namespace.
+pub fn link_absent(name: &str) -> bool {
+    !std::path::Path::new("/sys/class/net").join(name).exists()
+}
