@@ -401,14 +401,17 @@ impl Datapath {
         };
         state.bridge.fdb().remove_port(id);
         state.bridge.sync_kernel();
-        let Some(mut kernel) = state.bridge.kernel() else {
+        let (Some(bridge_id), Some(sock)) =
+            (state.bridge.kernel().map(|k| k.bridge()), port.socket())
+        else {
             return;
         };
-        let Some(sock) = port.socket() else {
-            return;
-        };
-        if let Some(offload) = self.offload(kernel.bridge(), bridge, &port.name, sock, egress) {
-            kernel.add_port(&state.bridge.fdb, id, &offload);
+        // Attached without the kernel table's lock, which the datapath threads
+        // take after every batch that learns: a TCX attach takes ~10 ms.
+        if let Some(offload) = self.offload(bridge_id, bridge, &port.name, sock, egress) {
+            if let Some(mut kernel) = state.bridge.kernel() {
+                kernel.add_port(&state.bridge.fdb, id, &offload);
+            }
             *port.offload() = Some(offload);
         }
     }
