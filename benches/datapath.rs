@@ -11,6 +11,7 @@ use switchd::datapath::decide::Ports;
 use switchd::datapath::egress::{self, Egress};
 use switchd::datapath::vlan::PortVlan;
 use switchd::datapath::{Fdb, FdbKey};
+use switchd::sys::TxFrame;
 use switchd::wire::{vlan, EthernetFrame, MacAddr};
 use switchd_proto::VlanConfig;
 
@@ -140,6 +141,7 @@ fn egress_stage(c: &mut Criterion) {
             egress: &egress,
             group_fwd_mask: 0,
         };
+        let mut head = [0; vlan::RETAG_HEAD_LEN];
         group.bench_function(name, |b| {
             b.iter(|| {
                 decider.decide(&mut fdb, 1, &ports, frames.iter().map(|f| Some(&f[..])));
@@ -148,8 +150,15 @@ fn egress_stage(c: &mut Criterion) {
                     for &(j, i) in out {
                         let frame = &frames[i as usize][..];
                         bytes += if staged {
-                            egress::stage(&egress[j as usize], decider.tci(i), frame)
-                                .map_or(0, |f| f.len())
+                            match egress::stage(&egress[j as usize], decider.vlan(i), frame) {
+                                Some(TxFrame::Whole(b)) => b.len(),
+                                // The head the send writes into its own buffer.
+                                Some(TxFrame::Retag { bytes, tag }) => {
+                                    vlan::retag(bytes, tag, &mut head)
+                                        .map_or(0, |(len, tail)| len + bytes.len() - tail)
+                                }
+                                None => 0,
+                            }
                         } else {
                             frame.len()
                         };

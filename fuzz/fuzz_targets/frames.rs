@@ -12,7 +12,7 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use switchd::datapath::decide::{Decider, Ports};
+use switchd::datapath::decide::{Decider, FrameTag, FrameVlan, Ports};
 use switchd::datapath::egress::{self, Egress};
 use switchd::datapath::vlan::PortVlan;
 use switchd::datapath::{Fdb, FdbKey, PortId};
@@ -206,7 +206,7 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
             let bytes = frames[i as usize]
                 .as_deref()
                 .expect("a sent frame was received");
-            check_egress(&egress[j as usize], state.decider.tci(i), bytes);
+            check_egress(&egress[j as usize], state.decider.vlan(i), bytes);
         }
     }
 
@@ -238,7 +238,11 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
             );
             continue;
         };
-        assert_eq!(state.decider.tci(i as u32) & vlan::VID_MASK, vid);
+        let fv = state.decider.vlan(i as u32);
+        assert_eq!(fv.tci & vlan::VID_MASK, vid);
+        let own = tag.is_some_and(|t| t == vid);
+        assert_eq!(fv.tag == FrameTag::Own, own, "{fv:?}");
+        assert_eq!(fv.tag == FrameTag::Untagged, tag.is_none(), "{fv:?}");
         last_learned = Some(FdbKey {
             vlan: vid,
             mac: eth.src_addr(),
@@ -297,7 +301,7 @@ fn expected_egress(
         assert!(sent.is_empty(), "a dropped frame was sent");
         return sent;
     }
-    let vid = one.tci(0) & vlan::VID_MASK;
+    let vid = one.vlan(0).tci & vlan::VID_MASK;
     let flood: Vec<PortId> = peers
         .iter()
         .zip(ports.egress)
@@ -383,23 +387,26 @@ fn receive(rx: Rx) -> Option<Vec<u8>> {
 /// `tci`: the port carries the VLAN, the copy has exactly the tag the port's
 /// mode says, the MACs and everything after the tag as received, and the
 /// virtio-net header's offsets moved by the tag's change.
-fn check_egress(egress: &Egress, tci: u16, bytes: &[u8]) {
-    let vid = tci & vlan::VID_MASK;
+fn check_egress(egress: &Egress, frame: FrameVlan, bytes: &[u8]) {
+    let vid = frame.tci & vlan::VID_MASK;
     assert!(
         egress.vlan.carries(vid),
         "a frame of VLAN {vid} went to a port without it"
     );
-    let Some(out) = egress::stage(egress, tci, bytes) else {
-        // Refused only for an offset that would point into the Ethernet header,
-        // or a tag with nothing after it.
+    let out = egress::stage(egress, frame, bytes).expect("a port carrying the VLAN sends it");
+    let Some(out) = out.to_vec() else {
+        // Refused (counted as a send error) only for an offset that would point
+        // into the Ethernet header, or a tag with nothing after it.
         let hdr = VnetHeader::new_unchecked(&bytes[..vnet::HEADER_LEN]);
         let bogus_offset =
             hdr.flags() & vnet::FLAG_NEEDS_CSUM != 0 && usize::from(hdr.csum_start()) < 18;
         let bare_tag = bytes.len() < vnet::HEADER_LEN + 18;
-        assert!(bogus_offset || bare_tag, "stage refused a good frame");
+        assert!(
+            bogus_offset || bare_tag,
+            "a good frame could not be retagged"
+        );
         return;
     };
-    let out: Vec<u8> = out.parts().concat();
     let (old, new) = (&bytes[vnet::HEADER_LEN..], &out[vnet::HEADER_LEN..]);
     assert_eq!(new[..12], old[..12], "MAC addresses kept");
     let had = vlan::tag_of(old);

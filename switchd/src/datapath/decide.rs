@@ -23,6 +23,25 @@ pub struct Ports<'a> {
     pub group_fwd_mask: u16,
 }
 
+/// A frame's VLAN as `decide` classified it, for the egress stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameVlan {
+    /// The VLAN id, with the priority bits of the frame's tag (0 without one).
+    pub tci: u16,
+    pub tag: FrameTag,
+}
+
+/// The in-band tag a frame came with, against the VLAN it was put in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FrameTag {
+    #[default]
+    Untagged,
+    /// A tag of that VLAN: what the frame leaves with through a port tagging it.
+    Own,
+    /// A tag of another id (a priority tag, VLAN id 0): rewritten or removed.
+    Other,
+}
+
 /// The reserved group address 01:80:C2:00:00:0N (IEEE 802.1Q 8.6.3), as N.
 #[inline]
 fn reserved_group(dst: MacAddr) -> Option<u8> {
@@ -58,15 +77,15 @@ pub struct Decider {
     /// (egress index into the peer list, frame index), sorted after `decide`.
     out: Vec<(u32, u32)>,
     flood: Vec<u32>,
-    /// Per frame: its VLAN and the priority bits of its tag (0 when dropped).
-    tcis: Vec<u16>,
+    /// Per frame: its VLAN (VLAN 0, untagged, for a dropped one).
+    vlans: Vec<FrameVlan>,
 }
 
 impl Decider {
     /// Decides a batch. `frames` yields each frame (virtio-net header included,
     /// its VLAN tag in the frame), or `None` for one that could not be received
     /// whole. Afterwards `groups()` lists what to send where, grouped by egress
-    /// in arrival order, and `tci()` each frame's VLAN for the egress stage.
+    /// in arrival order, and `vlan()` each frame's VLAN for the egress stage.
     pub fn decide<'a>(
         &mut self,
         fdb: &mut Fdb,
@@ -84,9 +103,9 @@ impl Decider {
         let policy = &ports.egress[me].vlan;
         self.out.clear();
         self.flood.clear();
-        self.tcis.clear();
+        self.vlans.clear();
         for (i, frame) in frames.enumerate() {
-            self.tcis.push(0);
+            self.vlans.push(FrameVlan::default());
             let Some(bytes) = frame else {
                 counts.count_error(|c| &mut c.rx_truncated);
                 continue;
@@ -125,7 +144,14 @@ impl Decider {
                 counts.count_drop(|c| &mut c.rx_reserved);
                 continue;
             }
-            self.tcis[i] = tag.unwrap_or(0) & !vlan::VID_MASK | vlan;
+            self.vlans[i] = FrameVlan {
+                tci: tag.unwrap_or(0) & !vlan::VID_MASK | vlan,
+                tag: match tag {
+                    None => FrameTag::Untagged,
+                    Some(t) if t & vlan::VID_MASK == vlan => FrameTag::Own,
+                    Some(_) => FrameTag::Other,
+                },
+            };
             fdb.learn(FdbKey { vlan, mac: src }, ingress, now_ms);
             if dst.is_multicast() {
                 self.flood.push(i as u32);
@@ -148,12 +174,18 @@ impl Decider {
         }
         if !self.flood.is_empty() {
             for (j, (&peer, egress)) in peers.iter().zip(ports.egress).enumerate() {
-                if peer != ingress {
+                if peer == ingress {
+                    continue;
+                }
+                if egress.vlan.carries_all() {
+                    self.out.extend(self.flood.iter().map(|&i| (j as u32, i)));
+                } else {
+                    let vlans = &self.vlans;
                     self.out.extend(
                         self.flood
                             .iter()
                             .filter(|&&i| {
-                                egress.vlan.carries(self.tcis[i as usize] & vlan::VID_MASK)
+                                egress.vlan.carries(vlans[i as usize].tci & vlan::VID_MASK)
                             })
                             .map(|&i| (j as u32, i)),
                     );
@@ -171,10 +203,10 @@ impl Decider {
         self.out.chunk_by(|a, b| a.0 == b.0)
     }
 
-    /// The VLAN of frame `i` of the last batch, with its tag's priority bits.
+    /// The VLAN of frame `i` of the last batch.
     #[inline]
-    pub fn tci(&self, i: u32) -> u16 {
-        self.tcis[i as usize]
+    pub fn vlan(&self, i: u32) -> FrameVlan {
+        self.vlans[i as usize]
     }
 }
 
@@ -369,7 +401,7 @@ mod tests {
             let sent: Vec<(u32, u32, u16)> = d
                 .groups()
                 .flatten()
-                .map(|&(j, i)| (j, i, d.tci(i)))
+                .map(|&(j, i)| (j, i, d.vlan(i).tci))
                 .collect();
             (counts, sent)
         };

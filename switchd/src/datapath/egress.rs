@@ -11,9 +11,10 @@
 //! frame costs a 26-byte copy to tag, not 64 KB. Like `decide` it does no I/O,
 //! so unit tests, criterion and the fuzzer share it.
 
+use super::decide::{FrameTag, FrameVlan};
 use super::vlan::PortVlan;
 use crate::sys::TxFrame;
-use crate::wire::{vlan, vnet};
+use crate::wire::vlan;
 
 /// What one port needs done to the frames it sends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,33 +22,34 @@ pub struct Egress {
     pub vlan: PortVlan,
 }
 
-/// The frame to send for `bytes` (virtio-net header first), whose VLAN and
-/// priority `decide` put in `tci`, leaving through a port with `egress`; `None`
-/// if it does not leave through that port.
+/// The frame to send for `bytes` (virtio-net header first), which `decide` put
+/// in `frame`'s VLAN, leaving through a port with `egress`; `None` if it does not
+/// leave through that port. Reads nothing of the frame: `decide` said what tag
+/// it has.
 #[inline]
-pub fn stage<'a>(egress: &Egress, tci: u16, bytes: &'a [u8]) -> Option<TxFrame<'a>> {
+pub fn stage<'a>(egress: &Egress, frame: FrameVlan, bytes: &'a [u8]) -> Option<TxFrame<'a>> {
     // Destructured so that a new field cannot be left out here.
     let Egress { vlan: policy } = egress;
-    let vid = tci & vlan::VID_MASK;
+    let vid = frame.tci & vlan::VID_MASK;
     if !policy.carries(vid) {
         return None;
     }
-    let want = policy.tags(vid).then_some((vlan::TPID_8021Q, tci));
-    let have = vlan::tag_of(bytes.get(vnet::HEADER_LEN..)?);
-    match (want, have) {
-        (None, None) => return Some(TxFrame::Whole(bytes)),
+    let tagged = policy.tags(vid);
+    Some(match (tagged, frame.tag) {
         // A tag of the frame's own VLAN stays as it came (its TPID too).
-        (Some(_), Some((_, t))) if t & vlan::VID_MASK == vid => return Some(TxFrame::Whole(bytes)),
-        _ => {}
-    }
-    let mut head = [0; vlan::RETAG_HEAD_LEN];
-    let (len, tail) = vlan::retag(bytes, want, &mut head).ok()?;
-    Some(TxFrame::split(&head[..len], &bytes[tail..]))
+        (false, FrameTag::Untagged) | (true, FrameTag::Own) => TxFrame::Whole(bytes),
+        (false, _) => TxFrame::Retag { bytes, tag: None },
+        (true, _) => TxFrame::Retag {
+            bytes,
+            tag: Some((vlan::TPID_8021Q, frame.tci)),
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::vnet;
     use switchd_proto::{VlanConfig, VlanMode};
 
     fn egress(tag: Option<u16>, trunks: &[u16], vlan_mode: Option<VlanMode>) -> Egress {
@@ -73,20 +75,30 @@ mod tests {
         f
     }
 
+    /// What `bytes` leaves as, received with `tag` in-band and put in VLAN
+    /// (and priority) `tci`.
     fn sent(e: &Egress, tci: u16, bytes: &[u8]) -> Option<Vec<u8>> {
-        stage(e, tci, bytes).map(|f| f.parts().concat())
+        let tag = match vlan::tag_of(&bytes[vnet::HEADER_LEN..]) {
+            None => FrameTag::Untagged,
+            Some((_, t)) if t & vlan::VID_MASK == tci & vlan::VID_MASK => FrameTag::Own,
+            Some(_) => FrameTag::Other,
+        };
+        stage(e, FrameVlan { tci, tag }, bytes).map(|f| f.to_vec().unwrap())
     }
 
     #[test]
     fn untagged_ports_pass_frames_through_uncopied() {
         let f = frame(None);
-        let Some(TxFrame::Whole(out)) = stage(&Egress::default(), 0, &f) else {
+        let Some(TxFrame::Whole(out)) = stage(&Egress::default(), FrameVlan::default(), &f) else {
             panic!("not passed whole");
         };
         assert!(std::ptr::eq(out, &f[..]));
-        let tagged = frame(Some(10));
+        let own = FrameVlan {
+            tci: 10,
+            tag: FrameTag::Own,
+        };
         assert!(matches!(
-            stage(&Egress::default(), 10, &tagged),
+            stage(&Egress::default(), own, &frame(Some(10))),
             Some(TxFrame::Whole(_))
         ));
     }

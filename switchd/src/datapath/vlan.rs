@@ -114,6 +114,12 @@ impl PortVlan {
         }
     }
 
+    /// Whether the port carries every VLAN (no settings): floods need no check.
+    #[inline]
+    pub fn carries_all(&self) -> bool {
+        self.mode == VlanMode::Trunk && self.trunks.is_none()
+    }
+
     /// Whether frames of `vlan` may enter and leave through the port.
     #[inline]
     pub fn carries(&self, vlan: u16) -> bool {

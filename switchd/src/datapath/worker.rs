@@ -498,7 +498,7 @@ impl Forwarder {
             let (peer, egress) = (&peers[j], &member.peer_egress[j]);
             let decider = &self.decider;
             let out = group.iter().filter_map(|&(_, i)| {
-                egress::stage(egress, decider.tci(i), frames.get(i as usize)?)
+                egress::stage(egress, decider.vlan(i), frames.get(i as usize)?)
             });
             let sent = peer.send(&mut self.tx, out);
             peer.stats.add(&Counters {

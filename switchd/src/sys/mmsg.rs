@@ -227,52 +227,33 @@ pub struct TxOutcome {
     pub last_error: Option<io::Error>,
 }
 
-/// The longest rewritten head a frame can be sent with.
-pub const TX_HEAD_MAX: usize = 32;
-
-/// A frame to send: borrowed whole, or a rewritten head (a VLAN tag pushed,
-/// popped or changed) followed by the rest of a borrowed frame, so that the
-/// frame itself, up to 64 KB, is never copied.
-#[derive(Clone, Copy)]
+/// A frame to send (virtio-net header first): a received one as it is, or with
+/// its outer VLAN tag replaced by `tag` (`None`: removed). The new head is
+/// written at send time into the batch's own buffers, and the rest of the frame
+/// is sent from where it is: the frame itself, up to 64 KB, is never copied, and
+/// a frame sent as it is costs no more than its slice.
+#[derive(Clone, Copy, Debug)]
 pub enum TxFrame<'a> {
     Whole(&'a [u8]),
-    Split {
-        head: [u8; TX_HEAD_MAX],
-        head_len: u8,
-        tail: &'a [u8],
+    Retag {
+        bytes: &'a [u8],
+        tag: Option<(u16, u16)>,
     },
 }
 
-impl<'a> TxFrame<'a> {
-    /// `head` must be at most `TX_HEAD_MAX` bytes.
-    pub fn split(head: &[u8], tail: &'a [u8]) -> Self {
-        let mut buf = [0; TX_HEAD_MAX];
-        buf[..head.len()].copy_from_slice(head);
-        TxFrame::Split {
-            head: buf,
-            head_len: head.len() as u8,
-            tail,
+impl TxFrame<'_> {
+    /// The bytes that go on the wire, or `None` for a frame whose virtio-net
+    /// header does not survive the change (one the send counts as an error).
+    /// For tests; the send path writes no copy.
+    pub fn to_vec(&self) -> Option<Vec<u8>> {
+        match *self {
+            TxFrame::Whole(bytes) => Some(bytes.to_vec()),
+            TxFrame::Retag { bytes, tag } => {
+                let mut head = [0; vlan::RETAG_HEAD_LEN];
+                let (len, tail) = vlan::retag(bytes, tag, &mut head).ok()?;
+                Some([&head[..len], &bytes[tail..]].concat())
+            }
         }
-    }
-
-    /// The frame's bytes, in order.
-    pub fn parts(&self) -> [&[u8]; 2] {
-        match self {
-            TxFrame::Whole(frame) => [frame, &[]],
-            TxFrame::Split {
-                head,
-                head_len,
-                tail,
-            } => [&head[..usize::from(*head_len)], tail],
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.parts().iter().map(|p| p.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -280,7 +261,7 @@ impl<'a> TxFrame<'a> {
 /// headers for sending a batch of borrowed frames.
 pub struct TxBatch {
     iovs: Box<[libc::iovec]>,
-    heads: Box<[[u8; TX_HEAD_MAX]]>,
+    heads: Box<[[u8; vlan::RETAG_HEAD_LEN]]>,
     hdrs: Box<[libc::mmsghdr]>,
     /// Bytes of each message.
     lens: Box<[usize]>,
@@ -290,7 +271,7 @@ impl TxBatch {
     pub fn new(capacity: usize) -> Self {
         TxBatch {
             iovs: iovecs(2 * capacity),
-            heads: vec![[0; TX_HEAD_MAX]; capacity].into_boxed_slice(),
+            heads: vec![[0; vlan::RETAG_HEAD_LEN]; capacity].into_boxed_slice(),
             hdrs: headers(capacity),
             lens: vec![0; capacity].into_boxed_slice(),
         }
@@ -307,35 +288,37 @@ impl TxBatch {
         let mut frames = frames.into_iter();
         let capacity = self.hdrs.len();
         loop {
-            let mut n = 0;
-            for frame in frames.by_ref().take(capacity) {
+            let (mut n, mut done) = (0, false);
+            while n < capacity {
+                let Some(frame) = frames.next() else {
+                    done = true;
+                    break;
+                };
                 let (first, second) = self.iovs[2 * n..2 * n + 2].split_at_mut(1);
                 let (first, second) = (&mut first[0], &mut second[0]);
-                let iovlen = match frame {
+                let (iovlen, len) = match frame {
                     TxFrame::Whole(bytes) => {
                         *first = iovec(bytes);
-                        1
+                        (1, bytes.len())
                     }
-                    TxFrame::Split {
-                        head,
-                        head_len,
-                        tail,
-                    } => {
-                        self.heads[n] = head;
-                        *first = iovec(&self.heads[n][..usize::from(head_len)]);
-                        *second = iovec(tail);
-                        2
+                    TxFrame::Retag { bytes, tag } => {
+                        let Ok((len, tail)) = vlan::retag(bytes, tag, &mut self.heads[n]) else {
+                            out.errors += 1;
+                            continue;
+                        };
+                        *first = iovec(&self.heads[n][..len]);
+                        *second = iovec(&bytes[tail..]);
+                        (2, len + bytes.len() - tail)
                     }
                 };
                 self.hdrs[n].msg_hdr.msg_iovlen = iovlen;
-                self.lens[n] = frame.len();
+                self.lens[n] = len;
                 n += 1;
             }
-            if n == 0 {
-                return out;
+            if n > 0 {
+                self.flush(sock, n, &mut out);
             }
-            self.flush(sock, n, &mut out);
-            if n < capacity {
+            if done {
                 return out;
             }
         }
@@ -348,8 +331,19 @@ impl TxBatch {
         frames: impl IntoIterator<Item = TxFrame<'a>>,
     ) -> TxOutcome {
         let mut out = TxOutcome::default();
+        let mut head = [0; vlan::RETAG_HEAD_LEN];
         for frame in frames {
-            match tap.write(&frame.parts()) {
+            let parts = match frame {
+                TxFrame::Whole(bytes) => [bytes, &[][..]],
+                TxFrame::Retag { bytes, tag } => match vlan::retag(bytes, tag, &mut head) {
+                    Ok((len, tail)) => [&head[..len], &bytes[tail..]],
+                    Err(_) => {
+                        out.errors += 1;
+                        continue;
+                    }
+                },
+            };
+            match tap.write(&parts) {
                 Ok(n) => {
                     out.packets += 1;
                     out.bytes += n as u64;

@@ -14,7 +14,7 @@ mod process;
 mod ring;
 mod tap;
 
-pub use mmsg::{RxBatch, RxFrame, TxBatch, TxFrame, TxOutcome, TX_HEAD_MAX};
+pub use mmsg::{RxBatch, RxFrame, TxBatch, TxFrame, TxOutcome};
 pub use packet_socket::PacketSocket;
 pub use poll::{Epoll, EpollEvents, EventFd};
 pub use process::{clock_ticks_per_sec, effective_uid, kill, CpuSet};
