@@ -234,17 +234,23 @@ fn access_vlans_stay_apart_on_a_bridge_and_across_a_trunk(flags: &[&str]) {
         .iter()
         .map(|end| {
             let path = std::env::temp_dir().join(format!("{end}.txt"));
-            let out = std::fs::File::create(&path).unwrap();
+            let log = std::env::temp_dir().join(format!("{end}.err"));
             let child = Command::new("tcpdump")
                 .args(["-i", end, "-e", "-nn", "-l"])
-                .stdout(out)
-                .stderr(Stdio::null())
+                .stdout(std::fs::File::create(&path).unwrap())
+                .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
                 .expect("tcpdump (apt-get install tcpdump)");
+            // It says so on stderr once it captures.
+            assert!(
+                wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
+                    .is_ok_and(|l| l.contains("listening on"))),
+                "tcpdump on {end} did not start"
+            );
+            let _ = std::fs::remove_file(&log);
             (path, ChildGuard(child))
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1000));
 
     assert!(h[0].can_ping("10.42.0.5"), "VLAN 10 on one bridge");
     assert!(h[0].can_ping("10.42.0.3"), "VLAN 10 across the trunk");
@@ -274,6 +280,7 @@ fn access_vlans_stay_apart_on_a_bridge_and_across_a_trunk(flags: &[&str]) {
     assert!(tx(4, "br-a") > h5_before, "VLAN 10's flood missed h5");
 
     // The trunk saw the pings of both VLANs, each with its own tag, none bare.
+    assert!(h[0].ping_once("10.42.0.3") && h[1].ping_once("10.42.0.4"));
     std::thread::sleep(Duration::from_millis(300));
     let seen: String = captures
         .iter()
