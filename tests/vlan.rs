@@ -12,7 +12,7 @@ use crate::util::ovs::Ovs;
 use crate::util::{
     exclusive_machine, frame, shared_machine, wait_until, ChildGuard, Daemon, Host, NsSocket, Wire,
 };
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 on_both_datapaths!(
