@@ -26,6 +26,7 @@ on_both_datapaths!(
     bridges_are_isolated,
     counters_match_traffic,
     mac_flood_is_bounded_and_fair,
+    static_entries_are_used_never_learned_over_and_kept,
 );
 
 /// Whether switchd runs with `flags` forward known unicast in the kernel.
@@ -603,4 +604,124 @@ fn mac_flood_is_bounded_and_fair(flags: &[&str]) {
     // batch buffers take well under this.
     let grown = rss_kib(d.pid()).saturating_sub(rss_before);
     assert!(grown < 4 * 1024, "RSS grew {grown} KiB during the flood");
+}
+
+/// `fdb-add`: a static entry sends unicast to its port only, without any frame
+/// from that address; learning never moves it; it survives a restart; `fdb-del`
+/// and deleting its port take it away; bad entries are refused.
+fn static_entries_are_used_never_learned_over_and_kept(flags: &[&str]) {
+    let _machine = shared_machine();
+    let hosts: Vec<Host> = (1..=3)
+        .map(|i| Host::new(&format!("10.46.0.{i}/24")))
+        .collect();
+    let mut socks: Vec<_> = hosts.iter().map(|h| h.ns.packet_socket("eth0")).collect();
+    let mut d = daemon(flags);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    attach(&d, "br0", &hosts);
+    let (a, b) = (hosts[0].port.as_str(), hosts[1].port.as_str());
+    // A remote address behind b, which never sends from it.
+    let remote = "02:46:00:00:00:99";
+    let remote_mac = [2, 0x46, 0, 0, 0, 0x99];
+    let a_mac = [2, 0x46, 0, 0, 0, 1];
+    d.ctl_ok(&["fdb-add", "br0", remote, b]);
+    let fdb = d.ctl_ok(&["fdb-show", "br0"]);
+    assert!(
+        fdb.contains(&format!("{b}     0  {remote}  static")),
+        "{fdb}"
+    );
+
+    // 20 frames from a to the remote address reach b only.
+    let mut round = 0;
+    let mut deliveries = |socks: &mut Vec<crate::util::NsSocket>| -> Vec<usize> {
+        round += 1;
+        let marker = format!("static-{round}");
+        let f = frame(remote_mac, a_mac, None, marker.as_bytes());
+        assert_eq!(socks[0].send_all(std::iter::repeat_n(f, 20)), 20);
+        std::thread::sleep(Duration::from_millis(200));
+        socks[1..]
+            .iter_mut()
+            .map(|s| {
+                s.recv_until(Duration::from_millis(30), |_| false)
+                    .iter()
+                    .filter(|f| f.windows(marker.len()).any(|w| w == marker.as_bytes()))
+                    .count()
+            })
+            .collect()
+    };
+    // a's own address learned first, so the kernel can take a's frames.
+    socks[0].send(&frame([0xff; 6], a_mac, None, b"hello"));
+    std::thread::sleep(Duration::from_millis(100));
+    let kernel_before = counter(&d, "br0", a, "rx_kernel");
+    assert_eq!(
+        deliveries(&mut socks),
+        vec![20, 0],
+        "to b only, not flooded"
+    );
+    let in_kernel = counter(&d, "br0", a, "rx_kernel") - kernel_before;
+    assert_eq!(
+        in_kernel > 0,
+        fast_path(flags),
+        "{in_kernel} frames in the kernel"
+    );
+    // c sending from the remote address does not move it.
+    socks[2].send(&frame([0xff; 6], remote_mac, None, b"spoof"));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        deliveries(&mut socks),
+        vec![20, 0],
+        "a learned frame moved a static entry"
+    );
+
+    d.stop();
+    d.restart();
+    assert!(
+        d.ctl_ok(&["fdb-show", "br0"]).contains("static"),
+        "lost in a restart"
+    );
+    assert_eq!(deliveries(&mut socks), vec![20, 0], "after a restart");
+
+    let refused = |args: &[&str], why: &str| {
+        let out = d.ctl(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    };
+    refused(
+        &["fdb-add", "br0", remote, "nosuch"],
+        "does not have a port nosuch",
+    );
+    refused(
+        &["fdb-add", "br0", "02:46:00:00:99", b],
+        "not a MAC address",
+    );
+    refused(&["fdb-add", "br0", "01:00:5e:00:00:01", b], "group address");
+    refused(&["fdb-add", "br0", remote, b, "4095"], "out of range");
+    refused(&["fdb-del", "br0", remote, "7"], "no static entry");
+    d.ctl_ok(&["--if-exists", "fdb-del", "br0", remote, "7"]);
+
+    // ovs-appctl's argument order, VLAN 7.
+    d.ctl_ok(&["fdb-add", "br0", b, "7", remote]);
+    let rows = d.ctl_json(&["fdb-show", "br0"]);
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["vlan"] == 7 && r["static"] == true),
+        "{rows}"
+    );
+    d.ctl_ok(&["fdb-del", "br0", "7", remote]);
+
+    d.ctl_ok(&["fdb-del", "br0", remote]);
+    assert_eq!(
+        deliveries(&mut socks),
+        vec![20, 20],
+        "flooded once the entry is gone"
+    );
+    d.ctl_ok(&["fdb-add", "br0", remote, b]);
+    d.ctl_ok(&["del-port", "br0", b]);
+    d.ctl_ok(&["add-port", "br0", b]);
+    assert!(
+        !d.ctl_ok(&["fdb-show", "br0"]).contains("static"),
+        "went with its port"
+    );
 }

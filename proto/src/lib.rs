@@ -115,6 +115,24 @@ requests! {
         #[serde(default)]
         vlan: Option<u16>,
     }
+    /// Adds a static MAC entry, as `ovs-appctl fdb/add`: never ages, never
+    /// moves, saved with the configuration; replaces one of the same MAC and VLAN.
+    FdbAdd = "fdb-add" {
+        bridge: String,
+        port: String,
+        mac: String,
+        #[serde(default)]
+        vlan: u16,
+    }
+    /// Removes a static MAC entry, as `ovs-appctl fdb/del`.
+    FdbDel = "fdb-del" {
+        bridge: String,
+        mac: String,
+        #[serde(default)]
+        vlan: u16,
+        #[serde(default)]
+        if_exists: bool,
+    }
     /// Reply: [`FdbStats`].
     FdbStats = "fdb-stats" {
         bridge: String,
@@ -569,8 +587,22 @@ pub struct FdbEntry {
     pub port: String,
     pub vlan: u16,
     pub mac: String,
-    /// Seconds since a frame from this MAC was last seen.
+    /// Seconds since a frame from this MAC was last seen (0 for a static entry).
     pub age: u64,
+    /// Added with `fdb-add`: never ages.
+    #[serde(rename = "static", default)]
+    pub is_static: bool,
+}
+
+/// A static MAC entry as the database keeps it (`fdb-add`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticMac {
+    /// As `MacAddr` prints it: lower case, colons.
+    pub mac: String,
+    #[serde(default)]
+    pub vlan: u16,
+    pub port: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -926,7 +958,7 @@ mod tests {
 
     #[test]
     fn methods_are_the_requests_names() {
-        assert_eq!(Request::METHODS.len(), 18);
+        assert_eq!(Request::METHODS.len(), 20);
         let show = Request::Show {};
         assert_eq!(show.method(), "show");
         let json = serde_json::to_value(&show).unwrap();

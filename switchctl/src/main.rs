@@ -112,6 +112,20 @@ enum Command {
     },
     /// Show MAC learning table statistics.
     FdbStats { bridge: String },
+    /// Add a static MAC entry: fdb-add BRIDGE MAC PORT [VLAN], or ovs-appctl's
+    /// order, fdb-add BRIDGE PORT VLAN MAC. It never ages and is saved.
+    FdbAdd {
+        bridge: String,
+        #[arg(num_args = 2..=3, required = true, value_names = ["MAC", "PORT", "VLAN"])]
+        args: Vec<String>,
+    },
+    /// Remove a static MAC entry: fdb-del BRIDGE MAC [VLAN], or ovs-appctl's
+    /// order, fdb-del BRIDGE VLAN MAC.
+    FdbDel {
+        bridge: String,
+        #[arg(num_args = 1..=2, required = true, value_names = ["MAC", "VLAN"])]
+        args: Vec<String>,
+    },
     /// Show per-port packet counters.
     DumpPorts {
         bridge: String,
@@ -368,6 +382,35 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
         Command::FdbStats { bridge } => Request::FdbStats {
             bridge: bridge.clone(),
         },
+        Command::FdbAdd { bridge, args } => {
+            // A MAC has colons; a port name cannot (the kernel's rule).
+            let (mac, port, vlan) = match args.as_slice() {
+                [mac, port] if mac.contains(':') => (mac, port, None),
+                [mac, port, vlan] if mac.contains(':') => (mac, port, Some(vlan)),
+                [port, vlan, mac] if mac.contains(':') => (mac, port, Some(vlan)),
+                _ => bail!("usage: fdb-add BRIDGE MAC PORT [VLAN] (or BRIDGE PORT VLAN MAC)"),
+            };
+            Request::FdbAdd {
+                bridge: bridge.clone(),
+                port: port.clone(),
+                mac: mac.clone(),
+                vlan: vlan.map(|v| vlan_arg(v)).transpose()?.unwrap_or(0),
+            }
+        }
+        Command::FdbDel { bridge, args } => {
+            let (mac, vlan) = match args.as_slice() {
+                [mac] => (mac, None),
+                [mac, vlan] if mac.contains(':') => (mac, Some(vlan)),
+                [vlan, mac] if mac.contains(':') => (mac, Some(vlan)),
+                _ => bail!("usage: fdb-del BRIDGE MAC [VLAN] (or BRIDGE VLAN MAC)"),
+            };
+            Request::FdbDel {
+                bridge: bridge.clone(),
+                mac: mac.clone(),
+                vlan: vlan.map(|v| vlan_arg(v)).transpose()?.unwrap_or(0),
+                if_exists,
+            }
+        }
         Command::DumpPorts { bridge, interface } => Request::DumpPorts {
             bridge: bridge.clone(),
             interface: interface.clone(),
@@ -419,6 +462,11 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             }
         }
     })
+}
+
+fn vlan_arg(v: &str) -> anyhow::Result<u16> {
+    v.parse()
+        .map_err(|_| anyhow!("VLAN {v:?} is not a VLAN id (0 to 4094)"))
 }
 
 /// The tables `set` and `clear` know (ovs-vsctl's names, any case).
@@ -482,6 +530,8 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
         | Command::AddPort { .. }
         | Command::Set { .. }
         | Command::Clear { .. }
+        | Command::FdbAdd { .. }
+        | Command::FdbDel { .. }
         | Command::DelPort { .. }
         | Command::AddNsPort { .. }
         | Command::DelNsPort { .. }
@@ -544,10 +594,15 @@ fn render_fdb(rows: &[FdbEntry]) -> String {
     let width = rows.iter().map(|r| r.port.len()).max().unwrap_or(0).max(4);
     let mut out = format!("{:>width$}  VLAN  MAC                Age\n", "port");
     for r in rows {
+        let age = if r.is_static {
+            "static".to_string()
+        } else {
+            r.age.to_string()
+        };
         let _ = writeln!(
             out,
             "{:>width$}  {:>4}  {}  {:>3}",
-            r.port, r.vlan, r.mac, r.age
+            r.port, r.vlan, r.mac, age
         );
     }
     out

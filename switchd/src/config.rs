@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::datapath::{MAC_AGING_SECS, MAC_TABLE_SIZE};
-pub use switchd_proto::{NsEnd, PortConfig, PortKind};
+pub use switchd_proto::{NsEnd, PortConfig, PortKind, StaticMac};
 
 /// How the daemon is started.
 #[derive(Debug, Clone)]
@@ -47,6 +47,9 @@ pub struct BridgeConfig {
     pub group_fwd_mask: u16,
     /// In the order they were added; the internal port, if any, first.
     pub ports: Vec<PortConfig>,
+    /// `fdb-add`'s entries, each on one of `ports`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_macs: Vec<StaticMac>,
 }
 
 fn is_zero(v: &u16) -> bool {
@@ -72,6 +75,7 @@ impl Default for BridgeConfig {
             mac_table_size: MAC_TABLE_SIZE,
             group_fwd_mask: 0,
             ports: Vec::new(),
+            static_macs: Vec::new(),
         }
     }
 }
@@ -132,6 +136,7 @@ mod v1 {
                         mac_table_size: b.mac_table_size,
                         group_fwd_mask: 0,
                         ports,
+                        static_macs: Vec::new(),
                     };
                     (name, config)
                 })

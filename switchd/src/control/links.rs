@@ -79,5 +79,7 @@ impl Switch {
             new_state,
         );
         self.detach(&bridge, old).await;
+        let statics = self.db.bridges[&bridge].static_macs.clone();
+        self.install_statics(&bridge, &statics, Some(name));
     }
 }

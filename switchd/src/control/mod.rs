@@ -10,6 +10,7 @@ mod ns_ports;
 mod ports;
 mod reports;
 mod server;
+mod statics;
 mod switch;
 mod txn;
 

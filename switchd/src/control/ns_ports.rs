@@ -232,6 +232,7 @@ impl Switch {
         self.change(|db| {
             let config = db.bridges.get_mut(bridge).expect("bridge exists");
             config.ports.retain(|p| p.name != host);
+            config.static_macs.retain(|s| s.port != host);
         })?;
         let state = self
             .bridge_mut(bridge)

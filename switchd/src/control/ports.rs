@@ -155,6 +155,7 @@ impl Switch {
         self.change(|db| {
             let config = db.bridges.get_mut(&owner).expect("bridge exists");
             config.ports.retain(|p| p.name != iface);
+            config.static_macs.retain(|s| s.port != iface);
         })?;
         let state = self
             .bridge_mut(&owner)

@@ -105,6 +105,7 @@ impl Switch {
                     vlan: r.key.vlan,
                     mac: r.key.mac.to_string(),
                     age: r.age_ms / 1000,
+                    is_static: r.is_static,
                 })
                 .collect();
         rows.sort_by(|a, b| (&a.port, a.vlan, &a.mac).cmp(&(&b.port, b.vlan, &b.mac)));

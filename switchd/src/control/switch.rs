@@ -169,6 +169,14 @@ impl Switch {
                 };
                 self.bridge_mut(name).ports.insert(port.name.clone(), state);
             }
+            let old = self
+                .db
+                .bridges
+                .get(name)
+                .map(|b| b.static_macs.clone())
+                .unwrap_or_default();
+            self.uninstall_statics(name, &old, &config.static_macs);
+            self.install_statics(name, &config.static_macs, None);
         }
     }
 
@@ -211,6 +219,18 @@ impl Switch {
             Request::FdbShow { bridge } => reply(self.fdb_show(&bridge)),
             Request::FdbFlush { bridge, vlan } => reply(self.fdb_flush(bridge.as_deref(), vlan)),
             Request::FdbStats { bridge } => reply(self.fdb_stats(&bridge)),
+            Request::FdbAdd {
+                bridge,
+                port,
+                mac,
+                vlan,
+            } => reply(self.fdb_add(&bridge, &port, &mac, vlan)),
+            Request::FdbDel {
+                bridge,
+                mac,
+                vlan,
+                if_exists,
+            } => reply(self.fdb_del(&bridge, &mac, vlan, if_exists)),
             Request::DumpPorts { bridge, interface } => {
                 reply(self.dump_ports(&bridge, interface.as_deref()))
             }

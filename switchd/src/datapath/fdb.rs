@@ -122,6 +122,8 @@ pub struct FdbRow {
     pub key: FdbKey,
     pub port: PortId,
     pub age_ms: u64,
+    /// Added by the operator (`fdb-add`): never ages, never moves.
+    pub is_static: bool,
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -139,6 +141,9 @@ pub struct Fdb {
     counters: FdbCounters,
     /// Changes not yet drained, when someone reads them (`record_changes`).
     journal: Option<Vec<FdbChange>>,
+    /// Entries the operator added (`fdb-add`): looked up before the learned
+    /// ones, never learned over, aged, evicted or flushed; outside the bound.
+    statics: FastMap<FdbKey, PortId>,
 }
 
 impl Fdb {
@@ -152,6 +157,7 @@ impl Fdb {
             aging_ms: aging_secs.saturating_mul(1000),
             counters: FdbCounters::default(),
             journal: None,
+            statics: FastMap::default(),
         }
     }
 
@@ -178,14 +184,49 @@ impl Fdb {
         }
     }
 
-    /// The addresses learned on `port`, oldest first.
+    /// The addresses on `port`: learned ones oldest first, then static ones.
     pub fn keys_on(&self, port: PortId) -> impl Iterator<Item = FdbKey> + '_ {
         let mut idx = self.ports.get(&port).map_or(NIL, |list| list.head);
-        std::iter::from_fn(move || {
+        let learned = std::iter::from_fn(move || {
             let slot = self.slots.get(idx as usize)?;
             idx = slot.next;
             Some(slot.key)
-        })
+        });
+        learned.chain(
+            self.statics
+                .iter()
+                .filter(move |(_, &p)| p == port)
+                .map(|(key, _)| *key),
+        )
+    }
+
+    /// Puts `key` on `port` for good (replacing a learned entry or another
+    /// static one of the same key).
+    pub fn add_static(&mut self, key: FdbKey, port: PortId) {
+        if let Some(entry) = self.index.get(&key) {
+            let idx = entry.slot;
+            self.remove(idx);
+        }
+        match self.statics.insert(key, port) {
+            None => self.record(FdbChange::Learned { key, port }),
+            Some(from) if from != port => self.record(FdbChange::Moved {
+                key,
+                from,
+                to: port,
+            }),
+            Some(_) => {}
+        }
+    }
+
+    /// Removes a static entry; false if there was none for `key`.
+    pub fn remove_static(&mut self, key: &FdbKey) -> bool {
+        match self.statics.remove(key) {
+            Some(port) => {
+                self.record(FdbChange::Removed { key: *key, port });
+                true
+            }
+            None => false,
+        }
     }
 
     /// Entries the aging time would remove at `now_ms`, as (key, port).
@@ -238,12 +279,13 @@ impl Fdb {
         }
     }
 
+    /// Entries, static ones included.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.index.len() + self.statics.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.is_empty() && self.statics.is_empty()
     }
 
     pub fn max_entries(&self) -> usize {
@@ -257,6 +299,9 @@ impl Fdb {
     /// Records that `key` was seen on `port` at `now_ms`. The caller filters out
     /// multicast sources.
     pub fn learn(&mut self, key: FdbKey, port: PortId, now_ms: u64) {
+        if !self.statics.is_empty() && self.statics.contains_key(&key) {
+            return;
+        }
         if let Some(entry) = self.index.get_mut(&key) {
             entry.last_seen_ms = now_ms;
             let idx = entry.slot;
@@ -314,6 +359,11 @@ impl Fdb {
 
     /// The port `key` was last seen on, unless that was longer ago than the aging time.
     pub fn lookup(&self, key: &FdbKey, now_ms: u64) -> Option<PortId> {
+        if !self.statics.is_empty() {
+            if let Some(&port) = self.statics.get(key) {
+                return Some(port);
+            }
+        }
         let entry = self.index.get(key)?;
         (now_ms.saturating_sub(entry.last_seen_ms) <= self.aging_ms).then_some(entry.port)
     }
@@ -331,14 +381,23 @@ impl Fdb {
         expired.len()
     }
 
-    /// Forgets every entry on `port`; returns how many.
+    /// Forgets every entry on `port`, static ones too; returns how many.
     pub fn remove_port(&mut self, port: PortId) -> usize {
         let mut removed = 0;
         while let Some(list) = self.ports.get(&port) {
             self.remove(list.head);
             removed += 1;
         }
-        removed
+        let statics: Vec<FdbKey> = self
+            .statics
+            .iter()
+            .filter(|(_, &p)| p == port)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &statics {
+            self.remove_static(key);
+        }
+        removed + statics.len()
     }
 
     /// Forgets the entries of one VLAN; returns how many. O(entries): an
@@ -356,7 +415,8 @@ impl Fdb {
         slots.len()
     }
 
-    /// Forgets everything; returns how many entries there were.
+    /// Forgets every learned entry (static ones stay: they are configuration);
+    /// returns how many there were.
     pub fn flush(&mut self) -> usize {
         let n = self.index.len();
         if let Some(journal) = &mut self.journal {
@@ -374,11 +434,18 @@ impl Fdb {
     }
 
     pub fn rows(&self, now_ms: u64) -> impl Iterator<Item = FdbRow> + '_ {
-        self.index.iter().map(move |(key, entry)| FdbRow {
+        let learned = self.index.iter().map(move |(key, entry)| FdbRow {
             key: *key,
             port: entry.port,
             age_ms: now_ms.saturating_sub(entry.last_seen_ms),
-        })
+            is_static: false,
+        });
+        learned.chain(self.statics.iter().map(|(key, &port)| FdbRow {
+            key: *key,
+            port,
+            age_ms: 0,
+            is_static: true,
+        }))
     }
 
     fn evict_one(&mut self) {
@@ -469,6 +536,40 @@ mod tests {
         fdb.learn(key(1), 7, 20);
         assert_eq!(fdb.counters().learned, 1, "refresh is not a new entry");
         assert_eq!(fdb.len(), 1);
+    }
+
+    #[test]
+    fn static_entries_win_and_stay() {
+        let mut fdb = Fdb::new(2, 1);
+        fdb.record_changes();
+        let key = |n: u8| FdbKey {
+            vlan: 0,
+            mac: MacAddr([2, 0, 0, 0, 0, n]),
+        };
+        fdb.learn(key(1), 7, 0);
+        fdb.add_static(key(1), 8);
+        // Learning does not move it, aging and flushing do not remove it, and it
+        // takes no room from learned entries.
+        fdb.learn(key(1), 7, 10);
+        fdb.learn(key(2), 7, 10);
+        fdb.learn(key(3), 7, 10);
+        assert_eq!(fdb.lookup(&key(1), 10), Some(8));
+        assert_eq!(fdb.expire(100_000), 2);
+        assert_eq!(fdb.flush(), 0);
+        assert_eq!(fdb.lookup(&key(1), 100_000), Some(8));
+        assert_eq!(fdb.keys_on(8).collect::<Vec<_>>(), vec![key(1)]);
+        let rows: Vec<FdbRow> = fdb.rows(0).collect();
+        assert!(rows.len() == 1 && rows[0].is_static, "{rows:?}");
+        // Its port going takes it; the journal says so.
+        assert_eq!(fdb.remove_port(8), 1);
+        assert!(fdb.is_empty());
+        let mut changes = Vec::new();
+        fdb.take_changes(&mut changes);
+        assert!(changes.contains(&FdbChange::Removed {
+            key: key(1),
+            port: 8
+        }));
+        assert!(!fdb.remove_static(&key(1)));
     }
 
     #[test]

@@ -124,6 +124,19 @@ impl Bridge {
         flushed
     }
 
+    /// Puts `key` on `port` for good (`fdb-add`); the kernel's copy follows.
+    pub fn add_static(&self, key: FdbKey, port: PortId) {
+        self.fdb().add_static(key, port);
+        self.sync_kernel();
+    }
+
+    /// Removes a static entry; false if there was none.
+    pub fn remove_static(&self, key: &FdbKey) -> bool {
+        let removed = self.fdb().remove_static(key);
+        self.sync_kernel();
+        removed
+    }
+
     /// Changes the table's bounds (a smaller one evicts at once).
     pub fn set_limits(&self, max_entries: u32, aging_secs: u64) {
         self.fdb().set_limits(max_entries, aging_secs);

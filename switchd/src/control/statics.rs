@@ -1,0 +1,157 @@
+//! `fdb-add` and `fdb-del`: static MAC entries, as `ovs-appctl fdb/add` and
+//! `fdb/del` make them. They are configuration: saved in the database with their
+//! bridge, put in the table whenever their port attaches, gone with their port.
+//! A control plane that knows where remote addresses are (EVPN) adds them the
+//! same way.
+
+use super::switch::{err, PortState, RpcResult, Switch};
+use crate::config::StaticMac;
+use crate::datapath::FdbKey;
+use crate::wire::MacAddr;
+use switchd_proto::{code, MAX_VLAN};
+
+/// The table key of a static entry as the user wrote it, or why it is not one.
+fn key(mac: &str, vlan: u16) -> RpcResult<FdbKey> {
+    let invalid = |m: String| err(code::INVALID_PARAMS, m);
+    let mac: MacAddr = mac.parse().map_err(|_| {
+        invalid(format!(
+            "{mac:?} is not a MAC address (like 02:00:00:00:00:01)"
+        ))
+    })?;
+    if mac.is_multicast() {
+        return Err(invalid(format!(
+            "{mac} is a group address: frames to it are flooded, never looked up"
+        )));
+    }
+    if vlan > MAX_VLAN {
+        return Err(invalid(format!(
+            "VLAN {vlan} is out of range: VLANs are 0 to {MAX_VLAN}"
+        )));
+    }
+    Ok(FdbKey { vlan, mac })
+}
+
+impl Switch {
+    pub(super) fn fdb_add(
+        &mut self,
+        bridge: &str,
+        port: &str,
+        mac: &str,
+        vlan: u16,
+    ) -> RpcResult<()> {
+        let key = key(mac, vlan)?;
+        let running = self.bridge(bridge)?;
+        let Some(state) = running.ports.get(port) else {
+            return Err(err(
+                code::NOT_FOUND,
+                format!("bridge {bridge} does not have a port {port}"),
+            ));
+        };
+        let id = state.port().map(|p| p.id);
+        let entry = StaticMac {
+            mac: key.mac.to_string(),
+            vlan,
+            port: port.to_string(),
+        };
+        self.change(|db| {
+            let statics = &mut db
+                .bridges
+                .get_mut(bridge)
+                .expect("bridge exists")
+                .static_macs;
+            statics.retain(|s| !(s.mac == entry.mac && s.vlan == vlan));
+            statics.push(entry);
+        })?;
+        // A port that is not attached gets it when it is.
+        if let Some(id) = id {
+            self.bridges[bridge].dp.add_static(key, id);
+        }
+        Ok(())
+    }
+
+    pub(super) fn fdb_del(
+        &mut self,
+        bridge: &str,
+        mac: &str,
+        vlan: u16,
+        if_exists: bool,
+    ) -> RpcResult<()> {
+        let key = key(mac, vlan)?;
+        self.bridge(bridge)?;
+        let text = key.mac.to_string();
+        let configured = self.db.bridges[bridge]
+            .static_macs
+            .iter()
+            .any(|s| s.mac == text && s.vlan == vlan);
+        if !configured {
+            if if_exists {
+                return Ok(());
+            }
+            return Err(err(
+                code::NOT_FOUND,
+                format!("bridge {bridge} has no static entry for {text} in VLAN {vlan}"),
+            ));
+        }
+        self.change(|db| {
+            let statics = &mut db
+                .bridges
+                .get_mut(bridge)
+                .expect("bridge exists")
+                .static_macs;
+            statics.retain(|s| !(s.mac == text && s.vlan == vlan));
+        })?;
+        self.bridges[bridge].dp.remove_static(&key);
+        Ok(())
+    }
+
+    /// Puts the static entries of `statics` whose port is attached (only
+    /// `port`'s, if given) into the running bridge's table.
+    pub(super) fn install_statics(&self, bridge: &str, statics: &[StaticMac], port: Option<&str>) {
+        let Some(running) = self.bridges.get(bridge) else {
+            return;
+        };
+        for s in statics.iter().filter(|s| port.is_none_or(|p| p == s.port)) {
+            let (Ok(key), Some(PortState::Attached(p))) =
+                (key(&s.mac, s.vlan), running.ports.get(&s.port))
+            else {
+                continue;
+            };
+            running.dp.add_static(key, p.id);
+        }
+    }
+
+    /// Takes out of the running bridge the static entries of `old` that `new`
+    /// does not have (undoing a batch's `fdb-add`).
+    pub(super) fn uninstall_statics(&self, bridge: &str, old: &[StaticMac], new: &[StaticMac]) {
+        let Some(running) = self.bridges.get(bridge) else {
+            return;
+        };
+        for s in old.iter().filter(|s| !new.contains(s)) {
+            if let Ok(key) = key(&s.mac, s.vlan) {
+                running.dp.remove_static(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key;
+
+    #[test]
+    fn static_keys_are_checked() {
+        assert_eq!(key("02:00:00:00:00:01", 10).unwrap().vlan, 10);
+        assert!(key("02:00:00:00:00", 0)
+            .unwrap_err()
+            .message
+            .contains("not a MAC"));
+        assert!(key("01:00:5e:00:00:01", 0)
+            .unwrap_err()
+            .message
+            .contains("group address"));
+        assert!(key("02:00:00:00:00:01", 4095)
+            .unwrap_err()
+            .message
+            .contains("out of range"));
+    }
+}
