@@ -696,10 +696,17 @@ fn static_entries_are_used_never_learned_over_and_kept(flags: &[&str]) {
     );
     refused(&["fdb-add", "br0", "01:00:5e:00:00:01", b], "group address");
     refused(&["fdb-add", "br0", remote, b, "4095"], "out of range");
-    refused(&["fdb-del", "br0", remote, "7"], "no static entry");
+    refused(&["fdb-del", "br0", remote, "7"], "has no entry");
     d.ctl_ok(&["--if-exists", "fdb-del", "br0", remote, "7"]);
 
-    // ovs-appctl's argument order, VLAN 7.
+    // ovs-appctl's argument order, VLAN 7 (b made a trunk of it).
+    d.ctl_ok(&["set", "port", b, "trunks=0,7"]);
+    assert_eq!(
+        deliveries(&mut socks),
+        vec![20, 0],
+        "a set port kept the static entry"
+    );
+    refused(&["fdb-add", "br0", remote, b, "9"], "does not carry VLAN 9");
     d.ctl_ok(&["fdb-add", "br0", b, "7", remote]);
     let rows = d.ctl_json(&["fdb-show", "br0"]);
     assert!(

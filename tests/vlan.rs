@@ -452,6 +452,21 @@ fn vlan_settings_are_checked_shown_changed_and_kept() {
         d.ctl_ok(&["show"]).contains("vlan_mode: native-untagged"),
         "a refused clear changed nothing"
     );
+    // In a chain only the end state must make sense, as in an ovsdb transaction.
+    d.ctl_ok(&[
+        "clear",
+        "port",
+        &h2.port,
+        "tag",
+        "--",
+        "set",
+        "port",
+        &h2.port,
+        "vlan_mode=trunk",
+    ]);
+    assert!(d
+        .ctl_ok(&["show"])
+        .contains("        trunks: [20, 30]\n        vlan_mode: trunk\n"));
     d.ctl_ok(&["clear", "port", &h2.port, "tag", "trunks", "vlan_mode"]);
     assert!(
         !h1.can_ping(&h2.ip),

@@ -12,7 +12,7 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use switchd::datapath::decide::{Decider, FrameTag, FrameVlan, Ports};
+use switchd::datapath::decide::{is_withheld, Decider, FrameTag, FrameVlan, Ports};
 use switchd::datapath::egress::{self, Egress};
 use switchd::datapath::vlan::PortVlan;
 use switchd::datapath::{Fdb, FdbKey, PortId};
@@ -224,9 +224,7 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
         let eth = EthernetFrame::new_unchecked(body);
         let tag = vlan::tag_of(body).map(|(_, tci)| tci & vlan::VID_MASK);
         let classified = ingress_vlan.classify(tag);
-        let reserved = eth.dst_addr().0[..5] == [0x01, 0x80, 0xc2, 0, 0]
-            && eth.dst_addr().0[5] <= 0x0f
-            && state.group_fwd_mask & (1 << eth.dst_addr().0[5]) == 0;
+        let reserved = is_withheld(eth.dst_addr(), state.group_fwd_mask);
         let valid = !eth.src_addr().is_multicast()
             && VnetHeader::new_unchecked(header).is_valid_for(body.len())
             && classified.is_ok()
@@ -321,7 +319,7 @@ fn expected_egress(
             Some(port) if port == ingress => Vec::new(),
             Some(port) => match peers.iter().position(|&p| p == port) {
                 Some(j) if ports.egress[j].vlan.carries(vid) => vec![port],
-                Some(_) => Vec::new(),
+                Some(_) => flood,
                 None => flood,
             },
             _ => flood,

@@ -49,7 +49,7 @@ struct Inside {
 
 /// The default host-side name of an add-ns-port veth: `NETNS-IFNAME` when that is
 /// a valid interface name, otherwise a stable hash of both.
-fn host_ifname(netns: &str, ifname: &str) -> String {
+pub(super) fn host_ifname(netns: &str, ifname: &str) -> String {
     let readable = format!("{netns}-{ifname}");
     if validate_name("interface", &readable).is_ok() {
         return readable;

@@ -6,6 +6,7 @@
 
 use super::switch::{err, PortState, RpcResult, Switch};
 use crate::config::StaticMac;
+use crate::datapath::vlan::PortVlan;
 use crate::datapath::FdbKey;
 use crate::wire::MacAddr;
 use switchd_proto::{code, MAX_VLAN};
@@ -48,6 +49,18 @@ impl Switch {
             ));
         };
         let id = state.port().map(|p| p.id);
+        let vlans = self
+            .port_config(bridge, port)
+            .map(|c| PortVlan::new(&c.vlan))
+            .unwrap_or_default();
+        if !vlans.carries(vlan) {
+            return Err(err(
+                code::INVALID_PARAMS,
+                format!(
+                    "port {port} does not carry VLAN {vlan} (see its tag, trunks and vlan_mode)"
+                ),
+            ));
+        }
         let entry = StaticMac {
             mac: key.mac.to_string(),
             vlan,
@@ -77,31 +90,33 @@ impl Switch {
         if_exists: bool,
     ) -> RpcResult<()> {
         let key = key(mac, vlan)?;
-        self.bridge(bridge)?;
-        let text = key.mac.to_string();
-        let configured = self.db.bridges[bridge]
-            .static_macs
-            .iter()
-            .any(|s| s.mac == text && s.vlan == vlan);
-        if !configured {
-            if if_exists {
-                return Ok(());
-            }
-            return Err(err(
-                code::NOT_FOUND,
-                format!("bridge {bridge} has no static entry for {text} in VLAN {vlan}"),
-            ));
+        let dp = self.bridge(bridge)?.dp.clone();
+        let same = |s: &StaticMac| s.vlan == vlan && s.mac.parse::<MacAddr>() == Ok(key.mac);
+        let configured = self.db.bridges[bridge].static_macs.iter().any(same);
+        if configured {
+            self.change(|db| {
+                let statics = &mut db
+                    .bridges
+                    .get_mut(bridge)
+                    .expect("bridge exists")
+                    .static_macs;
+                statics.retain(|s| !same(s));
+            })?;
+            dp.remove_static(&key);
+            return Ok(());
         }
-        self.change(|db| {
-            let statics = &mut db
-                .bridges
-                .get_mut(bridge)
-                .expect("bridge exists")
-                .static_macs;
-            statics.retain(|s| !(s.mac == text && s.vlan == vlan));
-        })?;
-        self.bridges[bridge].dp.remove_static(&key);
-        Ok(())
+        // As `ovs-appctl fdb/del`, a learned entry may go too (until it is
+        // learned again).
+        if dp.forget(&key) || if_exists {
+            return Ok(());
+        }
+        Err(err(
+            code::NOT_FOUND,
+            format!(
+                "bridge {bridge} has no entry for {} in VLAN {vlan}",
+                key.mac
+            ),
+        ))
     }
 
     /// Puts the static entries of `statics` whose port is attached (only

@@ -103,6 +103,9 @@ pub(super) enum AttachError {
     Netlink(#[from] NetlinkError),
     #[error(transparent)]
     Port(#[from] PortError),
+    /// A database edited by hand can hold what no request would have saved.
+    #[error("invalid VLAN settings in the database: {0}")]
+    BadVlan(String),
 }
 
 impl Switch {
@@ -330,6 +333,7 @@ impl Switch {
         bridge: &str,
         port: &PortConfig,
     ) -> Result<Arc<Port>, AttachError> {
+        port.vlan.clone().check().map_err(AttachError::BadVlan)?;
         match port.kind {
             PortKind::System => self.attach_system(bridge, port).await,
             PortKind::Internal => self.attach_internal(bridge, port).await,

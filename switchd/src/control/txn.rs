@@ -12,7 +12,7 @@ use crate::datapath::Port;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
-use switchd_proto::{code, Request, RpcError};
+use switchd_proto::{code, PortColumn, Request, RpcError, VlanConfig};
 
 /// Kernel objects a running batch created or wants gone, so that a failed batch
 /// can leave the kernel as it found it.
@@ -125,24 +125,48 @@ impl Switch {
 }
 
 /// `add-port br0 p -- set port p tag=10`: the settings go into the add-port
-/// (the `set` itself becomes `None`, which answers null), so the port never
-/// forwards, not even for a moment, with the settings it would have had between
-/// the two.
+/// (or add-ns-port), and consecutive `set`/`clear`s of one port become one, so
+/// that a port never forwards, not even for a moment, with the settings it
+/// would have had in between, and only the end state must make sense (as in an
+/// ovsdb transaction). A folded command becomes `None`, which answers null.
 fn fold_port_settings(commands: Vec<Request>) -> Vec<Option<Request>> {
     let mut out: Vec<Option<Request>> = Vec::with_capacity(commands.len());
-    // Ports added earlier in the batch: name -> index in `out`.
+    // Ports added or set earlier in the batch: name -> index in `out`.
     let mut added: HashMap<String, usize> = HashMap::new();
     for command in commands {
         match command {
             Request::SetPort { port, set, clear } => match added.get(&port) {
                 Some(&i) => {
-                    if let Some(Request::AddPort { vlan, .. }) = &mut out[i] {
-                        *vlan = vlan.changed(&set, &clear);
+                    match &mut out[i] {
+                        Some(Request::AddPort { vlan, .. }) => *vlan = vlan.changed(&set, &clear),
+                        Some(Request::AddNsPort(params)) => {
+                            params.vlan = params.vlan.changed(&set, &clear)
+                        }
+                        Some(Request::SetPort {
+                            set: first,
+                            clear: cleared,
+                            ..
+                        }) => (*first, *cleared) = then(first, cleared, &set, &clear),
+                        _ => {}
                     }
                     out.push(None);
                 }
-                None => out.push(Some(Request::SetPort { port, set, clear })),
+                None => {
+                    added.insert(port.clone(), out.len());
+                    out.push(Some(Request::SetPort { port, set, clear }));
+                }
             },
+            Request::AddNsPort(params) => {
+                let ifname = params.ifname.as_deref().unwrap_or("eth0");
+                let host = params
+                    .host_ifname
+                    .clone()
+                    .unwrap_or_else(|| super::ns_ports::host_ifname(&params.netns, ifname));
+                if !params.may_exist {
+                    added.insert(host, out.len());
+                }
+                out.push(Some(Request::AddNsPort(params)));
+            }
             Request::AddPort {
                 bridge,
                 interface,
@@ -169,6 +193,27 @@ fn fold_port_settings(commands: Vec<Request>) -> Vec<Option<Request>> {
         }
     }
     out
+}
+
+/// One `set`/`clear` doing what (`set`, `clear`) and then (`set2`, `clear2`) do.
+fn then(
+    set: &VlanConfig,
+    clear: &[PortColumn],
+    set2: &VlanConfig,
+    clear2: &[PortColumn],
+) -> (VlanConfig, Vec<PortColumn>) {
+    let mut merged = set.changed(&VlanConfig::default(), clear2);
+    let mut cleared: Vec<PortColumn> = clear.iter().chain(clear2).copied().collect();
+    merged = merged.changed(set2, &[]);
+    // A column set after all is not cleared.
+    cleared.retain(|c| match c {
+        PortColumn::Tag => merged.tag.is_none(),
+        PortColumn::Trunks => merged.trunks.is_empty(),
+        PortColumn::VlanMode => merged.vlan_mode.is_none(),
+    });
+    cleared.sort_unstable_by_key(|c| *c as u8);
+    cleared.dedup();
+    (merged, cleared)
 }
 
 #[cfg(test)]
@@ -218,6 +263,40 @@ mod tests {
                 None,
             ]
         );
+        // Consecutive set/clear of one port: only the end state counts.
+        let native = VlanConfig {
+            vlan_mode: Some(switchd_proto::VlanMode::Trunk),
+            ..VlanConfig::default()
+        };
+        let folded = fold_port_settings(vec![
+            set("p3", None, &[PortColumn::Tag]),
+            Request::SetPort {
+                port: "p3".into(),
+                set: native.clone(),
+                clear: vec![],
+            },
+        ]);
+        assert_eq!(
+            folded,
+            vec![
+                Some(Request::SetPort {
+                    port: "p3".into(),
+                    set: native,
+                    clear: vec![PortColumn::Tag],
+                }),
+                None
+            ]
+        );
+        let folded = fold_port_settings(vec![
+            set("p4", None, &[PortColumn::Tag]),
+            set("p4", Some(5), &[]),
+        ]);
+        assert_eq!(
+            folded,
+            vec![Some(set("p4", Some(5), &[])), None],
+            "set after clear"
+        );
+
         // Not across another command, which might delete the port.
         let del = Request::DelPort {
             bridge: None,

@@ -49,6 +49,32 @@ fn reserved_group(dst: MacAddr) -> Option<u8> {
     ([a, b, c, d, e] == [0x01, 0x80, 0xc2, 0, 0] && n <= 0x0f).then_some(n)
 }
 
+/// The vendors' control-protocol addresses Open vSwitch also keeps to itself
+/// unless `forward-bpdu` is on (lib/packets.c `eth_addr_is_reserved`): Cisco
+/// ISL, CDP/VTP/DTP/PAgP/UDLD, PVST+, STP UplinkFast, CFM; Extreme EDP and EAPS.
+fn vendor_reserved(dst: MacAddr) -> bool {
+    match dst.0 {
+        [0x01, 0x00, 0x0c, 0x00, 0x00, 0x00]
+        | [0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcc]
+        | [0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcd]
+        | [0x01, 0x00, 0x0c, 0xcd, 0xcd, 0xcd]
+        | [0x00, 0xe0, 0x2b, 0x00, 0x00, 0x00 | 0x04 | 0x06] => true,
+        [0x01, 0x00, 0x0c, 0xcc, 0xcc, n] => (0xc0..=0xc7).contains(&n),
+        _ => false,
+    }
+}
+
+/// Whether a bridge relaying the reserved addresses of `mask` drops a frame to
+/// `dst`. `forward-bpdu=true` is the mask of all sixteen, and relays the vendors'
+/// addresses too.
+#[inline]
+pub fn is_withheld(dst: MacAddr, mask: u16) -> bool {
+    match reserved_group(dst) {
+        Some(n) => mask & (1 << n) == 0,
+        None => mask != u16::MAX && vendor_reserved(dst),
+    }
+}
+
 /// What a batch did to the ingress port's counters, and how many of its sources
 /// moved there from another port.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +166,7 @@ impl Decider {
                 }
             };
             let dst = eth.dst_addr();
-            if reserved_group(dst).is_some_and(|n| ports.group_fwd_mask & (1 << n) == 0) {
+            if is_withheld(dst, ports.group_fwd_mask) {
                 counts.count_drop(|c| &mut c.rx_reserved);
                 continue;
             }
@@ -162,11 +188,13 @@ impl Decider {
                 Some(port) if port == ingress => {}
                 Some(port) => match peers.binary_search(&port) {
                     // Learned in this VLAN, so the port carries it; checked anyway,
-                    // so that no stale entry can let a frame cross VLANs.
+                    // so that no stale or static entry can let a frame cross
+                    // VLANs. One that points at a port without the VLAN is no
+                    // better than none: flood, in the VLAN.
                     Ok(j) if ports.egress[j].vlan.carries(vlan) => {
                         self.out.push((j as u32, i as u32))
                     }
-                    Ok(_) => {}
+                    Ok(_) => self.flood.push(i as u32),
                     Err(_) => self.flood.push(i as u32),
                 },
                 None => self.flood.push(i as u32),
@@ -459,6 +487,14 @@ mod tests {
             &ports(10, &EGRESS),
             std::iter::once(Some(&f[..])),
         );
+        assert_eq!(counts.port.rx_reserved, 0);
+        // Cisco's CDP address, as Open vSwitch: held back unless forward-bpdu.
+        let cdp = frame([0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcc], A);
+        let mut p = ports(10, &EGRESS);
+        let counts = d.decide(&mut fdb, 0, &p, std::iter::once(Some(&cdp[..])));
+        assert_eq!(counts.port.rx_reserved, 1);
+        p.group_fwd_mask = u16::MAX;
+        let counts = d.decide(&mut fdb, 0, &p, std::iter::once(Some(&cdp[..])));
         assert_eq!(counts.port.rx_reserved, 0);
     }
 }

@@ -381,13 +381,32 @@ impl Fdb {
         expired.len()
     }
 
-    /// Forgets every entry on `port`, static ones too; returns how many.
-    pub fn remove_port(&mut self, port: PortId) -> usize {
+    /// Forgets the learned entries on `port` (its VLAN settings changed; the
+    /// static ones are configuration and stay); returns how many.
+    pub fn remove_learned_on(&mut self, port: PortId) -> usize {
         let mut removed = 0;
         while let Some(list) = self.ports.get(&port) {
             self.remove(list.head);
             removed += 1;
         }
+        removed
+    }
+
+    /// Forgets a learned entry; false if there was none.
+    pub fn forget(&mut self, key: &FdbKey) -> bool {
+        match self.index.get(key) {
+            Some(entry) => {
+                let idx = entry.slot;
+                self.remove(idx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets every entry on `port`, static ones too; returns how many.
+    pub fn remove_port(&mut self, port: PortId) -> usize {
+        let removed = self.remove_learned_on(port);
         let statics: Vec<FdbKey> = self
             .statics
             .iter()

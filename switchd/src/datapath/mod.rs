@@ -130,6 +130,13 @@ impl Bridge {
         self.sync_kernel();
     }
 
+    /// Forgets a learned entry (`fdb-del` of an address that is not static).
+    pub fn forget(&self, key: &FdbKey) -> bool {
+        let forgotten = self.fdb().forget(key);
+        self.sync_kernel();
+        forgotten
+    }
+
     /// Removes a static entry; false if there was none.
     pub fn remove_static(&self, key: &FdbKey) -> bool {
         let removed = self.fdb().remove_static(key);
@@ -149,7 +156,19 @@ impl Bridge {
         if let Some(mut kernel) = self.kernel() {
             kernel.remove_port(&self.fdb, port.id);
         }
-        port.offload().take();
+        // What the kernel forwarded for it stays counted.
+        if let Some(offload) = port.offload().take() {
+            let k = offload.counters();
+            port.stats.add(&switchd_proto::Counters {
+                rx_packets: k.rx_packets,
+                rx_bytes: k.rx_bytes,
+                tx_packets: k.tx_packets,
+                tx_bytes: k.tx_bytes,
+                rx_kernel: k.rx_packets,
+                tx_kernel: k.tx_packets,
+                ..Default::default()
+            });
+        }
     }
 }
 
@@ -382,8 +401,9 @@ impl Datapath {
         Ok(self.insert_port(bridge, name, PortIo::Tap(tap), egress, None))
     }
 
-    /// Changes a port's VLAN settings. Its MAC entries go (they were learned
-    /// under the old ones), and so does its kernel fast path until
+    /// Changes a port's VLAN settings. Its learned MAC entries go (they were
+    /// learned under the old ones; static ones stay, checked against the new
+    /// settings wherever they are used), and so does its kernel fast path until
     /// `finish_set_vlan`, called once the threads run the returned generation.
     pub fn set_vlan(&self, bridge: &str, id: PortId, vlan: &VlanConfig) -> u64 {
         let mut topo = self.topology();
@@ -395,7 +415,7 @@ impl Datapath {
                 entry.1 = Egress {
                     vlan: PortVlan::new(vlan),
                 };
-                state.bridge.fdb().remove_port(id);
+                state.bridge.fdb().remove_learned_on(id);
                 state.bridge.sync_kernel();
             }
         }
@@ -412,7 +432,7 @@ impl Datapath {
         let Some((port, egress)) = state.port(id) else {
             return;
         };
-        state.bridge.fdb().remove_port(id);
+        state.bridge.fdb().remove_learned_on(id);
         state.bridge.sync_kernel();
         let (Some(bridge_id), Some(sock)) =
             (state.bridge.kernel().map(|k| k.bridge()), port.socket())

@@ -325,10 +325,20 @@ impl KernelFdb {
     }
 
     /// Stops the kernel forwarding to and from `port`: removes its entries there.
+    /// The journal and the port's keys are taken under one lock of the table, and
+    /// the journal replayed while the port is still known: a key that left the
+    /// port in between would otherwise stay in the kernel pointing at it.
     pub fn remove_port(&mut self, fdb: &Mutex<Fdb>, port: PortId) {
-        self.sync(fdb);
+        let mut changes = std::mem::take(&mut self.changes);
+        let keys: Vec<FdbKey> = {
+            let mut fdb = lock(fdb);
+            fdb.take_changes(&mut changes);
+            fdb.keys_on(port).collect()
+        };
+        self.apply(&changes);
+        changes.clear();
+        self.changes = changes;
         if self.ports.remove(&port).is_some() {
-            let keys: Vec<FdbKey> = lock(fdb).keys_on(port).collect();
             for key in keys {
                 self.stage_delete(&key);
             }
@@ -368,14 +378,14 @@ impl KernelFdb {
         self.flush();
     }
 
-    /// `key` is now on `port`.
+    /// `key` is now on `port`. If the kernel cannot forward to it there (no fast
+    /// path, or a static entry on a port without its VLAN), any older entry of
+    /// the key goes.
     fn stage_set(&mut self, key: &FdbKey, port: PortId) {
-        let Some(p) = self.ports.get(&port) else {
+        let Some(p) = self.ports.get(&port).filter(|p| p.vlan.carries(key.vlan)) else {
+            self.stage_delete(key);
             return;
         };
-        if !p.vlan.carries(key.vlan) {
-            return;
-        }
         let flags = if p.vlan.tags(key.vlan) {
             FLAG_TAGGED
         } else {

@@ -184,8 +184,9 @@ impl Port {
             c.rx_bytes += k.rx_bytes;
             c.tx_packets += k.tx_packets;
             c.tx_bytes += k.tx_bytes;
-            c.rx_kernel = k.rx_packets;
-            c.tx_kernel = k.tx_packets;
+            // Added: the counters hold what earlier programs of the port forwarded.
+            c.rx_kernel += k.rx_packets;
+            c.tx_kernel += k.tx_packets;
         }
         c
     }

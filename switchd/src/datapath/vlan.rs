@@ -100,6 +100,10 @@ impl PortVlan {
     #[inline]
     pub fn classify(&self, vid: Option<u16>) -> Result<u16, Refused> {
         let vid = vid.filter(|&v| v != 0);
+        // 4095 is reserved (802.1Q): no port carries it, whatever its trunks.
+        if vid == Some(4095) && self.mode != VlanMode::Access {
+            return Err(Refused::Untrunked);
+        }
         let vlan = match (self.mode, vid) {
             (VlanMode::Access, Some(_)) => return Err(Refused::Tagged),
             (VlanMode::Access, None) => return Ok(self.tag),
@@ -167,6 +171,7 @@ mod tests {
         assert_eq!(p.classify(None), Ok(0));
         assert_eq!(p.classify(Some(0)), Ok(0), "priority tag");
         assert_eq!(p.classify(Some(4094)), Ok(4094));
+        assert_eq!(p.classify(Some(4095)), Err(Refused::Untrunked), "reserved");
         assert!(!p.tags(0) && p.tags(7));
     }
 

@@ -287,6 +287,9 @@ impl TxBatch {
         let mut out = TxOutcome::default();
         let mut frames = frames.into_iter();
         let capacity = self.hdrs.len();
+        // One pointer for every head: a fresh `&mut self.heads[n]` per frame would
+        // re-borrow the whole slice under the iovecs already pointing into it.
+        let heads = self.heads.as_mut_ptr();
         loop {
             let (mut n, mut done) = (0, false);
             while n < capacity {
@@ -302,11 +305,14 @@ impl TxBatch {
                         (1, bytes.len())
                     }
                     TxFrame::Retag { bytes, tag } => {
-                        let Ok((len, tail)) = vlan::retag(bytes, tag, &mut self.heads[n]) else {
+                        // SAFETY: n < capacity = heads.len(); no other reference to
+                        // this head exists while it is written.
+                        let head = unsafe { &mut *heads.add(n) };
+                        let Ok((len, tail)) = vlan::retag(bytes, tag, head) else {
                             out.errors += 1;
                             continue;
                         };
-                        *first = iovec(&self.heads[n][..len]);
+                        *first = iovec(&head[..len]);
                         *second = iovec(&bytes[tail..]);
                         (2, len + bytes.len() - tail)
                     }
@@ -343,7 +349,7 @@ impl TxBatch {
                     }
                 },
             };
-            match tap.write(&parts) {
+            match tap.write(parts) {
                 Ok(n) => {
                     out.packets += 1;
                     out.bytes += n as u64;
