@@ -32,6 +32,12 @@ fn key(mac: &str, vlan: u16) -> RpcResult<FdbKey> {
     Ok(FdbKey { vlan, mac })
 }
 
+/// Whether database entry `s` is the static entry for `key` (compared parsed:
+/// a hand-edited file may spell the MAC in capitals).
+fn is_entry(s: &StaticMac, key: &FdbKey) -> bool {
+    s.vlan == key.vlan && s.mac.parse::<MacAddr>() == Ok(key.mac)
+}
+
 impl Switch {
     pub(super) fn fdb_add(
         &mut self,
@@ -72,7 +78,7 @@ impl Switch {
                 .get_mut(bridge)
                 .expect("bridge exists")
                 .static_macs;
-            statics.retain(|s| !(s.mac == entry.mac && s.vlan == vlan));
+            statics.retain(|s| !is_entry(s, &key));
             statics.push(entry);
         })?;
         // A port that is not attached gets it when it is.
@@ -91,8 +97,10 @@ impl Switch {
     ) -> RpcResult<()> {
         let key = key(mac, vlan)?;
         let dp = self.bridge(bridge)?.dp.clone();
-        let same = |s: &StaticMac| s.vlan == vlan && s.mac.parse::<MacAddr>() == Ok(key.mac);
-        let configured = self.db.bridges[bridge].static_macs.iter().any(same);
+        let configured = self.db.bridges[bridge]
+            .static_macs
+            .iter()
+            .any(|s| is_entry(s, &key));
         if configured {
             self.change(|db| {
                 let statics = &mut db
@@ -100,7 +108,7 @@ impl Switch {
                     .get_mut(bridge)
                     .expect("bridge exists")
                     .static_macs;
-                statics.retain(|s| !same(s));
+                statics.retain(|s| !is_entry(s, &key));
             })?;
             dp.remove_static(&key);
             return Ok(());

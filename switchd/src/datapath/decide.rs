@@ -242,7 +242,7 @@ impl Decider {
 mod tests {
     use super::*;
     use crate::datapath::vlan::PortVlan;
-    use switchd_proto::{VlanConfig, VlanMode};
+    use switchd_proto::VlanMode;
 
     fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
         let mut f = vec![0u8; vnet::HEADER_LEN];
@@ -400,13 +400,8 @@ mod tests {
     }
 
     fn port(tag: Option<u16>, trunks: &[u16], vlan_mode: Option<VlanMode>) -> Egress {
-        let config = VlanConfig {
-            tag,
-            trunks: trunks.to_vec(),
-            vlan_mode,
-        };
         Egress {
-            vlan: PortVlan::new(&config.check().unwrap()),
+            vlan: PortVlan::checked(tag, trunks, vlan_mode),
         }
     }
 

@@ -50,16 +50,11 @@ pub fn stage<'a>(egress: &Egress, frame: FrameVlan, bytes: &'a [u8]) -> Option<T
 mod tests {
     use super::*;
     use crate::wire::vnet;
-    use switchd_proto::{VlanConfig, VlanMode};
+    use switchd_proto::VlanMode;
 
     fn egress(tag: Option<u16>, trunks: &[u16], vlan_mode: Option<VlanMode>) -> Egress {
-        let config = VlanConfig {
-            tag,
-            trunks: trunks.to_vec(),
-            vlan_mode,
-        };
         Egress {
-            vlan: PortVlan::new(&config.check().unwrap()),
+            vlan: PortVlan::checked(tag, trunks, vlan_mode),
         }
     }
 

@@ -68,6 +68,17 @@ impl Default for PortVlan {
 }
 
 impl PortVlan {
+    /// The policy of columns that must pass `VlanConfig::check`, for tests.
+    #[cfg(test)]
+    pub(crate) fn checked(tag: Option<u16>, trunks: &[u16], vlan_mode: Option<VlanMode>) -> Self {
+        let config = VlanConfig {
+            tag,
+            trunks: trunks.to_vec(),
+            vlan_mode,
+        };
+        PortVlan::new(&config.check().expect("valid VLAN columns"))
+    }
+
     /// A port without VLAN settings.
     pub const TRUNK_ALL: PortVlan = PortVlan {
         mode: VlanMode::Trunk,
@@ -154,15 +165,7 @@ mod tests {
     use super::*;
 
     fn port(tag: Option<u16>, trunks: &[u16], mode: Option<VlanMode>) -> PortVlan {
-        PortVlan::new(
-            &VlanConfig {
-                tag,
-                trunks: trunks.to_vec(),
-                vlan_mode: mode,
-            }
-            .check()
-            .unwrap(),
-        )
+        PortVlan::checked(tag, trunks, mode)
     }
 
     #[test]
