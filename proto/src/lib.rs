@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -76,6 +78,24 @@ requests! {
         /// The port's VLAN columns (`tag=10`, `trunks=10,20`, `vlan_mode=...`).
         #[serde(default)]
         vlan: VlanConfig,
+        /// The Interface's `type`: `system` (an interface that exists) or
+        /// `vxlan` (switchd makes the tunnel).
+        #[serde(default)]
+        kind: PortKind,
+        /// The Interface's `options` column (`remote_ip`, `key`, ... for vxlan).
+        #[serde(default)]
+        options: BTreeMap<String, String>,
+    }
+    /// Changes an interface's columns, as `ovs-vsctl set interface I
+    /// type=vxlan options:remote_ip=...` does. Within a batch after the
+    /// `add-port` of the same name, it becomes part of that add-port.
+    SetInterface = "set-interface" {
+        interface: String,
+        #[serde(default)]
+        kind: Option<PortKind>,
+        /// Options to set; the others keep their values.
+        #[serde(default)]
+        options: BTreeMap<String, String>,
     }
     /// Changes a port's columns, as `ovs-vsctl set port P k=v` and
     /// `clear port P col` do: `clear` first, then `set`.
@@ -325,6 +345,8 @@ pub enum PortKind {
     /// The bridge's own interface: a TAP named after the bridge, created and
     /// removed with it.
     Internal,
+    /// A VXLAN tunnel to one remote host (RFC 7348), made by switchd.
+    Vxlan,
 }
 
 impl PortKind {
@@ -332,7 +354,147 @@ impl PortKind {
         match self {
             PortKind::System => "system",
             PortKind::Internal => "internal",
+            PortKind::Vxlan => "vxlan",
         }
+    }
+}
+
+impl std::str::FromStr for PortKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "system" => Ok(PortKind::System),
+            "internal" => Ok(PortKind::Internal),
+            "vxlan" => Ok(PortKind::Vxlan),
+            _ => Err(format!(
+                "interface type {s:?} is not supported (supported: system, internal, vxlan)"
+            )),
+        }
+    }
+}
+
+/// VXLAN's UDP port (IANA, RFC 7348).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// A VXLAN port's `options`, as Open vSwitch's Interface table has them for
+/// `type=vxlan`: one remote per port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    pub remote_ip: Ipv4Addr,
+    /// The VNI (24 bits); 0 when not given, as in Open vSwitch.
+    #[serde(default)]
+    pub key: u32,
+    #[serde(default = "vxlan_port")]
+    pub dst_port: u16,
+    /// The source address of outer packets; the route's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ip: Option<Ipv4Addr>,
+    /// Outer TTL; 64 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u8>,
+    /// Outer TOS (DSCP and ECN); 0 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tos: Option<u8>,
+}
+
+fn vxlan_port() -> u16 {
+    VXLAN_PORT
+}
+
+/// The options a VXLAN port takes.
+pub const TUNNEL_OPTIONS: [&str; 6] = ["remote_ip", "key", "dst_port", "local_ip", "ttl", "tos"];
+
+impl TunnelConfig {
+    /// Parses `options` as `ovs-vsctl set interface ... options:K=V` gives them.
+    pub fn from_options(options: &BTreeMap<String, String>) -> Result<TunnelConfig, String> {
+        if let Some(unknown) = options
+            .keys()
+            .find(|k| !TUNNEL_OPTIONS.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "unknown vxlan option {unknown:?} (known: {})",
+                TUNNEL_OPTIONS.join(", ")
+            ));
+        }
+        let get = |k: &str| options.get(k).map(|v| v.trim());
+        let address = |k: &str, v: &str| -> Result<Ipv4Addr, String> {
+            if v == "flow" {
+                return Err(format!(
+                    "options:{k}=flow is not supported: a tunnel port has one remote"
+                ));
+            }
+            let ip: Ipv4Addr = v.parse().map_err(|_| {
+                if v.parse::<std::net::Ipv6Addr>().is_ok() {
+                    format!("options:{k}={v}: IPv6 underlays are not supported yet")
+                } else {
+                    format!("options:{k}={v:?} is not an IPv4 address")
+                }
+            })?;
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+                return Err(format!("options:{k}={v} is not a unicast address"));
+            }
+            Ok(ip)
+        };
+        let number = |k: &str, v: &str, max: u32| -> Result<u32, String> {
+            if v == "flow" {
+                return Err(format!("options:{k}=flow is not supported"));
+            }
+            v.parse::<u32>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("options:{k}={v:?} is not a number from 0 to {max}"))
+        };
+        let remote_ip = match get("remote_ip") {
+            Some(v) => address("remote_ip", v)?,
+            None => return Err("a vxlan port needs options:remote_ip".into()),
+        };
+        let dst_port = get("dst_port")
+            .map(|v| number("dst_port", v, u16::MAX.into()))
+            .transpose()?
+            .unwrap_or(VXLAN_PORT.into()) as u16;
+        if dst_port == 0 {
+            return Err("options:dst_port=0 is not a UDP port".into());
+        }
+        Ok(TunnelConfig {
+            remote_ip,
+            key: get("key")
+                .map(|v| number("key", v, (1 << 24) - 1))
+                .transpose()?
+                .unwrap_or(0),
+            dst_port,
+            local_ip: get("local_ip")
+                .map(|v| address("local_ip", v))
+                .transpose()?,
+            ttl: get("ttl")
+                .map(|v| number("ttl", v, 255).map(|n| n as u8))
+                .transpose()?
+                .filter(|&t| t != 0),
+            tos: get("tos")
+                .map(|v| number("tos", v, 255).map(|n| n as u8))
+                .transpose()?,
+        })
+    }
+
+    /// The options column as `ovs-vsctl show` prints it (defaults left out).
+    pub fn options(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        out.insert("remote_ip".into(), self.remote_ip.to_string());
+        out.insert("key".into(), self.key.to_string());
+        if self.dst_port != VXLAN_PORT {
+            out.insert("dst_port".into(), self.dst_port.to_string());
+        }
+        if let Some(ip) = self.local_ip {
+            out.insert("local_ip".into(), ip.to_string());
+        }
+        if let Some(ttl) = self.ttl {
+            out.insert("ttl".into(), ttl.to_string());
+        }
+        if let Some(tos) = self.tos {
+            out.insert("tos".into(), tos.to_string());
+        }
+        out
     }
 }
 
@@ -350,6 +512,9 @@ pub struct PortConfig {
     pub netns: Option<NsEnd>,
     #[serde(default, skip_serializing_if = "VlanConfig::is_default")]
     pub vlan: VlanConfig,
+    /// For a vxlan port: its remote and key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelConfig>,
 }
 
 impl PortConfig {
@@ -359,6 +524,7 @@ impl PortConfig {
             kind: PortKind::System,
             netns: None,
             vlan: VlanConfig::default(),
+            tunnel: None,
         }
     }
 }
@@ -554,6 +720,12 @@ pub struct PortInfo {
     /// `tag`, `trunks` and `vlan_mode`, each present only when set.
     #[serde(flatten)]
     pub vlan: VlanConfig,
+    /// The Interface's `options` (a vxlan port's remote_ip, key, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+    /// For a tunnel: the largest inner frame's MTU (the underlay's minus 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// What `add-ns-port` made.
@@ -592,6 +764,9 @@ pub struct FdbEntry {
     /// Added with `fdb-add`: never ages.
     #[serde(rename = "static", default)]
     pub is_static: bool,
+    /// On a tunnel port: the remote host the address is behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// A static MAC entry as the database keeps it (`fdb-add`).
@@ -659,6 +834,12 @@ macro_rules! with_port_counters {
             rx_kernel: Kernel "rx pkts",
             /// Part of `tx_packets`, likewise.
             tx_kernel: Kernel "tx pkts",
+            /// Part of `tx_drops`, on a tunnel port: the inner frame plus 50 bytes
+            /// of encapsulation does not fit the underlay's MTU.
+            tx_too_big: Tunnel "too-big",
+            /// Part of `tx_drops`, on a tunnel port: no route to the remote, or the
+            /// underlay interface is down.
+            tx_no_route: Tunnel "no-route",
         }
     };
 }
@@ -697,6 +878,8 @@ pub enum CounterLine {
     Reasons,
     /// `kernel fast path:`.
     Kernel,
+    /// `tunnel drops:`, on tunnel ports only.
+    Tunnel,
 }
 
 with_port_counters!(define_counters);
@@ -705,6 +888,9 @@ with_port_counters!(define_counters);
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortCounters {
     pub port: String,
+    /// A tunnel port: its `tunnel drops:` line applies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tunnel: bool,
     #[serde(flatten)]
     pub counters: Counters,
 }

@@ -11,6 +11,7 @@
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,8 +72,10 @@ enum Command {
         #[arg(value_name = "COLUMN=VALUE")]
         settings: Vec<String>,
     },
-    /// Set a port's columns, as ovs-vsctl does: set port PORT tag=VLAN
-    /// trunks=VLAN,... vlan_mode=access|trunk|native-tagged|native-untagged.
+    /// Set a port's or interface's columns, as ovs-vsctl does: set port PORT
+    /// tag=VLAN trunks=VLAN,... vlan_mode=access|trunk|native-tagged|native-untagged;
+    /// set interface IFACE type=vxlan options:remote_ip=IP options:key=VNI
+    /// [options:dst_port=N options:local_ip=IP options:ttl=N options:tos=N].
     Set {
         #[arg(value_name = "TABLE")]
         table: String,
@@ -325,19 +328,31 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             interface: interface.clone(),
             may_exist,
             vlan: port_columns(settings)?,
+            kind: PortKind::System,
+            options: BTreeMap::new(),
         },
         Command::Set {
             table,
             record,
             settings,
-        } => {
-            port_table(table)?;
-            Request::SetPort {
-                port: record.clone(),
-                set: port_columns(settings)?,
-                clear: Vec::new(),
+        } => match table.to_ascii_lowercase().as_str() {
+            "interface" => {
+                let (kind, options) = interface_columns(settings)?;
+                Request::SetInterface {
+                    interface: record.clone(),
+                    kind,
+                    options,
+                }
             }
-        }
+            _ => {
+                port_table(table)?;
+                Request::SetPort {
+                    port: record.clone(),
+                    set: port_columns(settings)?,
+                    clear: Vec::new(),
+                }
+            }
+        },
         Command::Clear {
             table,
             record,
@@ -479,6 +494,30 @@ fn port_table(table: &str) -> anyhow::Result<()> {
     }
 }
 
+/// `type=vxlan options:remote_ip=192.0.2.2 options:key=42`, as ovs-vsctl
+/// writes the Interface table's columns; the daemon checks the options.
+fn interface_columns(
+    settings: &[String],
+) -> anyhow::Result<(Option<PortKind>, BTreeMap<String, String>)> {
+    let mut kind = None;
+    let mut options = BTreeMap::new();
+    for setting in settings {
+        let (key, value) = setting
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{setting:?}: expected COLUMN=VALUE or options:KEY=VALUE"))?;
+        // ovs-vsctl quotes values that need it: options:remote_ip="192.0.2.2".
+        let value = value.trim().trim_matches('"');
+        match key.split_once(':') {
+            Some(("options", option)) => {
+                options.insert(option.to_string(), value.to_string());
+            }
+            None if key == "type" => kind = Some(value.parse().map_err(|e: String| anyhow!(e))?),
+            _ => bail!("unknown interface column {key:?} (known: type, options:KEY)"),
+        }
+    }
+    Ok((kind, options))
+}
+
 /// `tag=10 trunks=10,20 vlan_mode=native-untagged`, as ovs-vsctl writes the
 /// Port table's columns (`trunks=[10,20]` too). The daemon checks them together.
 fn port_columns(settings: &[String]) -> anyhow::Result<VlanConfig> {
@@ -560,6 +599,17 @@ fn render_show(show: &ShowReply) -> String {
             if p.kind != PortKind::System {
                 let _ = writeln!(out, "        type: {}", p.kind.as_str());
             }
+            if !p.options.is_empty() {
+                let options: Vec<String> = p
+                    .options
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{v}\""))
+                    .collect();
+                let _ = writeln!(out, "        options: {{{}}}", options.join(", "));
+            }
+            if let Some(mtu) = p.mtu {
+                let _ = writeln!(out, "        mtu: {mtu}");
+            }
             if let (Some(netns), Some(peer)) = (&p.netns, &p.peer) {
                 let _ = writeln!(out, "        netns: {netns} ({peer})");
             }
@@ -590,20 +640,23 @@ fn render_show(show: &ShowReply) -> String {
 }
 
 /// Columns as `ovs-appctl fdb/show`, with port names instead of numbers.
+/// A MAC behind a tunnel gets its remote in a last column.
 fn render_fdb(rows: &[FdbEntry]) -> String {
     let width = rows.iter().map(|r| r.port.len()).max().unwrap_or(0).max(4);
-    let mut out = format!("{:>width$}  VLAN  MAC                Age\n", "port");
+    let remotes = rows.iter().any(|r| r.remote.is_some());
+    let mut out = format!("{:>width$}  VLAN  MAC                Age", "port");
+    out.push_str(if remotes { "  Remote\n" } else { "\n" });
     for r in rows {
         let age = if r.is_static {
             "static".to_string()
         } else {
             r.age.to_string()
         };
-        let _ = writeln!(
-            out,
-            "{:>width$}  {:>4}  {}  {:>3}",
-            r.port, r.vlan, r.mac, age
-        );
+        let mut line = format!("{:>width$}  {:>4}  {}  {:>3}", r.port, r.vlan, r.mac, age);
+        if let Some(remote) = &r.remote {
+            let _ = write!(line, "  {remote}");
+        }
+        let _ = writeln!(out, "{line}");
     }
     out
 }
@@ -637,7 +690,7 @@ fn render_ports(bridge: &str, ports: &[PortCounters]) -> String {
                 .collect();
             format!("{title}{}", values.join(", "))
         };
-        let lines = [
+        let mut lines = vec![
             line("", &|name, l| {
                 l == CounterLine::Totals && name.starts_with("rx_")
             }),
@@ -647,6 +700,9 @@ fn render_ports(bridge: &str, ports: &[PortCounters]) -> String {
             line("rx drop/err reasons: ", &|_, l| l == CounterLine::Reasons),
             line("kernel fast path: ", &|_, l| l == CounterLine::Kernel),
         ];
+        if p.tunnel {
+            lines.push(line("tunnel tx drops: ", &|_, l| l == CounterLine::Tunnel));
+        }
         for (i, text) in lines.iter().enumerate() {
             let indent = if i == 0 {
                 head.clone()
@@ -665,7 +721,8 @@ mod tests {
     use switchd_proto::Counters;
 
     /// Methods reached through ovs-vsctl's generic commands, not one of their own.
-    const GENERIC: &[(&str, &[&str])] = &[("set-port", &["set", "clear"])];
+    const GENERIC: &[(&str, &[&str])] =
+        &[("set-port", &["set", "clear"]), ("set-interface", &["set"])];
 
     /// The CLI's grammar is ovs-vsctl's, not the wire's (`del-port [BR] IF`,
     /// `set-br BR KEY=VALUE`, `set port P k=v`), so it is written apart from
@@ -674,7 +731,7 @@ mod tests {
     fn every_method_has_a_command() {
         use clap::CommandFactory;
         let cli = Cli::command();
-        let mut commands = 0;
+        let mut commands = std::collections::BTreeSet::new();
         for method in Request::METHODS.iter().filter(|m| **m != "batch") {
             let names = GENERIC
                 .iter()
@@ -685,10 +742,10 @@ mod tests {
                     cli.find_subcommand(name).is_some(),
                     "no switchctl command {name} for method {method}"
                 );
-                commands += 1;
+                commands.insert(name);
             }
         }
-        assert_eq!(cli.get_subcommands().count(), commands);
+        assert_eq!(cli.get_subcommands().count(), commands.len());
     }
 
     #[test]
@@ -726,9 +783,27 @@ mod tests {
     }
 
     #[test]
+    fn interface_columns_parse_as_ovs_vsctl_writes_them() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (kind, options) = interface_columns(&strings(&[
+            "type=vxlan",
+            "options:remote_ip=\"192.0.2.2\"",
+            "options:key=42",
+        ]))
+        .unwrap();
+        assert_eq!(kind, Some(PortKind::Vxlan));
+        assert_eq!(options["remote_ip"], "192.0.2.2");
+        assert_eq!(options["key"], "42");
+        assert!(interface_columns(&strings(&["type=gre"])).is_err());
+        assert!(interface_columns(&strings(&["mtu_request=9000"])).is_err());
+        assert!(interface_columns(&strings(&["options:key"])).is_err());
+    }
+
+    #[test]
     fn dump_ports_has_the_ovs_ofctl_layout() {
         let port = PortCounters {
             port: "veth-ns1".into(),
+            tunnel: false,
             counters: Counters {
                 rx_packets: 5,
                 rx_bytes: 426,

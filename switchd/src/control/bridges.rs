@@ -90,6 +90,8 @@ impl Switch {
         for port in config.ports {
             if port.netns.is_some() {
                 self.doom_link(port.name).await;
+            } else if port.kind == PortKind::Vxlan {
+                self.close_tunnel(&port.name).await;
             }
         }
         tracing::info!(bridge = name, "bridge deleted");

@@ -38,6 +38,8 @@ impl Switch {
                 failed,
             );
             self.detach(&bridge, state).await;
+            // A tunnel's veth went: its programs go with it; a restart makes it anew.
+            self.tunnels.ports.remove(&port);
             tracing::warn!(bridge = %bridge, port = %port, "interface gone; port detached");
         }
         if !present {
@@ -50,19 +52,19 @@ impl Switch {
         let Some(config) = self.port_config(&bridge, name).cloned() else {
             return;
         };
-        // Only a system port's interface is someone else's to create: one that
-        // appears under an internal port's name is not the TAP switchd makes.
-        if config.kind != PortKind::System {
-            return;
-        }
         if let Some(PortState::Attached(p)) = self.bridges[&bridge].ports.get(name) {
             if p.ifindex() == Some(index) {
-                // Some other change, perhaps the MTU.
+                // Some other change, perhaps the MTU (a tunnel's follows its underlay).
                 if let Err(e) = p.refresh_mtu() {
                     tracing::warn!(bridge = %bridge, port = name, "kernel fast path: cannot set the new MTU: {e}");
                 }
                 return;
             }
+        }
+        // Only a system port's interface is someone else's to create: one that
+        // appears under an internal or tunnel port's name is not what switchd makes.
+        if config.kind != PortKind::System {
+            return;
         }
         let new_state = match self.attach(&bridge, &config).await {
             Ok(port) => {

@@ -12,6 +12,7 @@ mod reports;
 mod server;
 mod statics;
 mod switch;
+mod tunnels;
 mod txn;
 
 use crate::config::{Config, Db};
@@ -66,6 +67,7 @@ async fn serve(
     tracing::info!(socket = %config.socket.display(), db = %config.db.display(), "switchd ready");
     let aging = tokio::spawn(age_out(switch.clone()));
     let follow = tokio::spawn(follow_links(switch.clone(), links));
+    let underlay = tokio::spawn(follow_underlay(switch.clone()));
     let access = server::Access {
         group: match &config.socket_group {
             Some(name) => crate::sys::group_id(name)?,
@@ -75,9 +77,11 @@ async fn serve(
     server::serve(listener, access, switch.clone(), shutdown).await;
     aging.abort();
     follow.abort();
+    underlay.abort();
     // Dropping the last handle stops and joins the datapath threads.
     let _ = aging.await;
     let _ = follow.await;
+    let _ = underlay.await;
     drop(switch);
     Ok(())
 }
@@ -144,6 +148,19 @@ async fn follow_links(
         switch.lock().await.process_link_event(event).await;
     }
     tracing::error!("link notifications stopped; ports will not follow interface changes");
+}
+
+/// How often tunnel ports look the route to their remote up again: an underlay
+/// route, address or interface that comes or goes takes up to this long to show.
+const UNDERLAY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn follow_underlay(switch: Arc<Mutex<Switch>>) {
+    let mut tick = tokio::time::interval(UNDERLAY_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        switch.lock().await.check_tunnels().await;
+    }
 }
 
 async fn age_out(switch: Arc<Mutex<Switch>>) {

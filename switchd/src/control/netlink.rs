@@ -26,6 +26,12 @@ pub enum NetlinkError {
     },
     #[error("cannot delete interface {name}: {source}")]
     Delete { name: String, source: io::Error },
+    #[error("cannot create vxlan device {name}: {source}")]
+    CreateVxlan { name: String, source: io::Error },
+    #[error("cannot set the MTU of {name}: {source}")]
+    SetMtu { name: String, source: io::Error },
+    #[error("cannot look up the route to {name}: {source}")]
+    Route { name: String, source: io::Error },
     #[error("no answer from the kernel within {} s to {what} {name}", NETLINK_TIMEOUT.as_secs())]
     Timeout { what: &'static str, name: String },
 }
@@ -169,6 +175,159 @@ impl Netlink {
         request("delete", name, del, |source| NetlinkError::Delete {
             name: name.to_string(),
             source,
+        })
+        .await
+    }
+}
+
+/// What a route lookup found: the interface frames leave by, and the route's
+/// own MTU if it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTo {
+    pub oif: u32,
+    pub mtu: Option<u32>,
+}
+
+/// An interface's kind, MTU and whether it can pass frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    pub name: String,
+    /// `veth`, `vxlan`, ...; `None` for a plain device.
+    pub kind: Option<String>,
+    pub mtu: u32,
+    /// Up, with carrier (operstate up or unknown).
+    pub running: bool,
+}
+
+impl Netlink {
+    /// An external (collect_metadata) vxlan device listening on `dst_port`,
+    /// learning off: the remote of each frame comes from the TC program that
+    /// sends it. Created down.
+    pub async fn create_vxlan(&self, name: &str, dst_port: u16) -> Result<(), NetlinkError> {
+        let msg = rtnetlink::LinkMessageBuilder::<rtnetlink::LinkVxlan>::new(name)
+            .port(dst_port)
+            .collect_metadata(true)
+            .learning(false)
+            // As large as vxlan allows: the tunnel ports' veths carry the MTU.
+            .mtu(65_000)
+            .build();
+        let add = self.handle.link().add(msg).execute();
+        request("create vxlan device", name, add, |source| {
+            NetlinkError::CreateVxlan {
+                name: name.to_string(),
+                source,
+            }
+        })
+        .await
+    }
+
+    pub async fn set_mtu(&self, name: &str, index: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let msg = rtnetlink::LinkUnspec::new_with_index(index)
+            .mtu(mtu)
+            .build();
+        let set = self.handle.link().set(msg).execute();
+        request("set the MTU of", name, set, |source| NetlinkError::SetMtu {
+            name: name.to_string(),
+            source,
+        })
+        .await
+    }
+
+    /// Interface `index`'s state, `None` if there is no such interface.
+    pub async fn link_state(&self, index: u32) -> Result<Option<LinkState>, NetlinkError> {
+        use rtnetlink::packet_route::link::{LinkAttribute, LinkInfo, State};
+        let what = index.to_string();
+        bounded("look up", &what, async {
+            let mut links = self.handle.link().get().match_index(index).execute();
+            let link = match links.try_next().await {
+                Ok(Some(link)) => link,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    let e = to_io(e);
+                    if e.raw_os_error() == Some(libc::ENODEV) {
+                        return Ok(None);
+                    }
+                    return Err(NetlinkError::Lookup {
+                        name: format!("#{index}"),
+                        source: e,
+                    });
+                }
+            };
+            let mut state = LinkState {
+                name: String::new(),
+                kind: None,
+                mtu: 0,
+                running: false,
+            };
+            for attr in link.attributes {
+                match attr {
+                    LinkAttribute::IfName(name) => state.name = name,
+                    LinkAttribute::Mtu(mtu) => state.mtu = mtu,
+                    LinkAttribute::OperState(s) => {
+                        state.running = matches!(s, State::Up | State::Unknown)
+                    }
+                    LinkAttribute::LinkInfo(infos) => {
+                        for info in infos {
+                            if let LinkInfo::Kind(kind) = info {
+                                state.kind = Some(kind.to_string());
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let up = link
+                .header
+                .flags
+                .contains(rtnetlink::packet_route::link::LinkFlags::Up);
+            state.running &= up;
+            Ok(Some(state))
+        })
+        .await
+    }
+
+    /// The route frames to `dst` (from `src`, if given) would take: `Ok(Err)`
+    /// with the kernel's reason when there is none (no route, `src` not an
+    /// address of this host).
+    pub async fn route_to(
+        &self,
+        dst: std::net::Ipv4Addr,
+        src: Option<std::net::Ipv4Addr>,
+    ) -> Result<Result<RouteTo, io::Error>, NetlinkError> {
+        use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric};
+        let what = dst.to_string();
+        bounded("look up the route to", &what, async {
+            let mut msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                .destination_prefix(dst, 32);
+            if let Some(src) = src {
+                msg = msg.source_prefix(src, 32);
+            }
+            let mut routes = self.handle.route().get(msg.build()).execute();
+            match routes.try_next().await {
+                Ok(Some(route)) => {
+                    let mut found = RouteTo { oif: 0, mtu: None };
+                    for attr in route.attributes {
+                        match attr {
+                            RouteAttribute::Oif(oif) => found.oif = oif,
+                            RouteAttribute::Metrics(metrics) => {
+                                for m in metrics {
+                                    if let RouteMetric::Mtu(mtu) = m {
+                                        found.mtu = Some(mtu);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    Ok(Ok(found))
+                }
+                Ok(None) => Ok(Err(io::Error::from_raw_os_error(libc::ENETUNREACH))),
+                Err(rtnetlink::Error::NetlinkError(msg)) => Ok(Err(msg.to_io())),
+                Err(e) => Err(NetlinkError::Route {
+                    name: what.clone(),
+                    source: to_io(e),
+                }),
+            }
         })
         .await
     }

@@ -2,7 +2,30 @@
 
 use super::switch::{err, validate_name, AttachError, PortState, RpcResult, Switch};
 use crate::config::{PortConfig, PortKind};
-use switchd_proto::{code, PortColumn, VlanConfig};
+use std::collections::BTreeMap;
+use switchd_proto::{code, PortColumn, TunnelConfig, VlanConfig};
+
+/// A port's tunnel settings from its `type` and `options`, checked.
+fn tunnel_of(
+    iface: &str,
+    kind: PortKind,
+    options: &BTreeMap<String, String>,
+) -> RpcResult<Option<TunnelConfig>> {
+    let invalid = |m: String| err(code::INVALID_PARAMS, format!("interface {iface}: {m}"));
+    match kind {
+        PortKind::Vxlan => TunnelConfig::from_options(options)
+            .map(Some)
+            .map_err(invalid),
+        PortKind::Internal => Err(invalid(
+            "type=internal: a bridge has one internal port, made with it (add-br)".into(),
+        )),
+        PortKind::System if !options.is_empty() => Err(invalid(format!(
+            "options apply to tunnel ports (type=vxlan), not to type={}",
+            kind.as_str()
+        ))),
+        PortKind::System => Ok(None),
+    }
+}
 
 impl Switch {
     /// Refuses a port name that is taken: by a port of any bridge (`may_exist`
@@ -37,33 +60,143 @@ impl Switch {
         iface: &str,
         may_exist: bool,
         vlan: VlanConfig,
+        kind: PortKind,
+        options: BTreeMap<String, String>,
     ) -> RpcResult<()> {
         validate_name("interface", iface)?;
         let vlan = vlan
             .check()
             .map_err(|m| err(code::INVALID_PARAMS, format!("port {iface}: {m}")))?;
+        let tunnel = tunnel_of(iface, kind, &options)?;
         self.bridge(bridge)?;
         if self.check_port_name(bridge, iface, may_exist)? {
             return Ok(());
         }
+        if let Some(other) = tunnel.as_ref().and_then(|t| self.tunnel_clash(iface, t)) {
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!("interface {iface}: port {other} has the same remote_ip, key, dst_port and local_ip"),
+            ));
+        }
         let config = PortConfig {
             vlan,
+            kind,
+            tunnel,
             ..PortConfig::system(iface)
         };
         let port = self.attach(bridge, &config).await.map_err(|e| match e {
             AttachError::NoSuchInterface(_) => err(code::NOT_FOUND, e.to_string()),
             _ => err(code::FAILED, e.to_string()),
         })?;
-        self.change_with_port(bridge, port, |db| {
-            db.bridges
-                .get_mut(bridge)
-                .expect("bridge exists")
-                .ports
-                .push(config);
-        })
-        .await?;
+        let saved = self
+            .change_with_port(bridge, port, |db| {
+                db.bridges
+                    .get_mut(bridge)
+                    .expect("bridge exists")
+                    .ports
+                    .push(config);
+            })
+            .await;
+        if saved.is_err() {
+            self.close_tunnel(iface).await;
+        }
+        saved?;
         tracing::info!(bridge, port = iface, "port added");
         Ok(())
+    }
+
+    /// `set interface I type=.. options:k=v`: a tunnel port's options change
+    /// (the tunnel is made anew, and the old one kept if the new one fails);
+    /// a port's type cannot.
+    pub(super) async fn set_interface(
+        &mut self,
+        iface: &str,
+        kind: Option<PortKind>,
+        options: BTreeMap<String, String>,
+    ) -> RpcResult<()> {
+        let Some(bridge) = self.bridge_of(iface).map(str::to_string) else {
+            return Err(err(code::NOT_FOUND, format!("no interface named {iface}")));
+        };
+        let old = self
+            .port_config(&bridge, iface)
+            .cloned()
+            .unwrap_or_else(|| PortConfig::system(iface));
+        if let Some(kind) = kind.filter(|k| *k != old.kind) {
+            return Err(err(
+                code::INVALID_PARAMS,
+                format!(
+                    "interface {iface} is type={}; its type cannot change to {} (del-port it and add-port it again)",
+                    old.kind.as_str(),
+                    kind.as_str()
+                ),
+            ));
+        }
+        let mut merged = old
+            .tunnel
+            .as_ref()
+            .map(TunnelConfig::options)
+            .unwrap_or_default();
+        merged.extend(options);
+        let tunnel = tunnel_of(iface, old.kind, &merged)?;
+        if tunnel == old.tunnel {
+            return Ok(());
+        }
+        if let Some(other) = tunnel.as_ref().and_then(|t| self.tunnel_clash(iface, t)) {
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!("interface {iface}: port {other} has the same remote_ip, key, dst_port and local_ip"),
+            ));
+        }
+        let config = PortConfig {
+            tunnel,
+            ..old.clone()
+        };
+        if let Some(state) = self.bridge_mut(&bridge).ports.remove(iface) {
+            self.detach(&bridge, state).await;
+        }
+        self.tunnels.ports.remove(iface);
+        let (state, result) = match self.attach(&bridge, &config).await {
+            Ok(port) => {
+                let saved = self.change(|db| {
+                    let b = db.bridges.get_mut(&bridge).expect("bridge exists");
+                    if let Some(p) = b.ports.iter_mut().find(|p| p.name == iface) {
+                        *p = config.clone();
+                    }
+                });
+                match saved {
+                    Ok(()) => (PortState::Attached(port), Ok(())),
+                    Err(e) => {
+                        self.detach(&bridge, PortState::Attached(port)).await;
+                        self.tunnels.ports.remove(iface);
+                        (self.reattach(&bridge, &old).await, Err(e))
+                    }
+                }
+            }
+            Err(e) => (
+                self.reattach(&bridge, &old).await,
+                Err(err(code::FAILED, e.to_string())),
+            ),
+        };
+        self.bridge_mut(&bridge)
+            .ports
+            .insert(iface.to_string(), state);
+        if result.is_ok() {
+            let statics = self.db.bridges[&bridge].static_macs.clone();
+            self.install_statics(&bridge, &statics, Some(iface));
+            tracing::info!(bridge, port = iface, "interface options changed");
+        }
+        result
+    }
+
+    async fn reattach(&mut self, bridge: &str, config: &PortConfig) -> PortState {
+        match self.attach(bridge, config).await {
+            Ok(port) => {
+                let statics = self.db.bridges[bridge].static_macs.clone();
+                self.install_statics(bridge, &statics, Some(&config.name));
+                PortState::Attached(port)
+            }
+            Err(e) => PortState::Failed(e.to_string()),
+        }
     }
 
     /// `set port` and `clear port`: changes a port's VLAN columns, checked as a
@@ -163,6 +296,7 @@ impl Switch {
             .remove(iface)
             .expect("port exists");
         self.detach(&owner, state).await;
+        self.close_tunnel(iface).await;
         tracing::info!(bridge = %owner, port = iface, "port deleted");
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! rows and the counters agree.
 
 use super::switch::{err, PortState, RpcResult, Switch};
+use super::tunnels::TunnelPort;
 use crate::config::PortConfig;
 use crate::datapath::now_ms;
 use std::collections::BTreeMap;
@@ -41,9 +42,19 @@ fn link_down(name: &str) -> Option<String> {
     }
 }
 
-fn port_info(name: &str, config: Option<&PortConfig>, state: &PortState) -> PortInfo {
+fn port_info(
+    name: &str,
+    config: Option<&PortConfig>,
+    state: &PortState,
+    tunnel: Option<&TunnelPort>,
+) -> PortInfo {
     let netns = config.and_then(|c| c.netns.as_ref());
     PortInfo {
+        options: config
+            .and_then(|c| c.tunnel.as_ref())
+            .map(|t| t.options())
+            .unwrap_or_default(),
+        mtu: tunnel.map(|t| t.mtu),
         name: name.to_string(),
         kind: config.map(|c| c.kind).unwrap_or_default(),
         netns: netns.map(|n| n.netns.clone()),
@@ -58,7 +69,9 @@ fn port_info(name: &str, config: Option<&PortConfig>, state: &PortState) -> Port
                     "blocked: loop suspected, {} s left",
                     ms.div_ceil(1000)
                 )),
-                None => link_down(name),
+                None => tunnel
+                    .and_then(|t| t.down.clone())
+                    .or_else(|| link_down(name)),
             }),
     }
 }
@@ -78,7 +91,10 @@ impl Switch {
                     ports: b
                         .ports
                         .iter()
-                        .map(|(port, state)| port_info(port, config.port(port), state))
+                        .map(|(port, state)| {
+                            let tunnel = self.tunnels.ports.get(port);
+                            port_info(port, config.port(port), state, tunnel)
+                        })
                         .collect(),
                 }
             })
@@ -106,8 +122,16 @@ impl Switch {
                     mac: r.key.mac.to_string(),
                     age: r.age_ms / 1000,
                     is_static: r.is_static,
+                    remote: None,
                 })
                 .collect();
+        for row in &mut rows {
+            row.remote = self
+                .tunnels
+                .ports
+                .get(&row.port)
+                .map(|t| t.remote().to_string());
+        }
         rows.sort_by(|a, b| (&a.port, a.vlan, &a.mac).cmp(&(&b.port, b.vlan, &b.mac)));
         Ok(rows)
     }
@@ -164,9 +188,20 @@ impl Switch {
         Ok(b.ports
             .iter()
             .filter(|(name, _)| iface.is_none_or(|i| i == name.as_str()))
-            .map(|(name, state)| PortCounters {
-                port: name.clone(),
-                counters: state.port().map(|p| p.counters()).unwrap_or_default(),
+            .map(|(name, state)| {
+                let mut counters = state.port().map(|p| p.counters()).unwrap_or_default();
+                let tunnel = self.tunnels.ports.get(name);
+                if let Some(t) = tunnel {
+                    let drops = t.drops();
+                    counters.tx_too_big = drops.too_big;
+                    counters.tx_no_route = drops.no_route;
+                    counters.tx_drops += drops.too_big + drops.no_route;
+                }
+                PortCounters {
+                    port: name.clone(),
+                    tunnel: tunnel.is_some(),
+                    counters,
+                }
             })
             .collect())
     }

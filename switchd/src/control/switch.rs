@@ -8,6 +8,7 @@
 
 use super::bridges::BridgeSettings;
 use super::netlink::{Netlink, NetlinkError};
+use super::tunnels::TunnelState;
 use super::txn::BatchState;
 use crate::config::{BridgeConfig, Db, PortConfig, PortKind};
 use crate::datapath::{now_ms, Bridge, Datapath, Port, PortError};
@@ -93,6 +94,8 @@ pub struct Switch {
     pub(super) netlink: Netlink,
     /// Set while a `batch` runs: changes are saved once at its end.
     pub(super) batch: Option<BatchState>,
+    /// The kernel side of the tunnel ports.
+    pub(super) tunnels: TunnelState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +109,8 @@ pub(super) enum AttachError {
     /// A database edited by hand can hold what no request would have saved.
     #[error("invalid VLAN settings in the database: {0}")]
     BadVlan(String),
+    #[error("{0}")]
+    Tunnel(String),
 }
 
 impl Switch {
@@ -119,6 +124,7 @@ impl Switch {
             datapath,
             netlink,
             batch: None,
+            tunnels: TunnelState::default(),
         };
         switch.reconcile(&db).await;
         switch.db = db;
@@ -153,8 +159,17 @@ impl Switch {
             for port in unwanted {
                 let state = self.bridge_mut(name).ports.remove(&port).expect("listed");
                 self.detach(name, state).await;
+                self.close_tunnel(&port).await;
             }
             for port in &config.ports {
+                let running_tunnel = self.port_config(name, &port.name).map(|p| &p.tunnel);
+                if running_tunnel.is_some_and(|t| *t != port.tunnel) {
+                    // Undoing a batch's `set interface`: the tunnel is made anew.
+                    if let Some(state) = self.bridge_mut(name).ports.remove(&port.name) {
+                        self.detach(name, state).await;
+                    }
+                    self.close_tunnel(&port.name).await;
+                }
                 if self.bridges[name].ports.contains_key(&port.name) {
                     // Undoing a batch's `set port`.
                     let running = self.port_config(name, &port.name).map(|p| &p.vlan);
@@ -198,7 +213,17 @@ impl Switch {
                 interface,
                 may_exist,
                 vlan,
-            } => reply(self.add_port(&bridge, &interface, may_exist, vlan).await),
+                kind,
+                options,
+            } => reply(
+                self.add_port(&bridge, &interface, may_exist, vlan, kind, options)
+                    .await,
+            ),
+            Request::SetInterface {
+                interface,
+                kind,
+                options,
+            } => reply(self.set_interface(&interface, kind, options).await),
             Request::SetPort { port, set, clear } => {
                 reply(self.set_port(&port, &set, &clear).await)
             }
@@ -329,7 +354,7 @@ impl Switch {
     /// Starts forwarding on a configured port, as its kind says: a packet socket
     /// on an interface that exists, or the bridge's own TAP.
     pub(super) async fn attach(
-        &self,
+        &mut self,
         bridge: &str,
         port: &PortConfig,
     ) -> Result<Arc<Port>, AttachError> {
@@ -337,6 +362,17 @@ impl Switch {
         match port.kind {
             PortKind::System => self.attach_system(bridge, port).await,
             PortKind::Internal => self.attach_internal(bridge, port).await,
+            PortKind::Vxlan => {
+                let tunnel = port.tunnel.as_ref().ok_or_else(|| {
+                    AttachError::Tunnel("a vxlan port without options in the database".into())
+                })?;
+                self.open_tunnel(&port.name, tunnel).await?;
+                let attached = self.attach_system(bridge, port).await;
+                if attached.is_err() {
+                    self.close_tunnel(&port.name).await;
+                }
+                attached
+            }
         }
     }
 

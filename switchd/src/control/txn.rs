@@ -131,8 +131,10 @@ impl Switch {
 /// ovsdb transaction). A folded command becomes `None`, which answers null.
 fn fold_port_settings(commands: Vec<Request>) -> Vec<Option<Request>> {
     let mut out: Vec<Option<Request>> = Vec::with_capacity(commands.len());
-    // Ports added or set earlier in the batch: name -> index in `out`.
+    // Ports added or set earlier in the batch: name -> index in `out`; one map
+    // for the Port table's columns, one for the Interface table's.
     let mut added: HashMap<String, usize> = HashMap::new();
+    let mut interfaces: HashMap<String, usize> = HashMap::new();
     for command in commands {
         match command {
             Request::SetPort { port, set, clear } => match added.get(&port) {
@@ -156,6 +158,42 @@ fn fold_port_settings(commands: Vec<Request>) -> Vec<Option<Request>> {
                     out.push(Some(Request::SetPort { port, set, clear }));
                 }
             },
+            Request::SetInterface {
+                interface,
+                kind,
+                options,
+            } => match interfaces.get(&interface) {
+                Some(&i) => {
+                    match &mut out[i] {
+                        Some(Request::AddPort {
+                            kind: first,
+                            options: opts,
+                            ..
+                        }) => {
+                            *first = kind.unwrap_or(*first);
+                            opts.extend(options);
+                        }
+                        Some(Request::SetInterface {
+                            kind: first,
+                            options: opts,
+                            ..
+                        }) => {
+                            *first = kind.or(*first);
+                            opts.extend(options);
+                        }
+                        _ => {}
+                    }
+                    out.push(None);
+                }
+                None => {
+                    interfaces.insert(interface.clone(), out.len());
+                    out.push(Some(Request::SetInterface {
+                        interface,
+                        kind,
+                        options,
+                    }));
+                }
+            },
             Request::AddNsPort(params) => {
                 let ifname = params.ifname.as_deref().unwrap_or("eth0");
                 let host = params
@@ -172,22 +210,28 @@ fn fold_port_settings(commands: Vec<Request>) -> Vec<Option<Request>> {
                 interface,
                 may_exist,
                 vlan,
+                kind,
+                options,
             } => {
                 // --may-exist on a port that exists leaves it as it is; a later
                 // `set` must then change it for real.
                 if !may_exist {
                     added.insert(interface.clone(), out.len());
+                    interfaces.insert(interface.clone(), out.len());
                 }
                 out.push(Some(Request::AddPort {
                     bridge,
                     interface,
                     may_exist,
                     vlan,
+                    kind,
+                    options,
                 }));
             }
             other => {
                 // Anything else may remove or replace a port added above.
                 added.clear();
+                interfaces.clear();
                 out.push(Some(other));
             }
         }
@@ -219,7 +263,8 @@ fn then(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchd_proto::{PortColumn, VlanConfig};
+    use std::collections::BTreeMap;
+    use switchd_proto::{PortColumn, PortKind, VlanConfig};
 
     fn add(name: &str, tag: Option<u16>) -> Request {
         Request::AddPort {
@@ -230,7 +275,42 @@ mod tests {
                 tag,
                 ..VlanConfig::default()
             },
+            kind: PortKind::System,
+            options: BTreeMap::new(),
         }
+    }
+
+    fn set_interface(name: &str, kind: Option<PortKind>, options: &[(&str, &str)]) -> Request {
+        Request::SetInterface {
+            interface: name.into(),
+            kind,
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// `add-port br0 vx1 -- set interface vx1 type=vxlan options:...`: the
+    /// tunnel is made with its options, never as a plain port first.
+    #[test]
+    fn set_interface_folds_into_the_add_port() {
+        let folded = fold_port_settings(vec![
+            add("vx1", None),
+            set_interface("vx1", Some(PortKind::Vxlan), &[("remote_ip", "192.0.2.2")]),
+            set_interface("vx1", None, &[("key", "42")]),
+            set_interface("other", None, &[("key", "1")]),
+        ]);
+        let Some(Request::AddPort { kind, options, .. }) = &folded[0] else {
+            panic!("{folded:?}");
+        };
+        assert_eq!(*kind, PortKind::Vxlan);
+        assert_eq!(options.len(), 2);
+        assert_eq!(folded[1..3], [None, None]);
+        assert_eq!(
+            folded[3],
+            Some(set_interface("other", None, &[("key", "1")]))
+        );
     }
 
     fn set(name: &str, tag: Option<u16>, clear: &[PortColumn]) -> Request {

@@ -14,6 +14,7 @@ pub mod fdb;
 pub mod offload;
 mod port;
 mod spin;
+pub mod tunnel;
 pub mod vlan;
 mod worker;
 

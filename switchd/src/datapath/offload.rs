@@ -554,13 +554,13 @@ struct ThisPort {
 const ETH: i16 = -16;
 const SRC_KEY: i16 = -32;
 const DST_KEY: i16 = -48;
-const SLOT_KEY: i16 = -52;
+pub(super) const SLOT_KEY: i16 = -52;
 // __sk_buff fields.
-const SKB_LEN: i16 = 0;
-const SKB_VLAN_PRESENT: i16 = 20;
+pub(super) const SKB_LEN: i16 = 0;
+pub(super) const SKB_VLAN_PRESENT: i16 = 20;
 const SKB_VLAN_TCI: i16 = 24;
 const SKB_VLAN_PROTO: i16 = 28;
-const SKB_GSO_SIZE: i16 = 176;
+pub(super) const SKB_GSO_SIZE: i16 = 176;
 /// 0x8100 as the kernel stores it (network order), read on a little-endian CPU.
 const ETH_P_8021Q_LE: i32 = 0x0081;
 const ETH_P_8021AD_LE: i32 = 0xa888;
@@ -724,7 +724,7 @@ fn program(hook: Hook, me: &ThisPort, [table, counters, mtus]: [&Map; 3]) -> Vec
 }
 
 /// `r0 = map[key at fp+key]`; jumps to `missing` if there is no such entry.
-fn lookup(a: &mut Asm, map: &Map, key: i16, missing: usize) {
+pub(super) fn lookup(a: &mut Asm, map: &Map, key: i16, missing: usize) {
     a.ops(&Insn::load_map(R1, map));
     a.op(Insn::mov(R2, FP));
     a.op(Insn::add_imm(R2, key.into()));
@@ -734,7 +734,7 @@ fn lookup(a: &mut Asm, map: &Map, key: i16, missing: usize) {
 
 /// Adds one frame of `skb->len` bytes to the counters of the slot at
 /// `SLOT_KEY`, at byte `off`; jumps to `done` if the slot is missing.
-fn count(a: &mut Asm, counters: &Map, off: i16, done: usize) {
+pub(super) fn count(a: &mut Asm, counters: &Map, off: i16, done: usize) {
     lookup(a, counters, SLOT_KEY, done);
     a.op(Insn::load(Size::DW, R1, R0, off));
     a.op(Insn::add_imm(R1, 1));
@@ -747,52 +747,52 @@ fn count(a: &mut Asm, counters: &Map, off: i16, done: usize) {
 
 /// Instructions with forward jumps to labels, resolved by `finish`.
 #[derive(Default)]
-struct Asm {
+pub(super) struct Asm {
     insns: Vec<Insn>,
     labels: HashMap<usize, usize>,
     jumps: Vec<(usize, usize)>,
 }
 
 impl Asm {
-    fn op(&mut self, insn: Insn) {
+    pub(super) fn op(&mut self, insn: Insn) {
         self.insns.push(insn);
     }
 
-    fn ops(&mut self, insns: &[Insn]) {
+    pub(super) fn ops(&mut self, insns: &[Insn]) {
         self.insns.extend_from_slice(insns);
     }
 
-    fn jump(&mut self, insn: Insn, label: usize) {
+    pub(super) fn jump(&mut self, insn: Insn, label: usize) {
         self.jumps.push((self.insns.len(), label));
         self.insns.push(insn);
     }
 
-    fn jeq(&mut self, reg: bpf::Reg, imm: i32, label: usize) {
+    pub(super) fn jeq(&mut self, reg: bpf::Reg, imm: i32, label: usize) {
         self.jump(Insn::jeq_imm(reg, imm, 0), label);
     }
 
-    fn jne(&mut self, reg: bpf::Reg, imm: i32, label: usize) {
+    pub(super) fn jne(&mut self, reg: bpf::Reg, imm: i32, label: usize) {
         self.jump(Insn::jne_imm(reg, imm, 0), label);
     }
 
-    fn jle(&mut self, a: bpf::Reg, b: bpf::Reg, label: usize) {
+    pub(super) fn jle(&mut self, a: bpf::Reg, b: bpf::Reg, label: usize) {
         self.jump(Insn::jle(a, b, 0), label);
     }
 
-    fn ja(&mut self, label: usize) {
+    pub(super) fn ja(&mut self, label: usize) {
         self.jump(Insn::ja(0), label);
     }
 
-    fn jlt(&mut self, reg: bpf::Reg, imm: i32, label: usize) {
+    pub(super) fn jlt(&mut self, reg: bpf::Reg, imm: i32, label: usize) {
         self.jump(Insn::jlt_imm(reg, imm, 0), label);
     }
 
-    fn label(&mut self, label: usize) {
+    pub(super) fn label(&mut self, label: usize) {
         let old = self.labels.insert(label, self.insns.len());
         debug_assert!(old.is_none(), "label {label} placed twice");
     }
 
-    fn finish(mut self) -> Vec<Insn> {
+    pub(super) fn finish(mut self) -> Vec<Insn> {
         for (at, label) in self.jumps {
             let target = self.labels[&label];
             self.insns[at].set_offset((target - at - 1) as i16);

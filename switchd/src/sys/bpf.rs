@@ -308,6 +308,8 @@ pub mod helper {
     pub const KTIME_GET_NS: i32 = 5;
     pub const SKB_VLAN_PUSH: i32 = 18;
     pub const SKB_VLAN_POP: i32 = 19;
+    pub const SKB_GET_TUNNEL_KEY: i32 = 20;
+    pub const SKB_SET_TUNNEL_KEY: i32 = 21;
     pub const REDIRECT: i32 = 23;
     pub const SKB_LOAD_BYTES: i32 = 26;
 }
@@ -344,6 +346,14 @@ impl Insn {
 
     pub const fn and_imm(dst: Reg, imm: i32) -> Insn {
         Insn::new(0x57, dst, 0, 0, imm)
+    }
+
+    pub const fn lsh_imm(dst: Reg, imm: i32) -> Insn {
+        Insn::new(0x67, dst, 0, 0, imm)
+    }
+
+    pub const fn rsh_imm(dst: Reg, imm: i32) -> Insn {
+        Insn::new(0x77, dst, 0, 0, imm)
     }
 
     /// `dst = *(size *)(src + off)`

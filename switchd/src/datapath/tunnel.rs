@@ -1,0 +1,435 @@
+//! VXLAN tunnel ports, carried by the kernel's vxlan device.
+//!
+//! A tunnel port is a veth pair switchd makes: the datapath sees the end named
+//! as the port (`vx1`) as any veth port, with its learning, VLANs, static MACs and
+//! kernel fast path. On the far end's TC ingress (`encap`), each frame gets the
+//! port's tunnel key (remote, VNI, TTL, TOS) and is redirected into an external
+//! (collect_metadata) vxlan device, one per UDP port, which encapsulates it, a
+//! GSO frame whole (UDP tunnel GSO: the kernel segments it, if at all, after
+//! encapsulation). What that device receives passes its TC ingress (`decap`),
+//! which finds the port by (VNI, remote, local address, UDP port) and sends the
+//! frame out of the port's far end, so it arrives on `vx1`. docs/ARCHITECTURE.md
+//! ("Tunnels") has the designs this one was chosen over, with their numbers.
+
+use super::lock;
+use super::offload::{count, lookup, Asm, SKB_GSO_SIZE, SKB_LEN, SKB_VLAN_PRESENT, SLOT_KEY};
+use crate::sys::bpf::{self, helper, Insn, Map, Program, Size, FP, R0, R1, R2, R3, R4, R6, R7, R8};
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+/// Tunnel ports switchd can have at once.
+const TUNNEL_SLOTS: u32 = 4096;
+/// Per tunnel and CPU: frames and bytes too big, frames and bytes dropped
+/// while the remote was unreachable.
+const COUNTER_BYTES: usize = 32;
+/// (VNI, remote, local or 0, UDP port), each a u32 in host order.
+const REMOTE_KEY_BYTES: usize = 16;
+/// Outer TTL when the port sets none, as Open vSwitch's default.
+const DEFAULT_TTL: u8 = 64;
+
+/// The BPF maps every tunnel port's programs share.
+pub struct Tunnels {
+    /// (VNI, remote, local, UDP port) -> the ifindex of the port's far end.
+    remotes: Map,
+    /// Per tunnel slot: 1 while the remote is reachable (u32), the tunnel's
+    /// MTU (u32).
+    states: Map,
+    /// Per-CPU counters per tunnel slot (`COUNTER_BYTES`).
+    counters: Map,
+    cpus: usize,
+    slots: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    free: Vec<u32>,
+    next: u32,
+}
+
+/// One tunnel port's outer header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelKey {
+    pub vni: u32,
+    pub remote: Ipv4Addr,
+    pub local: Option<Ipv4Addr>,
+    pub dst_port: u16,
+    pub ttl: Option<u8>,
+    pub tos: u8,
+}
+
+/// Drops on one tunnel port, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelDrops {
+    pub too_big: u64,
+    pub no_route: u64,
+}
+
+impl Tunnels {
+    /// Creates the maps and checks that this kernel loads both programs.
+    pub fn new() -> io::Result<Arc<Tunnels>> {
+        let tunnels = Tunnels {
+            remotes: Map::create(bpf::MAP_HASH, REMOTE_KEY_BYTES as u32, 4, TUNNEL_SLOTS)?,
+            states: Map::create(bpf::MAP_ARRAY, 4, 8, TUNNEL_SLOTS)?,
+            counters: Map::create(bpf::MAP_PERCPU_ARRAY, 4, COUNTER_BYTES as u32, TUNNEL_SLOTS)?,
+            cpus: bpf::possible_cpus()?,
+            slots: Mutex::default(),
+        };
+        let key = TunnelKey {
+            vni: 1,
+            remote: Ipv4Addr::new(192, 0, 2, 1),
+            local: None,
+            dst_port: 4789,
+            ttl: None,
+            tos: 0,
+        };
+        Program::load(
+            bpf::PROG_SCHED_CLS,
+            "switchd_encap",
+            &tunnels.encap(&key, 1, 0),
+        )?;
+        Program::load(bpf::PROG_SCHED_CLS, "switchd_decap", &tunnels.decap(4789))?;
+        Ok(Arc::new(tunnels))
+    }
+
+    /// Takes what the vxlan device `ifindex` (for UDP port `dst_port`) receives
+    /// to the tunnel ports, for as long as the returned link is open.
+    pub fn attach_device(&self, ifindex: u32, dst_port: u16) -> io::Result<OwnedFd> {
+        Program::load(bpf::PROG_SCHED_CLS, "switchd_decap", &self.decap(dst_port))?
+            .attach_tcx_ingress(ifindex)
+    }
+
+    /// Makes the veth end `far` (whose peer is the port) a tunnel to `key`
+    /// through the vxlan device `device`. Refused if another port has the same
+    /// key. The tunnel starts down (`TunnelEnd::set_state`).
+    pub fn attach_end(
+        self: &Arc<Self>,
+        far: u32,
+        device: u32,
+        key: &TunnelKey,
+    ) -> io::Result<TunnelEnd> {
+        let slot = {
+            let mut slots = lock(&self.slots);
+            match slots.free.pop() {
+                Some(slot) => slot,
+                None if slots.next < TUNNEL_SLOTS => {
+                    slots.next += 1;
+                    slots.next - 1
+                }
+                None => return Err(io::Error::other("no tunnel slot left")),
+            }
+        };
+        let mut end = TunnelEnd {
+            tunnels: self.clone(),
+            slot,
+            remote_key: None,
+            link: None,
+        };
+        self.counters
+            .update(&slot.to_ne_bytes(), &vec![0; COUNTER_BYTES * self.cpus])?;
+        end.set_state(false, 0)?;
+        end.link = Some(
+            Program::load(
+                bpf::PROG_SCHED_CLS,
+                "switchd_encap",
+                &self.encap(key, device, slot),
+            )?
+            .attach_tcx_ingress(far)?,
+        );
+        let remote_key = remote_key(key.vni, key.remote, key.local, key.dst_port);
+        if self.remotes.lookup(&remote_key, &mut [0; 4])? {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "another tunnel port has the same remote, key and UDP port",
+            ));
+        }
+        self.remotes.update(&remote_key, &far.to_ne_bytes())?;
+        end.remote_key = Some(remote_key);
+        Ok(end)
+    }
+
+    /// Frames to the port: checked against the tunnel's MTU, given the port's
+    /// tunnel key, sent into the vxlan device `device`.
+    fn encap(&self, key: &TunnelKey, device: u32, slot: u32) -> Vec<Insn> {
+        const SHOT: usize = 0;
+        const DOWN: usize = 1;
+        const TOO_BIG: usize = 2;
+        const FITS: usize = 3;
+        const GSO: usize = 4;
+        const V4: usize = 5;
+        const L4: usize = 6;
+        const UDP: usize = 7;
+        const SEGMENT: usize = 8;
+        const TAG: usize = 9;
+        const CHECK: usize = 10;
+        let mut a = Asm::default();
+        a.op(Insn::mov(R6, R1));
+        a.op(Insn::store_imm(Size::W, FP, SLOT_KEY, slot as i32));
+        lookup(&mut a, &self.states, SLOT_KEY, SHOT);
+        a.op(Insn::load(Size::W, R2, R0, 0));
+        a.jeq(R2, 0, DOWN);
+        // The tunnel's MTU, as userspace last found the underlay's. A frame must
+        // fit it, tag included (a tag in metadata is not in skb->len but goes
+        // inside the tunnel); a GSO frame, each segment the kernel will cut it
+        // into: its headers (parsed here for TCP and UDP over IPv4 and IPv6)
+        // plus gso_size. bpf_check_mtu does this but is GPL-only.
+        a.op(Insn::load(Size::W, R7, R0, 4));
+        a.op(Insn::add_imm(R7, 14));
+        a.op(Insn::load(Size::W, R2, R6, SKB_GSO_SIZE));
+        a.jne(R2, 0, GSO);
+        a.op(Insn::load(Size::W, R8, R6, SKB_LEN));
+        a.ja(TAG);
+        a.label(GSO);
+        load_bytes(&mut a, None, 0, 24);
+        a.jne(R0, 0, FITS);
+        a.op(Insn::load(Size::H, R2, FP, HDR + 12));
+        a.jeq(R2, ETH_P_IP_LE, V4);
+        a.jne(R2, ETH_P_IPV6_LE, FITS);
+        a.op(Insn::load(Size::B, R2, FP, HDR + 20));
+        a.op(Insn::mov_imm(R8, 14 + 40));
+        a.ja(L4);
+        a.label(V4);
+        a.op(Insn::load(Size::B, R8, FP, HDR + 14));
+        a.op(Insn::and_imm(R8, 0x0f));
+        a.op(Insn::lsh_imm(R8, 2));
+        a.op(Insn::add_imm(R8, 14));
+        a.op(Insn::load(Size::B, R2, FP, HDR + 23));
+        a.label(L4);
+        a.jeq(R2, IPPROTO_UDP, UDP);
+        a.jne(R2, IPPROTO_TCP, FITS);
+        // TCP's data offset, in the 13th byte of its header.
+        load_bytes(&mut a, Some(R8), 12, 1);
+        a.jne(R0, 0, FITS);
+        a.op(Insn::load(Size::B, R2, FP, HDR));
+        a.op(Insn::and_imm(R2, 0xf0));
+        a.op(Insn::rsh_imm(R2, 2));
+        a.op(Insn::add(R8, R2));
+        a.ja(SEGMENT);
+        a.label(UDP);
+        a.op(Insn::add_imm(R8, 8));
+        a.label(SEGMENT);
+        a.op(Insn::load(Size::W, R2, R6, SKB_GSO_SIZE));
+        a.op(Insn::add(R8, R2));
+        a.label(TAG);
+        a.op(Insn::load(Size::W, R2, R6, SKB_VLAN_PRESENT));
+        a.jeq(R2, 0, CHECK);
+        a.op(Insn::add_imm(R8, 4));
+        a.label(CHECK);
+        a.jle(R8, R7, FITS);
+        a.ja(TOO_BIG);
+        a.label(FITS);
+        for i in 0..11 {
+            a.op(Insn::store_imm(Size::W, FP, KEY + 4 * i, 0));
+        }
+        a.op(Insn::store_imm(Size::W, FP, KEY, key.vni as i32));
+        a.op(Insn::store_imm(
+            Size::W,
+            FP,
+            KEY + 4,
+            u32::from(key.remote) as i32,
+        ));
+        a.op(Insn::store_imm(Size::B, FP, KEY + 20, key.tos.into()));
+        let ttl = key.ttl.unwrap_or(DEFAULT_TTL);
+        a.op(Insn::store_imm(Size::B, FP, KEY + 21, ttl.into()));
+        let local = key.local.map_or(0, u32::from);
+        a.op(Insn::store_imm(Size::W, FP, KEY + 28, local as i32));
+        a.op(Insn::mov(R1, R6));
+        a.op(Insn::mov(R2, FP));
+        a.op(Insn::add_imm(R2, KEY.into()));
+        a.op(Insn::mov_imm(R3, TUNNEL_KEY_BYTES));
+        // No outer UDP checksum (the kernel's and Open vSwitch's default for
+        // IPv4), and DF: what does not fit is dropped here, counted, rather than
+        // fragmented on the underlay.
+        a.op(Insn::mov_imm(R4, BPF_F_ZERO_CSUM_TX | BPF_F_DONT_FRAGMENT));
+        a.op(Insn::call(helper::SKB_SET_TUNNEL_KEY));
+        a.jne(R0, 0, SHOT);
+        a.op(Insn::mov_imm(R1, device as i32));
+        a.op(Insn::mov_imm(R2, 0));
+        a.op(Insn::call(helper::REDIRECT));
+        a.op(Insn::exit());
+        a.label(TOO_BIG);
+        count(&mut a, &self.counters, 0, SHOT);
+        a.ja(SHOT);
+        a.label(DOWN);
+        count(&mut a, &self.counters, 16, SHOT);
+        a.label(SHOT);
+        a.op(Insn::mov_imm(R0, TC_ACT_SHOT));
+        a.op(Insn::exit());
+        a.finish()
+    }
+
+    /// Frames the vxlan device of `dst_port` received: out of the far end of the
+    /// port with their (VNI, remote, local address), or of the one with (VNI,
+    /// remote) and no local address; dropped if there is none.
+    fn decap(&self, dst_port: u16) -> Vec<Insn> {
+        const SHOT: usize = 0;
+        const ANY_LOCAL: usize = 1;
+        const FOUND: usize = 2;
+        const REMOTE: i16 = -16;
+        let mut a = Asm::default();
+        a.op(Insn::mov(R6, R1));
+        for i in 0..11 {
+            a.op(Insn::store_imm(Size::W, FP, KEY + 4 * i, 0));
+        }
+        a.op(Insn::mov(R1, R6));
+        a.op(Insn::mov(R2, FP));
+        a.op(Insn::add_imm(R2, KEY.into()));
+        a.op(Insn::mov_imm(R3, TUNNEL_KEY_BYTES));
+        a.op(Insn::mov_imm(R4, 0));
+        a.op(Insn::call(helper::SKB_GET_TUNNEL_KEY));
+        a.jne(R0, 0, SHOT);
+        // On receive the key's remote is the outer source, its local the outer
+        // destination.
+        for (from, to) in [(0, 0), (4, 4), (28, 8)] {
+            a.op(Insn::load(Size::W, R2, FP, KEY + from));
+            a.op(Insn::store(Size::W, FP, REMOTE + to, R2));
+        }
+        a.op(Insn::store_imm(Size::W, FP, REMOTE + 12, dst_port.into()));
+        lookup(&mut a, &self.remotes, REMOTE, ANY_LOCAL);
+        a.ja(FOUND);
+        a.label(ANY_LOCAL);
+        a.op(Insn::store_imm(Size::W, FP, REMOTE + 8, 0));
+        lookup(&mut a, &self.remotes, REMOTE, SHOT);
+        a.label(FOUND);
+        a.op(Insn::load(Size::W, R1, R0, 0));
+        a.op(Insn::mov_imm(R2, 0));
+        a.op(Insn::call(helper::REDIRECT));
+        a.op(Insn::exit());
+        a.label(SHOT);
+        a.op(Insn::mov_imm(R0, TC_ACT_SHOT));
+        a.op(Insn::exit());
+        a.finish()
+    }
+}
+
+// `struct bpf_tunnel_key` on the stack at fp-100 (44 bytes): tunnel_id at 0,
+// remote_ipv4 at 4, tos at 20, ttl at 21, local_ipv4 at 28, all host order.
+const KEY: i16 = -100;
+const TUNNEL_KEY_BYTES: i32 = 44;
+const BPF_F_ZERO_CSUM_TX: i32 = 1 << 1;
+const BPF_F_DONT_FRAGMENT: i32 = 1 << 2;
+const TC_ACT_SHOT: i32 = 2;
+// Headers read for the MTU check, at fp-128 (24 bytes).
+const HDR: i16 = -128;
+const ETH_P_IP_LE: i32 = 0x0008;
+const ETH_P_IPV6_LE: i32 = 0xdd86;
+const IPPROTO_TCP: i32 = 6;
+const IPPROTO_UDP: i32 = 17;
+
+/// `r0 = bpf_skb_load_bytes(skb, base + off, fp + HDR, len)`, `base` a register
+/// or 0.
+fn load_bytes(a: &mut Asm, base: Option<bpf::Reg>, off: i32, len: i32) {
+    a.op(Insn::mov(R1, R6));
+    match base {
+        Some(reg) => {
+            a.op(Insn::mov(R2, reg));
+            a.op(Insn::add_imm(R2, off));
+        }
+        None => a.op(Insn::mov_imm(R2, off)),
+    }
+    a.op(Insn::mov(R3, FP));
+    a.op(Insn::add_imm(R3, HDR.into()));
+    a.op(Insn::mov_imm(R4, len));
+    a.op(Insn::call(helper::SKB_LOAD_BYTES));
+}
+
+fn remote_key(
+    vni: u32,
+    remote: Ipv4Addr,
+    local: Option<Ipv4Addr>,
+    dst_port: u16,
+) -> [u8; REMOTE_KEY_BYTES] {
+    let mut k = [0; REMOTE_KEY_BYTES];
+    k[..4].copy_from_slice(&vni.to_ne_bytes());
+    k[4..8].copy_from_slice(&u32::from(remote).to_ne_bytes());
+    k[8..12].copy_from_slice(&local.map_or(0, u32::from).to_ne_bytes());
+    k[12..].copy_from_slice(&u32::from(dst_port).to_ne_bytes());
+    k
+}
+
+/// One tunnel port's programs and map entries; dropping it takes them away.
+pub struct TunnelEnd {
+    tunnels: Arc<Tunnels>,
+    slot: u32,
+    remote_key: Option<[u8; REMOTE_KEY_BYTES]>,
+    link: Option<OwnedFd>,
+}
+
+impl TunnelEnd {
+    /// Lets frames out (the remote is reachable) or drops and counts them;
+    /// `mtu` is the largest inner frame's, less its Ethernet header.
+    pub fn set_state(&self, up: bool, mtu: u32) -> io::Result<()> {
+        let mut value = [0u8; 8];
+        value[..4].copy_from_slice(&u32::from(up).to_ne_bytes());
+        value[4..].copy_from_slice(&mtu.to_ne_bytes());
+        self.tunnels.states.update(&self.slot.to_ne_bytes(), &value)
+    }
+
+    pub fn drops(&self) -> TunnelDrops {
+        let mut buf = vec![0u8; COUNTER_BYTES * self.tunnels.cpus];
+        let mut total = TunnelDrops::default();
+        if !matches!(
+            self.tunnels
+                .counters
+                .lookup(&self.slot.to_ne_bytes(), &mut buf),
+            Ok(true)
+        ) {
+            return total;
+        }
+        let word =
+            |cpu: &[u8], i: usize| u64::from_ne_bytes(cpu[i * 8..i * 8 + 8].try_into().unwrap());
+        for cpu in buf.chunks_exact(COUNTER_BYTES) {
+            total.too_big += word(cpu, 0);
+            total.no_route += word(cpu, 2);
+        }
+        total
+    }
+}
+
+impl Drop for TunnelEnd {
+    fn drop(&mut self) {
+        if let Some(key) = self.remote_key {
+            if let Err(e) = self.tunnels.remotes.delete(&key) {
+                tracing::warn!("tunnel map: cannot remove a remote: {e}");
+            }
+        }
+        self.link.take();
+        lock(&self.tunnels.slots).free.push(self.slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both programs pass the verifier, with every option set and none.
+    #[test]
+    fn programs_load() {
+        // Needs root (CAP_BPF), as switchd does.
+        let tunnels = Tunnels::new().expect("load both tunnel programs");
+        let key = TunnelKey {
+            vni: (1 << 24) - 1,
+            remote: Ipv4Addr::new(10, 255, 0, 2),
+            local: Some(Ipv4Addr::new(10, 255, 0, 1)),
+            dst_port: 65535,
+            ttl: Some(255),
+            tos: 0xb8,
+        };
+        Program::load(bpf::PROG_SCHED_CLS, "t", &tunnels.encap(&key, 7, 4095)).unwrap();
+        Program::load(bpf::PROG_SCHED_CLS, "t", &tunnels.decap(65535)).unwrap();
+    }
+
+    #[test]
+    fn remote_keys_differ_by_every_field() {
+        let ip = Ipv4Addr::new(192, 0, 2, 2);
+        let base = remote_key(42, ip, None, 4789);
+        assert_ne!(base, remote_key(43, ip, None, 4789));
+        assert_ne!(
+            base,
+            remote_key(42, Ipv4Addr::new(192, 0, 2, 3), None, 4789)
+        );
+        assert_ne!(base, remote_key(42, ip, Some(ip), 4789));
+        assert_ne!(base, remote_key(42, ip, None, 4790));
+    }
+}
