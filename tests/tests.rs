@@ -28,5 +28,6 @@ mod forwarding;
 mod lifecycle;
 mod namespaces;
 mod offload;
+mod tunnel;
 mod vlan;
 use switchd_testkit as util;

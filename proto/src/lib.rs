@@ -834,12 +834,13 @@ macro_rules! with_port_counters {
             rx_kernel: Kernel "rx pkts",
             /// Part of `tx_packets`, likewise.
             tx_kernel: Kernel "tx pkts",
-            /// Part of `tx_drops`, on a tunnel port: the inner frame plus 50 bytes
-            /// of encapsulation does not fit the underlay's MTU.
-            tx_too_big: Tunnel "too-big",
+            /// Part of `tx_drops`: longer than the port's MTU (on a tunnel port, the
+            /// inner frame plus 50 bytes of encapsulation does not fit the
+            /// underlay's MTU). Dropped, never fragmented.
+            tx_too_big: TxReasons "too-big",
             /// Part of `tx_drops`, on a tunnel port: no route to the remote, or the
             /// underlay interface is down.
-            tx_no_route: Tunnel "no-route",
+            tx_no_route: TxReasons "no-route",
         }
     };
 }
@@ -878,8 +879,8 @@ pub enum CounterLine {
     Reasons,
     /// `kernel fast path:`.
     Kernel,
-    /// `tunnel drops:`, on tunnel ports only.
-    Tunnel,
+    /// `tx drop reasons:`.
+    TxReasons,
 }
 
 with_port_counters!(define_counters);
@@ -888,9 +889,6 @@ with_port_counters!(define_counters);
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortCounters {
     pub port: String,
-    /// A tunnel port: its `tunnel drops:` line applies.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub tunnel: bool,
     #[serde(flatten)]
     pub counters: Counters,
 }
@@ -978,6 +976,65 @@ pub fn parse_reply(line: &str) -> Result<Value, CallError> {
 mod tests {
     use super::*;
 
+    fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn tunnel_options_parse_as_ovs_takes_them() {
+        let t = TunnelConfig::from_options(&options(&[
+            ("remote_ip", "192.0.2.2"),
+            ("key", "16777215"),
+            ("dst_port", "8472"),
+            ("local_ip", "192.0.2.1"),
+            ("ttl", "9"),
+            ("tos", "184"),
+        ]))
+        .unwrap();
+        assert_eq!(t.remote_ip, Ipv4Addr::new(192, 0, 2, 2));
+        assert_eq!(
+            (t.key, t.dst_port, t.ttl, t.tos),
+            (16_777_215, 8472, Some(9), Some(184))
+        );
+        assert_eq!(TunnelConfig::from_options(&t.options()).unwrap(), t);
+        let defaults = TunnelConfig::from_options(&options(&[("remote_ip", "10.0.0.2")])).unwrap();
+        assert_eq!((defaults.key, defaults.dst_port), (0, VXLAN_PORT));
+        assert_eq!(
+            defaults.options(),
+            options(&[("key", "0"), ("remote_ip", "10.0.0.2")])
+        );
+        for (bad, why) in [
+            (vec![("key", "1")], "needs options:remote_ip"),
+            (vec![("remote_ip", "10.0.0.300")], "not an IPv4 address"),
+            (vec![("remote_ip", "fd00::1")], "IPv6"),
+            (vec![("remote_ip", "224.0.0.1")], "not a unicast"),
+            (vec![("remote_ip", "flow")], "one remote"),
+            (
+                vec![("remote_ip", "10.0.0.2"), ("key", "16777216")],
+                "0 to 16777215",
+            ),
+            (
+                vec![("remote_ip", "10.0.0.2"), ("key", "flow")],
+                "not supported",
+            ),
+            (
+                vec![("remote_ip", "10.0.0.2"), ("dst_port", "0")],
+                "not a UDP port",
+            ),
+            (vec![("remote_ip", "10.0.0.2"), ("ttl", "256")], "0 to 255"),
+            (
+                vec![("remote_ip", "10.0.0.2"), ("csum", "true")],
+                "unknown vxlan option",
+            ),
+        ] {
+            let e = TunnelConfig::from_options(&options(&bad)).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
     #[test]
     fn request_json_shape() {
         let req = Request::AddPort {
@@ -985,8 +1042,12 @@ mod tests {
             interface: "veth1".into(),
             may_exist: true,
             vlan: VlanConfig::default(),
+            kind: PortKind::Vxlan,
+            options: options(&[("remote_ip", "192.0.2.2")]),
         };
         let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["params"]["kind"], "vxlan");
+        assert_eq!(json["params"]["options"]["remote_ip"], "192.0.2.2");
         assert_eq!(json["method"], "add-port");
         assert_eq!(json["params"]["interface"], "veth1");
         assert_eq!(serde_json::from_value::<Request>(json).unwrap(), req);
@@ -1144,7 +1205,7 @@ mod tests {
 
     #[test]
     fn methods_are_the_requests_names() {
-        assert_eq!(Request::METHODS.len(), 20);
+        assert_eq!(Request::METHODS.len(), 21);
         let show = Request::Show {};
         assert_eq!(show.method(), "show");
         let json = serde_json::to_value(&show).unwrap();

@@ -690,7 +690,7 @@ fn render_ports(bridge: &str, ports: &[PortCounters]) -> String {
                 .collect();
             format!("{title}{}", values.join(", "))
         };
-        let mut lines = vec![
+        let lines = [
             line("", &|name, l| {
                 l == CounterLine::Totals && name.starts_with("rx_")
             }),
@@ -698,11 +698,9 @@ fn render_ports(bridge: &str, ports: &[PortCounters]) -> String {
                 l == CounterLine::Totals && name.starts_with("tx_")
             }),
             line("rx drop/err reasons: ", &|_, l| l == CounterLine::Reasons),
+            line("tx drop reasons: ", &|_, l| l == CounterLine::TxReasons),
             line("kernel fast path: ", &|_, l| l == CounterLine::Kernel),
         ];
-        if p.tunnel {
-            lines.push(line("tunnel tx drops: ", &|_, l| l == CounterLine::Tunnel));
-        }
         for (i, text) in lines.iter().enumerate() {
             let indent = if i == 0 {
                 head.clone()
@@ -803,7 +801,6 @@ mod tests {
     fn dump_ports_has_the_ovs_ofctl_layout() {
         let port = PortCounters {
             port: "veth-ns1".into(),
-            tunnel: false,
             counters: Counters {
                 rx_packets: 5,
                 rx_bytes: 426,
@@ -823,6 +820,7 @@ mod tests {
   port veth-ns1: rx pkts=5, bytes=426, drop=2, errs=0
                  tx pkts=5, bytes=426, drop=0, errs=0
                  rx drop/err reasons: multicast-src=1, bad-vnet-hdr=0, loop=1, vlan-tagged=0, vlan-not-trunked=0, reserved-dst=0, runt=0, truncated=0
+                 tx drop reasons: too-big=0, no-route=0
                  kernel fast path: rx pkts=3, tx pkts=3
 "
         );

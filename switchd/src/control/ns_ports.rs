@@ -119,6 +119,15 @@ impl Switch {
         }
         let inside = parse_inside(&spec).map_err(invalid)?;
         self.check_port_name(bridge, &spec.host, false)?;
+        // On a bridge with tunnels, a namespace whose frames fit them.
+        if spec.mtu.is_none() {
+            spec.mtu = self.bridges[bridge]
+                .ports
+                .keys()
+                .filter_map(|p| self.tunnels.ports.get(p))
+                .map(|t| t.mtu)
+                .min();
+        }
         let failed = |e: NetlinkError| err(code::FAILED, e.to_string());
         if self
             .netlink

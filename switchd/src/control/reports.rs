@@ -190,16 +190,14 @@ impl Switch {
             .filter(|(name, _)| iface.is_none_or(|i| i == name.as_str()))
             .map(|(name, state)| {
                 let mut counters = state.port().map(|p| p.counters()).unwrap_or_default();
-                let tunnel = self.tunnels.ports.get(name);
-                if let Some(t) = tunnel {
+                if let Some(t) = self.tunnels.ports.get(name) {
                     let drops = t.drops();
-                    counters.tx_too_big = drops.too_big;
-                    counters.tx_no_route = drops.no_route;
+                    counters.tx_too_big += drops.too_big;
+                    counters.tx_no_route += drops.no_route;
                     counters.tx_drops += drops.too_big + drops.no_route;
                 }
                 PortCounters {
                     port: name.clone(),
-                    tunnel: tunnel.is_some(),
                     counters,
                 }
             })

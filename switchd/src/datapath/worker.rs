@@ -504,7 +504,8 @@ impl Forwarder {
             peer.stats.add(&Counters {
                 tx_packets: sent.packets,
                 tx_bytes: sent.bytes - sent.packets * vnet::HEADER_LEN as u64,
-                tx_drops: sent.dropped,
+                tx_drops: sent.dropped + sent.too_big,
+                tx_too_big: sent.too_big,
                 tx_errors: sent.errors,
                 ..Counters::default()
             });

@@ -222,8 +222,10 @@ pub struct TxOutcome {
     pub bytes: u64,
     /// Frames not sent because the socket or the device queue was full.
     pub dropped: u64,
-    /// Frames the kernel refused (wrong size, device gone).
+    /// Frames the kernel refused (device gone, ...).
     pub errors: u64,
+    /// Frames longer than the device's MTU, which the kernel refused.
+    pub too_big: u64,
     pub last_error: Option<io::Error>,
 }
 
@@ -406,8 +408,12 @@ impl TxBatch {
                     out.dropped += (n - off) as u64;
                     return;
                 }
+                Some(libc::EMSGSIZE) => {
+                    out.too_big += 1;
+                    off += 1;
+                }
                 _ => {
-                    // This frame is bad for this port (too big, device gone): skip it.
+                    // This frame is bad for this port (device gone): skip it.
                     out.errors += 1;
                     out.last_error = Some(err);
                     off += 1;
