@@ -8,6 +8,12 @@
 //! bridge and to Open vSwitch. Machines here are shared and noisy: read the ratios,
 //! not the absolute numbers.
 //!
+//! VXLAN: two hosts (namespaces joined by a veth underlay), a on one and b on
+//! the other, a VXLAN tunnel between them: switchd on a's host and the kernel's
+//! bridge and vxlan device on b's (`vxlan-switchd`), and the kernel's on both
+//! (`vxlan-kernel`); a third table gives the first's ratios to the second.
+//! Both namespaces' MTU is 1450, so that TCP segments fit the tunnel.
+//!
 //! VLANs: the same figures through two bridges joined by a veth trunk, once
 //! untagged (`switchd-trunk`) and once access VLAN 10 -> trunk of 10,20 -> access
 //! VLAN 10 (`switchd-vlan`), and that tagged topology on Open vSwitch
@@ -17,7 +23,8 @@
 //! openvswitch-switch if missing, builds the release binaries, runs this).
 //! Environment: `COMPARE_ROUNDS` (default 3), `COMPARE_SECS` (seconds per
 //! throughput test, default 4), `COMPARE_ONLY` (comma list of
-//! veth,bridge,ovs,switchd,switchd-user,switchd-trunk,switchd-vlan,ovs-vlan),
+//! veth,bridge,ovs,switchd,switchd-user,switchd-trunk,switchd-vlan,ovs-vlan,
+//! vxlan-switchd,vxlan-kernel),
 //! `COMPARE_JSON` (results file, default target/compare/<unix time>.json),
 //! `SWITCHD_ARGS` (extra switchd flags, e.g. `--datapath-threads 2 --spin-us 1000`).
 
@@ -46,10 +53,15 @@ enum Kind {
     SwitchdVlan,
     /// That VLAN topology on Open vSwitch's userspace datapath.
     OvsVlan,
+    /// Two hosts (namespaces on a veth underlay), VXLAN between them: a on
+    /// switchd's host, b on a host with the kernel's bridge and vxlan device.
+    VxlanSwitchd,
+    /// The same with the kernel's bridge and vxlan device on both hosts.
+    VxlanKernel,
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 10] = [
         Kind::Veth,
         Kind::Bridge,
         Kind::Ovs,
@@ -58,6 +70,8 @@ impl Kind {
         Kind::SwitchdTrunk,
         Kind::SwitchdVlan,
         Kind::OvsVlan,
+        Kind::VxlanSwitchd,
+        Kind::VxlanKernel,
     ];
 
     fn name(self) -> &'static str {
@@ -70,6 +84,8 @@ impl Kind {
             Kind::SwitchdTrunk => "switchd-trunk",
             Kind::SwitchdVlan => "switchd-vlan",
             Kind::OvsVlan => "ovs-vlan",
+            Kind::VxlanSwitchd => "vxlan-switchd",
+            Kind::VxlanKernel => "vxlan-kernel",
         }
     }
 
@@ -83,6 +99,8 @@ impl Kind {
             Kind::SwitchdTrunk => "sd 2br untagged",
             Kind::SwitchdVlan => "sd 2br VLAN",
             Kind::OvsVlan => "OVS 2br VLAN",
+            Kind::VxlanSwitchd => "vxlan sd-kernel",
+            Kind::VxlanKernel => "vxlan kern-kern",
         }
     }
 }
@@ -100,6 +118,8 @@ struct Topology {
     switch_pid: Option<u32>,
     /// The trunk between two bridges.
     _wire: Option<Wire>,
+    /// The hosts of a tunnel topology.
+    _hosts: Vec<Netns>,
 }
 
 impl Drop for Topology {
@@ -142,6 +162,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
         ovs_bridge: None,
         switch_pid: None,
         _wire: None,
+        _hosts: Vec::new(),
     };
     match kind {
         Kind::Veth => {
@@ -256,9 +277,80 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             topo.links.extend(ports);
             topo._wire = Some(wire);
         }
+        Kind::VxlanSwitchd | Kind::VxlanKernel => {
+            let hosts = [Netns::new(), Netns::new()];
+            run(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    "eth0",
+                    "netns",
+                    &hosts[0].name,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    &hosts[1].name,
+                ],
+            );
+            for (i, (host, ns)) in hosts.iter().zip([&topo.a, &topo.b]).enumerate() {
+                let ip = format!("10.78.0.{}/24", i + 1);
+                host.exec_ok(&["ip", "addr", "add", &ip, "dev", "eth0"]);
+                host.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+                host.exec_ok(&[
+                    "ip", "link", "add", "c", "type", "veth", "peer", "name", "eth0", "netns",
+                    &ns.name,
+                ]);
+                host.exec_ok(&["ip", "link", "set", "c", "up"]);
+            }
+            for (i, host) in hosts.iter().enumerate() {
+                let remote = format!("10.78.0.{}", 2 - i);
+                if i == 0 && kind == Kind::VxlanSwitchd {
+                    let args = switchd_args(false);
+                    let daemon = Daemon::start_under(&["ip", "netns", "exec", &host.name], &args);
+                    daemon.ctl_ok(&["add-br", "--no-internal", "br0"]);
+                    daemon.ctl_ok(&["add-port", "br0", "c"]);
+                    let remote = format!("options:remote_ip={remote}");
+                    daemon.ctl_ok(&[
+                        "add-port",
+                        "br0",
+                        "vx",
+                        "--",
+                        "set",
+                        "interface",
+                        "vx",
+                        "type=vxlan",
+                        &remote,
+                        "options:key=42",
+                    ]);
+                    topo.switch_pid = Some(daemon.pid());
+                    topo.daemon = Some(daemon);
+                    continue;
+                }
+                let sh = |args: &[&str]| host.exec_ok(args);
+                sh(&["ip", "link", "add", "kbr", "type", "bridge"]);
+                sh(&["ip", "link", "set", "kbr", "up"]);
+                sh(&[
+                    "ip", "link", "add", "vx", "type", "vxlan", "id", "42", "remote", &remote,
+                    "dstport", "4789", "dev", "eth0",
+                ]);
+                sh(&["ip", "link", "set", "vx", "master", "kbr", "up"]);
+                sh(&["ip", "link", "set", "c", "master", "kbr"]);
+            }
+            topo._hosts = hosts.into();
+        }
     }
     address(&topo.a, A_IP);
     address(&topo.b, B_IP);
+    if !topo._hosts.is_empty() {
+        // Frames and TCP segments must fit the tunnel: what a user sets.
+        for ns in [&topo.a, &topo.b] {
+            ns.exec_ok(&["ip", "link", "set", "eth0", "mtu", "1450"]);
+        }
+    }
     let reachable = wait_until(Duration::from_secs(10), || {
         topo.a
             .exec(&["ping", "-n", "-q", "-c", "1", "-W", "1", B_IP])
@@ -442,6 +534,21 @@ fn print_table(medians: &BTreeMap<Kind, BTreeMap<&str, f64>>, rounds: u64) {
         }
         println!();
     }
+    if medians.contains_key(&Kind::VxlanSwitchd) {
+        println!();
+        println!(
+            "VXLAN: a on switchd's host, b on a kernel bridge+vxlan host, / both hosts kernel"
+        );
+        println!("{:<34}{:>15}", "", "sd/kernel");
+        for (key, label, _) in FIGURES {
+            print!("{label:<34}");
+            match ratio_of(medians, key, Kind::VxlanSwitchd, Kind::VxlanKernel) {
+                Some(r) => print!("{:>14.2}x", r),
+                None => print!("{:>15}", "-"),
+            }
+            println!();
+        }
+    }
     if !medians.contains_key(&Kind::SwitchdVlan) {
         return;
     }
@@ -487,6 +594,7 @@ fn write_json(
                 "vs_ovs": ratio(medians, key, Kind::Ovs),
                 "vlan_vs_untagged": ratio_of(medians, key, Kind::SwitchdVlan, Kind::SwitchdTrunk),
                 "vlan_vs_ovs_vlan": ratio_of(medians, key, Kind::SwitchdVlan, Kind::OvsVlan),
+                "vxlan_vs_kernel": ratio_of(medians, key, Kind::VxlanSwitchd, Kind::VxlanKernel),
             }),
         );
     }
