@@ -4,6 +4,7 @@
 //! veths' host ends are in that host. The far host is the kernel's own bridge
 //! and vxlan device, or another switchd.
 
+use crate::util::ovs::Ovs;
 use crate::util::{exclusive_machine, shared_machine, wait_until, Daemon, Netns};
 use serde_json::Value;
 use std::time::Duration;
@@ -236,6 +237,50 @@ fn interoperates_with_the_kernel_vxlan_device(flags: &[&str]) {
         );
     }
     assert_eq!(counter(&d, "vx1", "tx_no_route"), 0);
+}
+
+/// switchd on host A, Open vSwitch's userspace datapath with a vxlan port on
+/// host B: ARP, ping and TCP both ways. Open vSwitch 3.1 neither tunnels nor
+/// decapsulates packets whose checksums are left to offload: B's container and
+/// A's underlay link send with `tx off`, as anyone running it over veths must.
+#[test]
+fn interoperates_with_open_vswitch() {
+    let _machine = exclusive_machine();
+    let underlay = Underlay::new();
+    let (a, b) = (underlay.host(1), underlay.host(2));
+    let ovs = match Ovs::start_in(Some(&b.name)) {
+        Ok(ovs) => ovs,
+        Err(why) => {
+            eprintln!("SKIPPED: Open vSwitch cannot start here: {why}");
+            return;
+        }
+    };
+    let c2 = Netns::new();
+    b.exec_ok(&[
+        "ip", "link", "add", "c", "type", "veth", "peer", "name", "eth0", "netns", &c2.name,
+    ]);
+    c2.exec_ok(&["ip", "addr", "add", "10.3.0.2/24", "dev", "eth0"]);
+    c2.exec_ok(&["ip", "link", "set", "eth0", "mtu", "1450", "up"]);
+    c2.exec_ok(&["ethtool", "-K", "eth0", "tx", "off"]);
+    ovs.vxlan_host("eth0", "10.200.0.2/24", "c", &underlay_ip(1), 42)
+        .unwrap_or_else(|e| panic!("Open vSwitch: {e}"));
+    a.exec_ok(&["ethtool", "-K", "eth0", "tx", "off"]);
+    let d = switchd_in(&a, &[]);
+    add_tunnel(
+        &d,
+        "vx1",
+        &["options:remote_ip=10.200.0.2", "options:key=42"],
+    );
+    let c1 = container(&d, "10.3.0.1/24");
+    assert!(
+        can_ping(&c1, "10.3.0.2"),
+        "no ping to Open vSwitch's side; {}",
+        ovs.appctl(&["tnl/arp/show"]).unwrap_or_default()
+    );
+    assert!(can_ping(&c2, "10.3.0.1"), "no ping back");
+    let to_b = tcp_bytes(&c2, &c1, "10.3.0.2");
+    let to_a = tcp_bytes(&c1, &c2, "10.3.0.1");
+    assert!(to_b > 0 && to_a > 0, "TCP moved {to_b} and {to_a} bytes");
 }
 
 /// Three switchd hosts, one VNI: A has a tunnel to B and one to C, B and C one

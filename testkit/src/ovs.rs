@@ -11,12 +11,20 @@ use std::time::Duration;
 pub struct Ovs {
     dir: PathBuf,
     pids: Vec<i32>,
+    /// The namespace its daemons run in, if not ours.
+    netns: Option<String>,
 }
 
 impl Ovs {
     /// Starts ovsdb-server and ovs-vswitchd with `userspace-tso-enable=true`, or
     /// says why it cannot (not installed, failed to start).
     pub fn start() -> Result<Ovs, String> {
+        Ovs::start_in(None)
+    }
+
+    /// The same, its daemons inside network namespace `netns` (a host of a
+    /// tunnel topology: its routes and addresses are the ones OVS sees).
+    pub fn start_in(netns: Option<&str>) -> Result<Ovs, String> {
         for tool in ["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl"] {
             if !Command::new("which")
                 .arg(tool)
@@ -34,6 +42,7 @@ impl Ovs {
         let mut ovs = Ovs {
             dir,
             pids: Vec::new(),
+            netns: netns.map(str::to_string),
         };
         let d = ovs.dir.display().to_string();
         let schema = "/usr/share/openvswitch/vswitch.ovsschema";
@@ -70,7 +79,15 @@ impl Ovs {
     }
 
     fn sh(&self, cmd: &str, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(cmd)
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, cmd]);
+                c
+            }
+            None => Command::new(cmd),
+        };
+        let out = command
             .args(args)
             .env("OVS_RUNDIR", &self.dir)
             .env("OVS_DBDIR", &self.dir)
@@ -86,6 +103,18 @@ impl Ovs {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `ovs-appctl -t ovs-vswitchd ARGS`.
+    pub fn appctl(&self, args: &[&str]) -> Result<String, String> {
+        let ctl = self
+            .dir
+            .join(format!("ovs-vswitchd.{}.ctl", self.pids[1]))
+            .display()
+            .to_string();
+        let mut full = vec!["-t", ctl.as_str()];
+        full.extend_from_slice(args);
+        self.sh("ovs-appctl", &full)
+    }
+
     pub fn vsctl(&self, args: &[&str]) -> Result<String, String> {
         let db = format!("--db=unix:{}/db.sock", self.dir.display());
         let mut full = vec![db.as_str()];
@@ -99,6 +128,52 @@ impl Ovs {
             .trim()
             .parse()
             .map_err(|e| format!("{file}: {e}"))
+    }
+
+    /// Makes this instance's namespace a VXLAN host the way Open vSwitch's
+    /// userspace tunnelling needs it: bridge `br-int` with `port` and a vxlan
+    /// port `vx` to `remote` for VNI `key`; the underlay interface `uplink` a
+    /// port of bridge `br-phy`, whose own interface takes the underlay address
+    /// `cidr`, so OVS routes and resolves the outer packets itself.
+    pub fn vxlan_host(
+        &self,
+        uplink: &str,
+        cidr: &str,
+        port: &str,
+        remote: &str,
+        key: u32,
+    ) -> Result<(), String> {
+        for br in ["br-int", "br-phy"] {
+            self.vsctl(&[
+                "add-br",
+                br,
+                "--",
+                "set",
+                "bridge",
+                br,
+                "datapath_type=netdev",
+            ])?;
+        }
+        self.vsctl(&["add-port", "br-int", port])?;
+        self.vsctl(&[
+            "add-port",
+            "br-int",
+            "vx",
+            "--",
+            "set",
+            "interface",
+            "vx",
+            "type=vxlan",
+            &format!("options:remote_ip={remote}"),
+            &format!("options:key={key}"),
+        ])?;
+        self.vsctl(&["add-port", "br-phy", uplink])?;
+        self.sh("ip", &["addr", "flush", "dev", uplink])?;
+        self.sh("ip", &["addr", "add", cidr, "dev", "br-phy"])?;
+        for dev in ["br-phy", "br-int", uplink, port] {
+            self.sh("ip", &["link", "set", dev, "up"])?;
+        }
+        Ok(())
     }
 
     /// ovs-vswitchd's pid, for CPU accounting.

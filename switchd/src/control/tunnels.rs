@@ -173,7 +173,7 @@ impl Switch {
             tos: config.tos.unwrap_or(0),
         };
         let end = maps
-            .attach_end(far_index, device, &key)
+            .attach_end(port_index, far_index, device, &key)
             .map_err(|e| AttachError::Tunnel(format!("cannot set up the tunnel: {e}")))?;
         let mut port = TunnelPort {
             end,

@@ -2,11 +2,14 @@
 //!
 //! A tunnel port is a veth pair switchd makes: the datapath sees the end named
 //! as the port (`vx1`) as any veth port, with its learning, VLANs, static MACs and
-//! kernel fast path. On the far end's TC ingress (`encap`), each frame gets the
-//! port's tunnel key (remote, VNI, TTL, TOS) and is redirected into an external
-//! (collect_metadata) vxlan device, one per UDP port, which encapsulates it, a
-//! GSO frame whole (UDP tunnel GSO: the kernel segments it, if at all, after
-//! encapsulation). What that device receives passes its TC ingress (`decap`),
+//! kernel fast path. The encapsulating program (`encap`) gives each frame sent
+//! to the port its tunnel key (remote, VNI, TTL, TOS) and redirects it into an
+//! external (collect_metadata) vxlan device, one per UDP port, which
+//! encapsulates it, a GSO frame whole (UDP tunnel GSO: the kernel segments it,
+//! if at all, after encapsulation). It runs on the port's TC egress, where the
+//! kernel fast path's redirects arrive (so they skip the veth hop), and on the
+//! far end's TC ingress, where the frames the userspace datapath sends arrive
+//! (a packet socket that bypasses the queueing layer skips TC egress). What that device receives passes its TC ingress (`decap`),
 //! which finds the port by (VNI, remote, local address, UDP port) and sends the
 //! frame out of the port's far end, so it arrives on `vx1`. docs/ARCHITECTURE.md
 //! ("Tunnels") has the designs this one was chosen over, with their numbers.
@@ -100,11 +103,12 @@ impl Tunnels {
             .attach_tcx_ingress(ifindex)
     }
 
-    /// Makes the veth end `far` (whose peer is the port) a tunnel to `key`
+    /// Makes the veth pair `near` (the port) and `far` a tunnel to `key`
     /// through the vxlan device `device`. Refused if another port has the same
     /// key. The tunnel starts down (`TunnelEnd::set_state`).
     pub fn attach_end(
         self: &Arc<Self>,
+        near: u32,
         far: u32,
         device: u32,
         key: &TunnelKey,
@@ -124,19 +128,18 @@ impl Tunnels {
             tunnels: self.clone(),
             slot,
             remote_key: None,
-            link: None,
+            links: Vec::new(),
         };
         self.counters
             .update(&slot.to_ne_bytes(), &vec![0; COUNTER_BYTES * self.cpus])?;
         end.set_state(false, 0)?;
-        end.link = Some(
-            Program::load(
-                bpf::PROG_SCHED_CLS,
-                "switchd_encap",
-                &self.encap(key, device, slot),
-            )?
-            .attach_tcx_ingress(far)?,
-        );
+        let encap = Program::load(
+            bpf::PROG_SCHED_CLS,
+            "switchd_encap",
+            &self.encap(key, device, slot),
+        )?;
+        end.links.push(encap.attach_tcx_ingress(far)?);
+        end.links.push(encap.attach_tcx_egress(near)?);
         let remote_key = remote_key(key.vni, key.remote, key.local, key.dst_port);
         if self.remotes.lookup(&remote_key, &mut [0; 4])? {
             return Err(io::Error::new(
@@ -353,7 +356,7 @@ pub struct TunnelEnd {
     tunnels: Arc<Tunnels>,
     slot: u32,
     remote_key: Option<[u8; REMOTE_KEY_BYTES]>,
-    link: Option<OwnedFd>,
+    links: Vec<OwnedFd>,
 }
 
 impl TunnelEnd {
@@ -394,7 +397,7 @@ impl Drop for TunnelEnd {
                 tracing::warn!("tunnel map: cannot remove a remote: {e}");
             }
         }
-        self.link.take();
+        self.links.clear();
         lock(&self.tunnels.slots).free.push(self.slot);
     }
 }

@@ -23,6 +23,7 @@ pub const MAP_PERCPU_ARRAY: u32 = 6;
 pub const PROG_SOCKET_FILTER: u32 = 1;
 pub const PROG_SCHED_CLS: u32 = 3;
 const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
 
 /// `union bpf_attr` is at most a few hundred bytes; the kernel rejects non-zero
 /// bytes past the fields a command knows, so every call starts from zeros.
@@ -244,10 +245,21 @@ impl Program {
     /// Runs the program on every frame received by `ifindex`, before the kernel's
     /// own handling, for as long as the returned link is open.
     pub fn attach_tcx_ingress(&self, ifindex: u32) -> io::Result<OwnedFd> {
+        self.attach_tcx(ifindex, BPF_TCX_INGRESS)
+    }
+
+    /// Runs the program on every frame `ifindex` sends through its queueing
+    /// layer (not on those a packet socket sends with PACKET_QDISC_BYPASS),
+    /// for as long as the returned link is open.
+    pub fn attach_tcx_egress(&self, ifindex: u32) -> io::Result<OwnedFd> {
+        self.attach_tcx(ifindex, BPF_TCX_EGRESS)
+    }
+
+    fn attach_tcx(&self, ifindex: u32, attach_type: u32) -> io::Result<OwnedFd> {
         Attr::new()
             .u32(0, self.fd.as_raw_fd() as u32)
             .u32(4, ifindex)
-            .u32(8, BPF_TCX_INGRESS)
+            .u32(8, attach_type)
             .call_fd(BPF_LINK_CREATE)
     }
 
