@@ -11,7 +11,9 @@
 //! VXLAN: two hosts (namespaces joined by a veth underlay), a on one and b on
 //! the other, a VXLAN tunnel between them: switchd on a's host and the kernel's
 //! bridge and vxlan device on b's (`vxlan-switchd`), and the kernel's on both
-//! (`vxlan-kernel`); a third table gives the first's ratios to the second.
+//! (`vxlan-kernel`), and Open vSwitch's userspace datapath on both
+//! (`vxlan-ovs`, with transmit checksumming off on the links into it, which it
+//! needs); a third table gives the first's ratios to the other two.
 //! Both namespaces' MTU is 1450, so that TCP segments fit the tunnel.
 //!
 //! VLANs: the same figures through two bridges joined by a veth trunk, once
@@ -24,7 +26,7 @@
 //! Environment: `COMPARE_ROUNDS` (default 3), `COMPARE_SECS` (seconds per
 //! throughput test, default 4), `COMPARE_ONLY` (comma list of
 //! veth,bridge,ovs,switchd,switchd-user,switchd-trunk,switchd-vlan,ovs-vlan,
-//! vxlan-switchd,vxlan-kernel),
+//! vxlan-switchd,vxlan-kernel,vxlan-ovs),
 //! `COMPARE_JSON` (results file, default target/compare/<unix time>.json),
 //! `SWITCHD_ARGS` (extra switchd flags, e.g. `--datapath-threads 2 --spin-us 1000`).
 
@@ -58,10 +60,12 @@ enum Kind {
     VxlanSwitchd,
     /// The same with the kernel's bridge and vxlan device on both hosts.
     VxlanKernel,
+    /// The same with Open vSwitch's userspace datapath on both hosts.
+    VxlanOvs,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::Veth,
         Kind::Bridge,
         Kind::Ovs,
@@ -72,6 +76,7 @@ impl Kind {
         Kind::OvsVlan,
         Kind::VxlanSwitchd,
         Kind::VxlanKernel,
+        Kind::VxlanOvs,
     ];
 
     fn name(self) -> &'static str {
@@ -86,6 +91,7 @@ impl Kind {
             Kind::OvsVlan => "ovs-vlan",
             Kind::VxlanSwitchd => "vxlan-switchd",
             Kind::VxlanKernel => "vxlan-kernel",
+            Kind::VxlanOvs => "vxlan-ovs",
         }
     }
 
@@ -101,6 +107,7 @@ impl Kind {
             Kind::OvsVlan => "OVS 2br VLAN",
             Kind::VxlanSwitchd => "vxlan sd-kernel",
             Kind::VxlanKernel => "vxlan kern-kern",
+            Kind::VxlanOvs => "vxlan OVS-OVS",
         }
     }
 }
@@ -118,6 +125,8 @@ struct Topology {
     switch_pid: Option<u32>,
     /// The trunk between two bridges.
     _wire: Option<Wire>,
+    /// Open vSwitch instances inside the hosts, stopped before the hosts go.
+    _ovs: Vec<Ovs>,
     /// The hosts of a tunnel topology.
     _hosts: Vec<Netns>,
 }
@@ -162,6 +171,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
         ovs_bridge: None,
         switch_pid: None,
         _wire: None,
+        _ovs: Vec::new(),
         _hosts: Vec::new(),
     };
     match kind {
@@ -277,7 +287,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             topo.links.extend(ports);
             topo._wire = Some(wire);
         }
-        Kind::VxlanSwitchd | Kind::VxlanKernel => {
+        Kind::VxlanSwitchd | Kind::VxlanKernel | Kind::VxlanOvs => {
             let hosts = [Netns::new(), Netns::new()];
             run(
                 "ip",
@@ -308,6 +318,15 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             }
             for (i, host) in hosts.iter().enumerate() {
                 let remote = format!("10.78.0.{}", 2 - i);
+                if kind == Kind::VxlanOvs {
+                    // OVS 3.1 neither tunnels nor decapsulates packets whose
+                    // checksums are left to offload (docs/TUNNELS.md).
+                    host.exec_ok(&["ethtool", "-K", "eth0", "tx", "off"]);
+                    let ovs = Ovs::start_in(Some(&host.name))?;
+                    ovs.vxlan_host("eth0", &format!("10.78.0.{}/24", i + 1), "c", &remote, 42)?;
+                    topo._ovs.push(ovs);
+                    continue;
+                }
                 if i == 0 && kind == Kind::VxlanSwitchd {
                     let args = switchd_args(false);
                     let daemon = Daemon::start_under(&["ip", "netns", "exec", &host.name], &args);
@@ -349,6 +368,9 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
         // Frames and TCP segments must fit the tunnel: what a user sets.
         for ns in [&topo.a, &topo.b] {
             ns.exec_ok(&["ip", "link", "set", "eth0", "mtu", "1450"]);
+            if kind == Kind::VxlanOvs {
+                ns.exec_ok(&["ethtool", "-K", "eth0", "tx", "off"]);
+            }
         }
     }
     let reachable = wait_until(Duration::from_secs(10), || {
@@ -597,6 +619,7 @@ fn write_json(
                 "vlan_vs_untagged": ratio_of(medians, key, Kind::SwitchdVlan, Kind::SwitchdTrunk),
                 "vlan_vs_ovs_vlan": ratio_of(medians, key, Kind::SwitchdVlan, Kind::OvsVlan),
                 "vxlan_vs_kernel": ratio_of(medians, key, Kind::VxlanSwitchd, Kind::VxlanKernel),
+                "vxlan_vs_ovs": ratio_of(medians, key, Kind::VxlanSwitchd, Kind::VxlanOvs),
             }),
         );
     }
