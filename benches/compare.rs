@@ -560,15 +560,15 @@ fn print_table(medians: &BTreeMap<Kind, BTreeMap<&str, f64>>, rounds: u64) {
     }
     if medians.contains_key(&Kind::VxlanSwitchd) {
         println!();
-        println!(
-            "VXLAN: a on switchd's host, b on a kernel bridge+vxlan host, / both hosts kernel"
-        );
-        println!("{:<34}{:>15}", "", "sd/kernel");
+        println!("VXLAN: a on switchd's host, b on a kernel bridge+vxlan host, / both hosts kernel, / both hosts OVS");
+        println!("{:<34}{:>15}{:>15}", "", "sd/kernel", "sd/ovs");
         for (key, label, _) in FIGURES {
             print!("{label:<34}");
-            match ratio_of(medians, key, Kind::VxlanSwitchd, Kind::VxlanKernel) {
-                Some(r) => print!("{:>14.2}x", r),
-                None => print!("{:>15}", "-"),
+            for peer in [Kind::VxlanKernel, Kind::VxlanOvs] {
+                match ratio_of(medians, key, Kind::VxlanSwitchd, peer) {
+                    Some(r) => print!("{:>14.2}x", r),
+                    None => print!("{:>15}", "-"),
+                }
             }
             println!();
         }

@@ -475,6 +475,22 @@ fn tunnels_follow_the_underlay_persist_and_refuse_bad_options() {
         d.ctl_ok(&["show"])
     );
     assert!(can_ping(&c2, "10.2.0.1"), "after kill -9");
+
+    // Options change live, saved; the type does not change.
+    d.ctl_ok(&["set", "interface", "vx1", "options:key=100"]);
+    assert_eq!(port(&d, "vx1")["options"]["key"], "100");
+    assert!(
+        !c1.exec(&["ping", "-n", "-q", "-c", "1", "-W", "1", "10.2.0.2"])
+            .status
+            .success(),
+        "VNI 100 reached B's VNI 99"
+    );
+    d.ctl_ok(&["set", "interface", "vx1", "options:key=99"]);
+    assert!(can_ping(&c1, "10.2.0.2"), "back on VNI 99");
+    let retype = d.ctl(&["set", "interface", "vx1", "type=system"]);
+    assert!(!retype.status.success());
+    assert!(String::from_utf8_lossy(&retype.stderr).contains("cannot change"));
+    assert!(can_ping(&c1, "10.2.0.2"), "after a refused type change");
     let devices = a.exec_ok(&["ip", "-o", "link", "show", "type", "vxlan"]);
     assert_eq!(devices.lines().count(), 1, "{devices}");
 
