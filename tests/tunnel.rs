@@ -225,15 +225,32 @@ fn interoperates_with_the_kernel_vxlan_device(flags: &[&str]) {
     for c in [&c1, &c2] {
         c.exec_ok(&["ip", "link", "set", "eth0", "mtu", "1450"]);
     }
-    let kernel_before = counter(&d, "vx1", "tx_kernel");
+    let kernel_before = (
+        counter(&d, "vx1", "tx_kernel"),
+        counter(&d, "vx1", "rx_kernel"),
+    );
+    let veth_rx = || -> u64 {
+        let n = a.exec_ok(&["cat", "/sys/class/net/vx1/statistics/rx_packets"]);
+        n.trim().parse().unwrap()
+    };
+    let veth_before = veth_rx();
     let to_b = tcp_bytes(&c2, &c1, "10.0.0.2");
     let to_a = tcp_bytes(&c1, &c2, "10.0.0.1");
     assert!(to_b > 0 && to_a > 0, "TCP moved {to_b} and {to_a} bytes");
     if flags.is_empty() {
+        let sent = counter(&d, "vx1", "tx_kernel") - kernel_before.0;
+        let received = counter(&d, "vx1", "rx_kernel") - kernel_before.1;
         assert!(
-            counter(&d, "vx1", "tx_kernel") - kernel_before > 1000,
-            "TCP to the tunnel did not take the kernel fast path: {:?}",
+            sent > 1000 && received > 1000,
+            "TCP over the tunnel did not take the kernel fast path: {:?}",
             d.port_counters("br0", "vx1")
+        );
+        // From the remote, known unicast goes from the vxlan device straight to
+        // its local port, not through the tunnel's veth.
+        let through_veth = veth_rx() - veth_before;
+        assert!(
+            through_veth < received / 10,
+            "{through_veth} frames through the veth, {received} forwarded in the kernel"
         );
     }
     assert_eq!(counter(&d, "vx1", "tx_no_route"), 0);

@@ -1,12 +1,13 @@
 //! Whatever a client writes on the control socket, one line at a time, through the
 //! daemon's decoder. Checks that it never panics, that every rejection carries a
 //! JSON-RPC error code and serializes, and that every accepted request reads back
-//! identically from the form switchctl would send it in.
+//! identically from the form switchctl would send it in; tunnel options that
+//! parse read back the same from the options `show` prints for them.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
-use switchd_proto::{code, decode_request, Request};
+use switchd_proto::{code, decode_request, Request, TunnelConfig};
 
 fuzz_target!(|line: &[u8]| {
     match decode_request(line) {
@@ -22,6 +23,13 @@ fuzz_target!(|line: &[u8]| {
             let (id2, request2) = decode_request(&line).expect("a re-encoded request decodes");
             assert_eq!(id, id2);
             assert_eq!(request, request2);
+            if let Request::AddPort { options, .. } | Request::SetInterface { options, .. } =
+                &request
+            {
+                if let Ok(tunnel) = TunnelConfig::from_options(options) {
+                    assert_eq!(TunnelConfig::from_options(&tunnel.options()), Ok(tunnel));
+                }
+            }
         }
         Err(rejected) => {
             let known = [

@@ -242,9 +242,11 @@ impl Switch {
         else {
             return;
         };
+        self.drop_tunnel_fast_path(port);
         let generation = self.datapath.set_vlan(bridge, running.id, vlan);
         self.wait_applied(generation).await;
         self.datapath.finish_set_vlan(bridge, running.id);
+        self.refresh_tunnel_fast_path(bridge, port, running.id);
     }
 
     pub(super) async fn del_port(

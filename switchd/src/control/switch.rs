@@ -368,8 +368,9 @@ impl Switch {
                 })?;
                 self.open_tunnel(&port.name, tunnel).await?;
                 let attached = self.attach_system(bridge, port).await;
-                if attached.is_err() {
-                    self.close_tunnel(&port.name).await;
+                match &attached {
+                    Ok(p) => self.refresh_tunnel_fast_path(bridge, &port.name, p.id),
+                    Err(_) => self.close_tunnel(&port.name).await,
                 }
                 attached
             }

@@ -9,6 +9,7 @@
 
 use super::netlink::{LinkState, NetlinkError, VethSpec};
 use super::switch::{AttachError, Switch};
+use crate::datapath::fdb::PortId;
 use crate::datapath::tunnel::{TunnelDrops, TunnelEnd, TunnelKey, Tunnels};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -261,6 +262,37 @@ impl Switch {
             .await?;
         self.created_link(name);
         Ok(true)
+    }
+
+    /// Gives tunnel port `name` (attached as `port`) the kernel fast path for
+    /// what its remote sends, as the port's fast path is now (after an attach
+    /// or a VLAN change); without one, frames from the remote go through the
+    /// port as any frame does.
+    pub(super) fn refresh_tunnel_fast_path(&self, bridge: &str, name: &str, port: PortId) {
+        let Some(tunnel) = self.tunnels.ports.get(name) else {
+            return;
+        };
+        let program = self.datapath.tunnel_program(bridge, port, tunnel.far_index);
+        if let Err(e) = tunnel.end.set_fast_path(program.as_ref()) {
+            tracing::warn!(
+                bridge,
+                port = name,
+                "tunnel: cannot set the fast path from the remote: {e}"
+            );
+        }
+    }
+
+    /// Takes the fast path from tunnel port `name`'s remote away, before its
+    /// settings change.
+    pub(super) fn drop_tunnel_fast_path(&self, name: &str) {
+        if let Some(tunnel) = self.tunnels.ports.get(name) {
+            if let Err(e) = tunnel.end.set_fast_path(None) {
+                tracing::warn!(
+                    port = name,
+                    "tunnel: cannot remove the fast path from the remote: {e}"
+                );
+            }
+        }
     }
 
     /// Takes tunnel port `name`'s programs away and deletes its veth pair (at

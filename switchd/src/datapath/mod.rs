@@ -423,6 +423,32 @@ impl Datapath {
         self.publish(&mut topo)
     }
 
+    /// The kernel fast path's program for what tunnel port `id`'s vxlan device
+    /// receives (`Offload::tunnel_program`), if the port has the fast path.
+    pub fn tunnel_program(
+        &self,
+        bridge: &str,
+        id: PortId,
+        far: u32,
+    ) -> Option<crate::sys::bpf::Program> {
+        let topo = self.topology();
+        let state = topo.bridges.get(bridge)?;
+        let (port, _) = state.port(id)?;
+        let bridge_id = state.bridge.kernel().map(|k| k.bridge())?;
+        let offload = port.offload();
+        let result = self
+            .offload
+            .as_ref()?
+            .tunnel_program(offload.as_ref()?, bridge_id, far);
+        match result {
+            Ok(program) => Some(program),
+            Err(e) => {
+                tracing::warn!(bridge, port = %port.name, "tunnel: no kernel fast path from the remote: {e}");
+                None
+            }
+        }
+    }
+
     /// Completes `set_vlan`: drops what the threads learned under the old settings
     /// meanwhile, and gives the port its kernel fast path back.
     pub fn finish_set_vlan(&self, bridge: &str, id: PortId) {

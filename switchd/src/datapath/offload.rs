@@ -185,6 +185,7 @@ impl Offload {
             slot,
             bridge,
             ingress: Ingress::of(vlan),
+            decline_to: None,
         };
         let insns = program(hook, &me, maps);
         let (kind, name) = match hook {
@@ -192,6 +193,25 @@ impl Offload {
             Hook::Tc => (bpf::PROG_SCHED_CLS, "switchd_fwd"),
         };
         Program::load(kind, name, &insns)
+    }
+}
+
+impl Offload {
+    /// The fast path of tunnel port `port` (of bridge `bridge`) for the frames
+    /// its vxlan device receives: the port's own TC program, run there (tail
+    /// called by the decapsulating program), so known unicast from the remote
+    /// goes straight to its local port; what it does not forward it sends out
+    /// of `far`, the port's veth peer, to arrive on the port as before.
+    pub fn tunnel_program(&self, port: &PortOffload, bridge: u16, far: u32) -> io::Result<Program> {
+        let me = ThisPort {
+            ifindex: port.ifindex,
+            slot: port.slot,
+            bridge,
+            ingress: Ingress::of(&port.vlan),
+            decline_to: Some(far),
+        };
+        let insns = program(Hook::Tc, &me, [&self.table, &self.counters, &self.mtus]);
+        Program::load(bpf::PROG_SCHED_CLS, "switchd_tunnel", &insns)
     }
 }
 
@@ -546,6 +566,10 @@ struct ThisPort {
     slot: u32,
     bridge: u16,
     ingress: Ingress,
+    /// Where TC sends a frame it does not forward: on (`None`), or out of
+    /// this interface (a tunnel port's veth peer, for the program that runs on
+    /// the vxlan device: `tunnel_program`).
+    decline_to: Option<u32>,
 }
 
 // Stack layout: the Ethernet header at fp-16..fp-2; the source key at fp-32 and
@@ -717,6 +741,13 @@ fn program(hook: Hook, me: &ThisPort, [table, counters, mtus]: [&Map; 3]) -> Vec
         a.op(Insn::exit());
     }
     a.label(PASS);
+    if let (Hook::Tc, Some(far)) = (hook, me.decline_to) {
+        a.op(Insn::mov_imm(R1, far as i32));
+        a.op(Insn::mov_imm(R2, 0));
+        a.op(Insn::call(helper::REDIRECT));
+        a.op(Insn::exit());
+        return a.finish();
+    }
     // TCX_NEXT for TC; for the socket, keep the whole frame (u32 max).
     a.op(Insn::mov_imm(R0, -1));
     a.op(Insn::exit());
@@ -836,6 +867,19 @@ mod tests {
                     .load(hook, 1, 0, 0, &vlan)
                     .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
             }
+            // A tunnel port's, run on its vxlan device.
+            let port = PortOffload {
+                offload: offload.clone(),
+                slot: 0,
+                ifindex: 1,
+                vlan: vlan.clone(),
+                link: None,
+            };
+            offload
+                .tunnel_program(&port, 0, 1)
+                .unwrap_or_else(|e| panic!("{mode:?} tunnel: {e}"));
+            // Its slot was never taken from the free list: not given back.
+            std::mem::forget(port);
         }
     }
 

@@ -34,8 +34,12 @@ const DEFAULT_TTL: u8 = 64;
 
 /// The BPF maps every tunnel port's programs share.
 pub struct Tunnels {
-    /// (VNI, remote, local, UDP port) -> the ifindex of the port's far end.
+    /// (VNI, remote, local, UDP port) -> the ifindex of the port's far end
+    /// (u32), its tunnel slot (u32).
     remotes: Map,
+    /// Per tunnel slot: the port's kernel fast path for what its remote sends
+    /// (`Offload::tunnel_program`), tail called by the decapsulating program.
+    fast_paths: Map,
     /// Per tunnel slot: 1 while the remote is reachable (u32), the tunnel's
     /// MTU (u32).
     states: Map,
@@ -73,7 +77,8 @@ impl Tunnels {
     /// Creates the maps and checks that this kernel loads both programs.
     pub fn new() -> io::Result<Arc<Tunnels>> {
         let tunnels = Tunnels {
-            remotes: Map::create(bpf::MAP_HASH, REMOTE_KEY_BYTES as u32, 4, TUNNEL_SLOTS)?,
+            remotes: Map::create(bpf::MAP_HASH, REMOTE_KEY_BYTES as u32, 8, TUNNEL_SLOTS)?,
+            fast_paths: Map::create(bpf::MAP_PROG_ARRAY, 4, 4, TUNNEL_SLOTS)?,
             states: Map::create(bpf::MAP_ARRAY, 4, 8, TUNNEL_SLOTS)?,
             counters: Map::create(bpf::MAP_PERCPU_ARRAY, 4, COUNTER_BYTES as u32, TUNNEL_SLOTS)?,
             cpus: bpf::possible_cpus()?,
@@ -141,13 +146,16 @@ impl Tunnels {
         end.links.push(encap.attach_tcx_ingress(far)?);
         end.links.push(encap.attach_tcx_egress(near)?);
         let remote_key = remote_key(key.vni, key.remote, key.local, key.dst_port);
-        if self.remotes.lookup(&remote_key, &mut [0; 4])? {
+        if self.remotes.lookup(&remote_key, &mut [0; 8])? {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "another tunnel port has the same remote, key and UDP port",
             ));
         }
-        self.remotes.update(&remote_key, &far.to_ne_bytes())?;
+        let mut value = [0u8; 8];
+        value[..4].copy_from_slice(&far.to_ne_bytes());
+        value[4..].copy_from_slice(&slot.to_ne_bytes());
+        self.remotes.update(&remote_key, &value)?;
         end.remote_key = Some(remote_key);
         Ok(end)
     }
@@ -262,9 +270,11 @@ impl Tunnels {
         a.finish()
     }
 
-    /// Frames the vxlan device of `dst_port` received: out of the far end of the
-    /// port with their (VNI, remote, local address), or of the one with (VNI,
-    /// remote) and no local address; dropped if there is none.
+    /// Frames the vxlan device of `dst_port` received: to the port with their
+    /// (VNI, remote, local address), or the one with (VNI, remote) and no local
+    /// address; dropped if there is none. The port's kernel fast path (tail
+    /// called) forwards known unicast to its local port; the rest, or all
+    /// without a fast path, leaves by the port's far end, to arrive on the port.
     fn decap(&self, dst_port: u16) -> Vec<Insn> {
         const SHOT: usize = 0;
         const ANY_LOCAL: usize = 1;
@@ -295,7 +305,13 @@ impl Tunnels {
         a.op(Insn::store_imm(Size::W, FP, REMOTE + 8, 0));
         lookup(&mut a, &self.remotes, REMOTE, SHOT);
         a.label(FOUND);
-        a.op(Insn::load(Size::W, R1, R0, 0));
+        a.op(Insn::load(Size::W, R7, R0, 0));
+        a.op(Insn::load(Size::W, R3, R0, 4));
+        a.op(Insn::mov(R1, R6));
+        a.ops(&Insn::load_map(R2, &self.fast_paths));
+        // Returns only if the slot has no program.
+        a.op(Insn::call(helper::TAIL_CALL));
+        a.op(Insn::mov(R1, R7));
         a.op(Insn::mov_imm(R2, 0));
         a.op(Insn::call(helper::REDIRECT));
         a.op(Insn::exit());
@@ -369,6 +385,16 @@ impl TunnelEnd {
         self.tunnels.states.update(&self.slot.to_ne_bytes(), &value)
     }
 
+    /// Gives the port a kernel fast path for what its remote sends, or takes
+    /// it away (`None`).
+    pub fn set_fast_path(&self, program: Option<&Program>) -> io::Result<()> {
+        let key = self.slot.to_ne_bytes();
+        match program {
+            Some(p) => self.tunnels.fast_paths.update(&key, &p.array_value()),
+            None => self.tunnels.fast_paths.delete(&key).map(drop),
+        }
+    }
+
     pub fn drops(&self) -> TunnelDrops {
         let mut buf = vec![0u8; COUNTER_BYTES * self.tunnels.cpus];
         let mut total = TunnelDrops::default();
@@ -396,6 +422,9 @@ impl Drop for TunnelEnd {
             if let Err(e) = self.tunnels.remotes.delete(&key) {
                 tracing::warn!("tunnel map: cannot remove a remote: {e}");
             }
+        }
+        if let Err(e) = self.set_fast_path(None) {
+            tracing::warn!("tunnel map: cannot remove a fast path: {e}");
         }
         self.links.clear();
         lock(&self.tunnels.slots).free.push(self.slot);

@@ -19,6 +19,7 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 
 pub const MAP_HASH: u32 = 1;
 pub const MAP_ARRAY: u32 = 2;
+pub const MAP_PROG_ARRAY: u32 = 3;
 pub const MAP_PERCPU_ARRAY: u32 = 6;
 pub const PROG_SOCKET_FILTER: u32 = 1;
 pub const PROG_SCHED_CLS: u32 = 3;
@@ -242,6 +243,11 @@ impl Program {
         }
     }
 
+    /// The value that puts this program in a `MAP_PROG_ARRAY`.
+    pub fn array_value(&self) -> [u8; 4] {
+        (self.fd.as_raw_fd() as u32).to_ne_bytes()
+    }
+
     /// Runs the program on every frame received by `ifindex`, before the kernel's
     /// own handling, for as long as the returned link is open.
     pub fn attach_tcx_ingress(&self, ifindex: u32) -> io::Result<OwnedFd> {
@@ -317,6 +323,7 @@ pub enum Size {
 /// Helper function ids (`enum bpf_func_id`).
 pub mod helper {
     pub const MAP_LOOKUP_ELEM: i32 = 1;
+    pub const TAIL_CALL: i32 = 12;
     pub const KTIME_GET_NS: i32 = 5;
     pub const SKB_VLAN_PUSH: i32 = 18;
     pub const SKB_VLAN_POP: i32 = 19;
