@@ -249,10 +249,11 @@ impl Tunnels {
         a.op(Insn::mov(R2, FP));
         a.op(Insn::add_imm(R2, KEY.into()));
         a.op(Insn::mov_imm(R3, TUNNEL_KEY_BYTES));
-        // No outer UDP checksum (the kernel's and Open vSwitch's default for
-        // IPv4), and DF: what does not fit is dropped here, counted, rather than
-        // fragmented on the underlay.
-        a.op(Insn::mov_imm(R4, BPF_F_ZERO_CSUM_TX | BPF_F_DONT_FRAGMENT));
+        // An outer UDP checksum, as the kernel's vxlan devices send by default
+        // (without one, TCP measured no faster: 0.94x against 0.96x the kernel
+        // pair, alternating runs), and DF: what does not fit is dropped here,
+        // counted, rather than fragmented on the underlay.
+        a.op(Insn::mov_imm(R4, BPF_F_DONT_FRAGMENT));
         a.op(Insn::call(helper::SKB_SET_TUNNEL_KEY));
         a.jne(R0, 0, SHOT);
         a.op(Insn::mov_imm(R1, device as i32));
@@ -326,7 +327,6 @@ impl Tunnels {
 // remote_ipv4 at 4, tos at 20, ttl at 21, local_ipv4 at 28, all host order.
 const KEY: i16 = -100;
 const TUNNEL_KEY_BYTES: i32 = 44;
-const BPF_F_ZERO_CSUM_TX: i32 = 1 << 1;
 const BPF_F_DONT_FRAGMENT: i32 = 1 << 2;
 const TC_ACT_SHOT: i32 = 2;
 // Headers read for the MTU check, at fp-128 (24 bytes).
