@@ -352,6 +352,22 @@ fn two_remotes_with_one_vni() {
     );
     assert!(hosts[0].exec(&["ip", "link", "show", "vxb2"]).status.code() != Some(0));
 
+    // A remote host's address installed instead of learned: on its tunnel,
+    // with its remote, kept.
+    daemons[0].ctl_ok(&["fdb-add", "br0", "02:00:00:00:07:07", "vxb"]);
+    let fdb = daemons[0].ctl_json(&["fdb-show", "br0"]);
+    let row = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["mac"] == "02:00:00:00:07:07")
+        .cloned()
+        .unwrap_or_else(|| panic!("{fdb}"));
+    assert_eq!(
+        (&row["port"], &row["static"], &row["remote"]),
+        (&"vxb".into(), &true.into(), &"10.200.0.2".into())
+    );
+
     daemons[2].kill9();
     hosts[2].exec_ok(&["ip", "link", "set", "eth0", "down"]);
     assert!(
@@ -360,6 +376,16 @@ fn two_remotes_with_one_vni() {
     );
     assert!(can_ping(&containers[1], "10.1.0.1"));
     assert!(is_up(&daemons[0], "vxb") && is_up(&daemons[0], "vxc"));
+
+    // A bridge goes with its tunnels' devices.
+    daemons[0].ctl_ok(&["del-br", "br0"]);
+    let links = hosts[0].exec_ok(&["ip", "-o", "link", "show"]);
+    for name in ["vxb", "vxc", "vxlan_sys_4789", "sdt"] {
+        assert!(
+            !links.contains(&format!(": {name}")),
+            "{name} left: {links}"
+        );
+    }
 }
 
 /// Bad options are refused with nothing made; a tunnel whose remote has no
