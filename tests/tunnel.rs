@@ -404,6 +404,10 @@ fn tunnels_follow_the_underlay_persist_and_refuse_bad_options() {
     let c2 = kernel_host(&b, 99, &underlay_ip(1), Some("10.201.0.2"), "10.2.0.2/24");
     let mut d = switchd_in(&a, &[]);
     let c1 = container(&d, "10.2.0.1/24");
+    // Someone else's interface, under the name a tunnel would take.
+    a.exec_ok(&[
+        "ip", "link", "add", "vxx", "type", "veth", "peer", "name", "vxy",
+    ]);
     let before = d.ctl_json(&["show"]);
     let links_before = a.exec_ok(&["ip", "-o", "link", "show"]);
     for (options, why) in [
@@ -453,6 +457,29 @@ fn tunnels_follow_the_underlay_persist_and_refuse_bad_options() {
             "{options:?} left an interface"
         );
     }
+
+    let taken = d.ctl(&[
+        "add-port",
+        "br0",
+        "vxx",
+        "--",
+        "set",
+        "interface",
+        "vxx",
+        "type=vxlan",
+        "options:remote_ip=10.200.0.2",
+    ]);
+    assert!(!taken.status.success());
+    assert!(
+        String::from_utf8_lossy(&taken.stderr).contains("exists already"),
+        "{taken:?}"
+    );
+    assert_eq!(d.ctl_json(&["show"]), before);
+    assert_eq!(
+        a.exec_ok(&["ip", "-o", "link", "show"]),
+        links_before,
+        "a refused tunnel left its vxlan device"
+    );
 
     // No route to 10.201.0.2 yet: down, dropping and counting.
     add_tunnel(

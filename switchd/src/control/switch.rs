@@ -369,7 +369,13 @@ impl Switch {
                 self.open_tunnel(&port.name, tunnel).await?;
                 let attached = self.attach_system(bridge, port).await;
                 match &attached {
-                    Ok(p) => self.refresh_tunnel_fast_path(bridge, &port.name, p.id),
+                    Ok(p) => {
+                        self.refresh_tunnel_fast_path(bridge, &port.name, p.id);
+                        // Else frames still reach the far end's program, a hop later.
+                        if let Err(e) = p.send_through_tc() {
+                            tracing::warn!(bridge, port = %port.name, "tunnel: sending through the veth: {e}");
+                        }
+                    }
                     Err(_) => self.close_tunnel(&port.name).await,
                 }
                 attached

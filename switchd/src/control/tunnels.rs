@@ -138,12 +138,18 @@ impl Switch {
         };
         let device = self.open_device(&maps, config.dst_port).await?;
         let far = far_name(name);
-        let created = self.make_pair(name, &far).await?;
-        let result = self.finish_open(&maps, name, &far, device, config).await;
-        if result.is_err() {
-            if created {
-                self.delete_link(name).await;
+        let result = match self.make_pair(name, &far).await {
+            Ok(created) => {
+                let result = self.finish_open(&maps, name, &far, device, config).await;
+                if result.is_err() && created {
+                    self.delete_link(name).await;
+                }
+                result
             }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            // A vxlan device made for this port alone goes too.
             self.prune_devices().await;
         }
         result
@@ -197,7 +203,7 @@ impl Switch {
             return Ok(d.ifindex);
         }
         let name = device_name(dst_port);
-        let ifindex = match self.netlink.link_index(&name).await? {
+        let (ifindex, created) = match self.netlink.link_index(&name).await? {
             Some(index) => {
                 let state = self.netlink.link_state(index).await?;
                 if state.as_ref().and_then(|s| s.kind.as_deref()) != Some("vxlan") {
@@ -205,20 +211,25 @@ impl Switch {
                         "{name} exists and is not a vxlan device"
                     )));
                 }
-                index
+                (index, false)
             }
             None => {
                 self.netlink.create_vxlan(&name, dst_port).await?;
-                self.netlink.link_index(&name).await?.ok_or_else(|| {
+                let index = self.netlink.link_index(&name).await?.ok_or_else(|| {
                     AttachError::Tunnel(format!("{name} vanished while being set up"))
-                })?
+                })?;
+                (index, true)
             }
         };
-        disable_ipv6(&name)?;
-        self.netlink.set_up(&name, ifindex).await?;
-        let link = maps.attach_device(ifindex, dst_port).map_err(|e| {
-            AttachError::Tunnel(format!("cannot attach the tunnel program to {name}: {e}"))
-        })?;
+        let link = match self.start_device(maps, &name, ifindex, dst_port).await {
+            Ok(link) => link,
+            Err(e) => {
+                if created {
+                    self.delete_link(&name).await;
+                }
+                return Err(e);
+            }
+        };
         self.tunnels.devices.insert(
             dst_port,
             Device {
@@ -228,6 +239,20 @@ impl Switch {
             },
         );
         Ok(ifindex)
+    }
+
+    async fn start_device(
+        &self,
+        maps: &Tunnels,
+        name: &str,
+        ifindex: u32,
+        dst_port: u16,
+    ) -> Result<OwnedFd, AttachError> {
+        disable_ipv6(name)?;
+        self.netlink.set_up(name, ifindex).await?;
+        maps.attach_device(ifindex, dst_port).map_err(|e| {
+            AttachError::Tunnel(format!("cannot attach the tunnel program to {name}: {e}"))
+        })
     }
 
     /// The veth pair `name`/`far`: true if made now, false if it was there

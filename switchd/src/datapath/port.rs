@@ -102,6 +102,11 @@ impl Port {
     }
 
     /// The packet socket, for a port that has one.
+    /// What the port sends passes its interface's TC egress (`PacketSocket::send_through_tc`).
+    pub fn send_through_tc(&self) -> std::io::Result<()> {
+        self.socket().map_or(Ok(()), PacketSocket::send_through_tc)
+    }
+
     pub(super) fn socket(&self) -> Option<&PacketSocket> {
         match &self.io {
             PortIo::Socket(s) => Some(s),

@@ -7,9 +7,10 @@
 //! external (collect_metadata) vxlan device, one per UDP port, which
 //! encapsulates it, a GSO frame whole (UDP tunnel GSO: the kernel segments it,
 //! if at all, after encapsulation). It runs on the port's TC egress, where the
-//! kernel fast path's redirects arrive (so they skip the veth hop), and on the
-//! far end's TC ingress, where the frames the userspace datapath sends arrive
-//! (a packet socket that bypasses the queueing layer skips TC egress). What that device receives passes its TC ingress (`decap`),
+//! kernel fast path's redirects and the userspace datapath's frames arrive (the
+//! port's socket sends through the queueing layer: `send_through_tc`), so both
+//! skip the veth hop, and on the far end's TC ingress, where what the first
+//! one lets pass (to be dropped and counted there) arrives. What that device receives passes its TC ingress (`decap`),
 //! which finds the port by (VNI, remote, local address, UDP port) and sends the
 //! frame out of the port's far end, so it arrives on `vx1`. docs/ARCHITECTURE.md
 //! ("Tunnels") has the designs this one was chosen over, with their numbers.
@@ -92,11 +93,13 @@ impl Tunnels {
             ttl: None,
             tos: 0,
         };
-        Program::load(
-            bpf::PROG_SCHED_CLS,
-            "switchd_encap",
-            &tunnels.encap(&key, 1, 0),
-        )?;
+        for hook in [EncapHook::PortEgress, EncapHook::FarIngress] {
+            Program::load(
+                bpf::PROG_SCHED_CLS,
+                "switchd_encap",
+                &tunnels.encap(hook, &key, 1, 0),
+            )?;
+        }
         Program::load(bpf::PROG_SCHED_CLS, "switchd_decap", &tunnels.decap(4789))?;
         Ok(Arc::new(tunnels))
     }
@@ -138,13 +141,17 @@ impl Tunnels {
         self.counters
             .update(&slot.to_ne_bytes(), &vec![0; COUNTER_BYTES * self.cpus])?;
         end.set_state(false, 0)?;
-        let encap = Program::load(
-            bpf::PROG_SCHED_CLS,
-            "switchd_encap",
-            &self.encap(key, device, slot),
-        )?;
-        end.links.push(encap.attach_tcx_ingress(far)?);
-        end.links.push(encap.attach_tcx_egress(near)?);
+        let load = |hook| {
+            Program::load(
+                bpf::PROG_SCHED_CLS,
+                "switchd_encap",
+                &self.encap(hook, key, device, slot),
+            )
+        };
+        end.links
+            .push(load(EncapHook::FarIngress)?.attach_tcx_ingress(far)?);
+        end.links
+            .push(load(EncapHook::PortEgress)?.attach_tcx_egress(near)?);
         let remote_key = remote_key(key.vni, key.remote, key.local, key.dst_port);
         if self.remotes.lookup(&remote_key, &mut [0; 8])? {
             return Err(io::Error::new(
@@ -162,7 +169,7 @@ impl Tunnels {
 
     /// Frames to the port: checked against the tunnel's MTU, given the port's
     /// tunnel key, sent into the vxlan device `device`.
-    fn encap(&self, key: &TunnelKey, device: u32, slot: u32) -> Vec<Insn> {
+    fn encap(&self, hook: EncapHook, key: &TunnelKey, device: u32, slot: u32) -> Vec<Insn> {
         const SHOT: usize = 0;
         const DOWN: usize = 1;
         const TOO_BIG: usize = 2;
@@ -260,6 +267,17 @@ impl Tunnels {
         a.op(Insn::mov_imm(R2, 0));
         a.op(Insn::call(helper::REDIRECT));
         a.op(Insn::exit());
+        if hook == EncapHook::PortEgress {
+            // On to the veth, whose far end drops and counts it: a drop here
+            // would fail the userspace datapath's sendmmsg for the rest of its
+            // batch (ENOBUFS), and TCX has no "stolen".
+            a.label(TOO_BIG);
+            a.label(DOWN);
+            a.label(SHOT);
+            a.op(Insn::mov_imm(R0, TCX_NEXT));
+            a.op(Insn::exit());
+            return a.finish();
+        }
         a.label(TOO_BIG);
         count(&mut a, &self.counters, 0, SHOT);
         a.ja(SHOT);
@@ -329,6 +347,16 @@ const KEY: i16 = -100;
 const TUNNEL_KEY_BYTES: i32 = 44;
 const BPF_F_DONT_FRAGMENT: i32 = 1 << 2;
 const TC_ACT_SHOT: i32 = 2;
+const TCX_NEXT: i32 = -1;
+
+/// Where an encapsulating program runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EncapHook {
+    /// The port's TC egress: the fast path's and the userspace datapath's frames.
+    PortEgress,
+    /// The far end's TC ingress: what crossed the veth.
+    FarIngress,
+}
 // Headers read for the MTU check, at fp-128 (24 bytes).
 const HDR: i16 = -128;
 const ETH_P_IP_LE: i32 = 0x0008;
@@ -448,7 +476,14 @@ mod tests {
             ttl: Some(255),
             tos: 0xb8,
         };
-        Program::load(bpf::PROG_SCHED_CLS, "t", &tunnels.encap(&key, 7, 4095)).unwrap();
+        for hook in [EncapHook::PortEgress, EncapHook::FarIngress] {
+            Program::load(
+                bpf::PROG_SCHED_CLS,
+                "t",
+                &tunnels.encap(hook, &key, 7, 4095),
+            )
+            .unwrap();
+        }
         Program::load(bpf::PROG_SCHED_CLS, "t", &tunnels.decap(65535)).unwrap();
     }
 

@@ -25,6 +25,13 @@ pub struct PacketSocket {
 }
 
 impl PacketSocket {
+    /// Sends through the interface's queueing layer from now on, so its TC
+    /// egress programs see what this socket sends (a tunnel port's
+    /// encapsulation takes the frames there, skipping the veth).
+    pub fn send_through_tc(&self) -> io::Result<()> {
+        set_opt(&self.tx, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 0)
+    }
+
     /// Opens a socket on `ifindex`, puts the interface into promiscuous mode for as
     /// long as the socket lives, and starts receiving into the socket queue (for
     /// `RxBatch`) until `attach_ring`.
