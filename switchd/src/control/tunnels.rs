@@ -43,6 +43,7 @@ struct Device {
 pub(super) struct TunnelPort {
     end: TunnelEnd,
     config: TunnelConfig,
+    name: String,
     far: String,
     far_index: u32,
     port_index: u32,
@@ -185,6 +186,7 @@ impl Switch {
         let mut port = TunnelPort {
             end,
             config: config.clone(),
+            name: name.to_string(),
             far: far.to_string(),
             far_index,
             port_index,
@@ -380,8 +382,12 @@ impl Switch {
         }
         if underlay.down != port.down {
             match &underlay.down {
-                Some(why) => tracing::warn!(remote = %port.config.remote_ip, "tunnel down: {why}"),
-                None => tracing::info!(remote = %port.config.remote_ip, "tunnel up"),
+                Some(why) => {
+                    tracing::warn!(port = %port.name, remote = %port.config.remote_ip, "tunnel down: {why}")
+                }
+                None => {
+                    tracing::info!(port = %port.name, remote = %port.config.remote_ip, "tunnel up")
+                }
             }
         }
         port.end
