@@ -208,15 +208,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
         Kind::Ovs => {
             let ovs = ovs.ok_or("Open vSwitch did not start")?;
             let br = unique_name("cmpov");
-            ovs.vsctl(&[
-                "add-br",
-                &br,
-                "--",
-                "set",
-                "bridge",
-                &br,
-                "datapath_type=netdev",
-            ])?;
+            ovs.add_netdev_bridge(&br)?;
             topo.ovs_bridge = Some(br.clone());
             for ns in [&topo.a, &topo.b] {
                 let port = uplink(ns);
@@ -249,15 +241,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             if kind == Kind::OvsVlan {
                 let ovs = ovs.ok_or("Open vSwitch did not start")?;
                 for br in &bridges {
-                    ovs.vsctl(&[
-                        "add-br",
-                        br,
-                        "--",
-                        "set",
-                        "bridge",
-                        br,
-                        "datapath_type=netdev",
-                    ])?;
+                    ovs.add_netdev_bridge(br)?;
                 }
                 for end in [&wire.a, &wire.b] {
                     run("ip", &["link", "set", end, "up"]);
@@ -558,31 +542,37 @@ fn print_table(medians: &BTreeMap<Kind, BTreeMap<&str, f64>>, rounds: u64) {
         }
         println!();
     }
-    if medians.contains_key(&Kind::VxlanSwitchd) {
-        println!();
-        println!("VXLAN: a on switchd's host, b on a kernel bridge+vxlan host, / both hosts kernel, / both hosts OVS");
-        println!("{:<34}{:>15}{:>15}", "", "sd/kernel", "sd/ovs");
-        for (key, label, _) in FIGURES {
-            print!("{label:<34}");
-            for peer in [Kind::VxlanKernel, Kind::VxlanOvs] {
-                match ratio_of(medians, key, Kind::VxlanSwitchd, peer) {
-                    Some(r) => print!("{:>14.2}x", r),
-                    None => print!("{:>15}", "-"),
-                }
-            }
-            println!();
-        }
-    }
-    if !medians.contains_key(&Kind::SwitchdVlan) {
+    print_ratios(
+        medians,
+        "VXLAN: a on switchd's host, b on a kernel bridge+vxlan host, / both hosts kernel, / both hosts OVS",
+        Kind::VxlanSwitchd,
+        [(Kind::VxlanKernel, "sd/kernel"), (Kind::VxlanOvs, "sd/ovs")],
+    );
+    print_ratios(
+        medians,
+        "VLANs: switchd access 10 -> trunk -> access 10 over two bridges, / the same untagged, / Open vSwitch tagged",
+        Kind::SwitchdVlan,
+        [(Kind::SwitchdTrunk, "vlan/untagged"), (Kind::OvsVlan, "vlan/ovs-vlan")],
+    );
+}
+
+/// A table of `which`'s ratios to two peers, if `which` ran.
+fn print_ratios(
+    medians: &BTreeMap<Kind, BTreeMap<&str, f64>>,
+    title: &str,
+    which: Kind,
+    peers: [(Kind, &str); 2],
+) {
+    if !medians.contains_key(&which) {
         return;
     }
     println!();
-    println!("VLANs: switchd access 10 -> trunk -> access 10 over two bridges, / the same untagged, / Open vSwitch tagged");
-    println!("{:<34}{:>15}{:>15}", "", "vlan/untagged", "vlan/ovs-vlan");
+    println!("{title}");
+    println!("{:<34}{:>15}{:>15}", "", peers[0].1, peers[1].1);
     for (key, label, _) in FIGURES {
         print!("{label:<34}");
-        for peer in [Kind::SwitchdTrunk, Kind::OvsVlan] {
-            match ratio_of(medians, key, Kind::SwitchdVlan, peer) {
+        for (peer, _) in peers {
+            match ratio_of(medians, key, which, peer) {
                 Some(r) => print!("{:>14.2}x", r),
                 None => print!("{:>15}", "-"),
             }

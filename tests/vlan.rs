@@ -646,15 +646,8 @@ fn vlans_answer_as_open_vswitch_does() {
     let vsctl = |args: &[&str]| ovs.vsctl(args).unwrap_or_else(|e| panic!("ovs-vsctl: {e}"));
     topology(
         &|br| {
-            vsctl(&[
-                "add-br",
-                br,
-                "--",
-                "set",
-                "bridge",
-                br,
-                "datapath_type=netdev",
-            ]);
+            ovs.add_netdev_bridge(br)
+                .unwrap_or_else(|e| panic!("ovs-vsctl: {e}"));
         },
         &|br, port, cols| {
             let mut args = vec!["add-port", br, port];

@@ -130,6 +130,19 @@ impl Ovs {
             .map_err(|e| format!("{file}: {e}"))
     }
 
+    /// A bridge on the userspace datapath, the only one this kernel allows.
+    pub fn add_netdev_bridge(&self, br: &str) -> Result<String, String> {
+        self.vsctl(&[
+            "add-br",
+            br,
+            "--",
+            "set",
+            "bridge",
+            br,
+            "datapath_type=netdev",
+        ])
+    }
+
     /// Makes this instance's namespace a VXLAN host the way Open vSwitch's
     /// userspace tunnelling needs it: bridge `br-int` with `port` and a vxlan
     /// port `vx` to `remote` for VNI `key`; the underlay interface `uplink` a
@@ -144,15 +157,7 @@ impl Ovs {
         key: u32,
     ) -> Result<(), String> {
         for br in ["br-int", "br-phy"] {
-            self.vsctl(&[
-                "add-br",
-                br,
-                "--",
-                "set",
-                "bridge",
-                br,
-                "datapath_type=netdev",
-            ])?;
+            self.add_netdev_bridge(br)?;
         }
         self.vsctl(&["add-port", "br-int", port])?;
         self.vsctl(&[

@@ -72,11 +72,8 @@ impl Switch {
         if self.check_port_name(bridge, iface, may_exist)? {
             return Ok(());
         }
-        if let Some(other) = tunnel.as_ref().and_then(|t| self.tunnel_clash(iface, t)) {
-            return Err(err(
-                code::ALREADY_EXISTS,
-                format!("interface {iface}: port {other} has the same remote_ip, key, dst_port and local_ip"),
-            ));
+        if let Some(t) = &tunnel {
+            self.check_tunnel_clash(iface, t)?;
         }
         let config = PortConfig {
             vlan,
@@ -141,11 +138,8 @@ impl Switch {
         if tunnel == old.tunnel {
             return Ok(());
         }
-        if let Some(other) = tunnel.as_ref().and_then(|t| self.tunnel_clash(iface, t)) {
-            return Err(err(
-                code::ALREADY_EXISTS,
-                format!("interface {iface}: port {other} has the same remote_ip, key, dst_port and local_ip"),
-            ));
+        if let Some(t) = &tunnel {
+            self.check_tunnel_clash(iface, t)?;
         }
         let config = PortConfig {
             tunnel,

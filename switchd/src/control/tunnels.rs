@@ -8,14 +8,14 @@
 //! into the overlay or the underlay.
 
 use super::netlink::{LinkState, NetlinkError, VethSpec};
-use super::switch::{AttachError, Switch};
+use super::switch::{err, AttachError, RpcResult, Switch};
 use crate::datapath::fdb::PortId;
 use crate::datapath::tunnel::{TunnelDrops, TunnelEnd, TunnelKey, Tunnels};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use switchd_proto::TunnelConfig;
+use switchd_proto::{code, TunnelConfig};
 
 /// IPv4, UDP, VXLAN and the inner Ethernet header.
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -97,9 +97,10 @@ struct Underlay {
 }
 
 impl Switch {
-    /// Another vxlan port of any bridge with the same remote, key, UDP port and
-    /// local address as `config` (only one of them could receive).
-    pub(super) fn tunnel_clash(&self, name: &str, config: &TunnelConfig) -> Option<String> {
+    /// Refuses tunnel settings `config` for port `name` if another vxlan port
+    /// of any bridge has the same remote, key, UDP port and local address (only
+    /// one of them could receive).
+    pub(super) fn check_tunnel_clash(&self, name: &str, config: &TunnelConfig) -> RpcResult<()> {
         let same = |c: &TunnelConfig| {
             (c.remote_ip, c.key, c.dst_port, c.local_ip)
                 == (
@@ -109,12 +110,22 @@ impl Switch {
                     config.local_ip,
                 )
         };
-        self.db
+        let other = self
+            .db
             .bridges
             .values()
             .flat_map(|b| &b.ports)
-            .find(|p| p.name != name && p.tunnel.as_ref().is_some_and(same))
-            .map(|p| p.name.clone())
+            .find(|p| p.name != name && p.tunnel.as_ref().is_some_and(same));
+        match other {
+            Some(p) => Err(err(
+                code::ALREADY_EXISTS,
+                format!(
+                    "interface {name}: port {} has the same remote_ip, key, dst_port and local_ip",
+                    p.name
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Makes the veth pair, the vxlan device and the programs of tunnel port

@@ -48,7 +48,7 @@ const TABLE_ENTRIES: u32 = 65_536;
 /// Ports that can have their own counters in the kernel.
 const PORT_SLOTS: u32 = 4096;
 /// The size of one port's counters on one CPU.
-const COUNTER_BYTES: usize = 32;
+pub(super) const COUNTER_BYTES: usize = 32;
 /// The TC program refreshes an entry's last-seen time at most this often, so a busy
 /// address does not bounce the entry's cache line between CPUs on every frame.
 const SEEN_REFRESH_NS: i32 = 100_000_000;
@@ -68,10 +68,48 @@ pub struct Offload {
 
 #[derive(Default)]
 struct Ids {
-    free_slots: Vec<u32>,
-    next_slot: u32,
+    slots: SlotPool,
     free_bridges: Vec<u16>,
     next_bridge: u16,
+}
+
+/// Indexes into a BPF array of `limit` entries, given back when done with.
+#[derive(Default)]
+pub(super) struct SlotPool {
+    free: Vec<u32>,
+    next: u32,
+}
+
+impl SlotPool {
+    /// A free index below `limit`, if any is left.
+    pub(super) fn take(&mut self, limit: u32) -> Option<u32> {
+        self.free.pop().or_else(|| {
+            (self.next < limit).then(|| {
+                self.next += 1;
+                self.next - 1
+            })
+        })
+    }
+
+    pub(super) fn give_back(&mut self, slot: u32) {
+        self.free.push(slot);
+    }
+}
+
+/// Entry `slot` of a per-CPU array of four u64 per CPU, summed over `cpus`;
+/// zeros if it cannot be read.
+pub(super) fn percpu_sum(map: &Map, slot: u32, cpus: usize) -> [u64; 4] {
+    let mut buf = vec![0u8; COUNTER_BYTES * cpus];
+    let mut total = [0u64; 4];
+    if !matches!(map.lookup(&slot.to_ne_bytes(), &mut buf), Ok(true)) {
+        return total;
+    }
+    for cpu in buf.chunks_exact(COUNTER_BYTES) {
+        for (i, sum) in total.iter_mut().enumerate() {
+            *sum += u64::from_ne_bytes(cpu[i * 8..i * 8 + 8].try_into().unwrap());
+        }
+    }
+    total
 }
 
 impl Offload {
@@ -139,17 +177,11 @@ impl Offload {
         vlan: &PortVlan,
     ) -> io::Result<PortOffload> {
         let ifindex = sock.ifindex();
-        let slot = {
-            let mut ids = self.ids();
-            match ids.free_slots.pop() {
-                Some(slot) => slot,
-                None if ids.next_slot < PORT_SLOTS => {
-                    ids.next_slot += 1;
-                    ids.next_slot - 1
-                }
-                None => return Err(io::Error::other("no kernel counter slot left")),
-            }
-        };
+        let slot = self
+            .ids()
+            .slots
+            .take(PORT_SLOTS)
+            .ok_or_else(|| io::Error::other("no kernel counter slot left"))?;
         // From here on, dropping `port` gives the slot back.
         let mut port = PortOffload {
             offload: self.clone(),
@@ -236,25 +268,14 @@ pub struct KernelCounters {
 
 impl PortOffload {
     pub fn counters(&self) -> KernelCounters {
-        let mut buf = vec![0u8; COUNTER_BYTES * self.offload.cpus];
-        let mut total = KernelCounters::default();
-        if !matches!(
-            self.offload
-                .counters
-                .lookup(&self.slot.to_ne_bytes(), &mut buf),
-            Ok(true)
-        ) {
-            return total;
+        let [rx_packets, rx_bytes, tx_packets, tx_bytes] =
+            percpu_sum(&self.offload.counters, self.slot, self.offload.cpus);
+        KernelCounters {
+            rx_packets,
+            rx_bytes,
+            tx_packets,
+            tx_bytes,
         }
-        let word =
-            |cpu: &[u8], i: usize| u64::from_ne_bytes(cpu[i * 8..i * 8 + 8].try_into().unwrap());
-        for cpu in buf.chunks_exact(COUNTER_BYTES) {
-            total.rx_packets += word(cpu, 0);
-            total.rx_bytes += word(cpu, 1);
-            total.tx_packets += word(cpu, 2);
-            total.tx_bytes += word(cpu, 3);
-        }
-        total
     }
 
     /// Tells the programs the port's MTU (at attach, and when it changes).
@@ -268,7 +289,7 @@ impl PortOffload {
 impl Drop for PortOffload {
     fn drop(&mut self) {
         self.link.take();
-        self.offload.ids().free_slots.push(self.slot);
+        self.offload.ids().slots.give_back(self.slot);
     }
 }
 

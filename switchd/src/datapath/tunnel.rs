@@ -16,7 +16,8 @@
 //! ("Tunnels") has the designs this one was chosen over, with their numbers.
 
 use super::lock;
-use super::offload::{count, lookup, Asm, SKB_GSO_SIZE, SKB_LEN, SKB_VLAN_PRESENT, SLOT_KEY};
+use super::offload::{count, lookup, percpu_sum, Asm, SlotPool, COUNTER_BYTES};
+use super::offload::{SKB_GSO_SIZE, SKB_LEN, SKB_VLAN_PRESENT, SLOT_KEY};
 use crate::sys::bpf::{self, helper, Insn, Map, Program, Size, FP, R0, R1, R2, R3, R4, R6, R7, R8};
 use std::io;
 use std::net::Ipv4Addr;
@@ -25,9 +26,6 @@ use std::sync::{Arc, Mutex};
 
 /// Tunnel ports switchd can have at once.
 const TUNNEL_SLOTS: u32 = 4096;
-/// Per tunnel and CPU: frames and bytes too big, frames and bytes dropped
-/// while the remote was unreachable.
-const COUNTER_BYTES: usize = 32;
 /// (VNI, remote, local or 0, UDP port), each a u32 in host order.
 const REMOTE_KEY_BYTES: usize = 16;
 /// Outer TTL when the port sets none, as Open vSwitch's default.
@@ -44,16 +42,11 @@ pub struct Tunnels {
     /// Per tunnel slot: 1 while the remote is reachable (u32), the tunnel's
     /// MTU (u32).
     states: Map,
-    /// Per-CPU counters per tunnel slot (`COUNTER_BYTES`).
+    /// Per-CPU counters per tunnel slot: frames and bytes too big, frames and
+    /// bytes dropped while the remote was unreachable.
     counters: Map,
     cpus: usize,
-    slots: Mutex<Slots>,
-}
-
-#[derive(Default)]
-struct Slots {
-    free: Vec<u32>,
-    next: u32,
+    slots: Mutex<SlotPool>,
 }
 
 /// One tunnel port's outer header.
@@ -121,17 +114,9 @@ impl Tunnels {
         device: u32,
         key: &TunnelKey,
     ) -> io::Result<TunnelEnd> {
-        let slot = {
-            let mut slots = lock(&self.slots);
-            match slots.free.pop() {
-                Some(slot) => slot,
-                None if slots.next < TUNNEL_SLOTS => {
-                    slots.next += 1;
-                    slots.next - 1
-                }
-                None => return Err(io::Error::other("no tunnel slot left")),
-            }
-        };
+        let slot = lock(&self.slots)
+            .take(TUNNEL_SLOTS)
+            .ok_or_else(|| io::Error::other("no tunnel slot left"))?;
         let mut end = TunnelEnd {
             tunnels: self.clone(),
             slot,
@@ -424,23 +409,9 @@ impl TunnelEnd {
     }
 
     pub fn drops(&self) -> TunnelDrops {
-        let mut buf = vec![0u8; COUNTER_BYTES * self.tunnels.cpus];
-        let mut total = TunnelDrops::default();
-        if !matches!(
-            self.tunnels
-                .counters
-                .lookup(&self.slot.to_ne_bytes(), &mut buf),
-            Ok(true)
-        ) {
-            return total;
-        }
-        let word =
-            |cpu: &[u8], i: usize| u64::from_ne_bytes(cpu[i * 8..i * 8 + 8].try_into().unwrap());
-        for cpu in buf.chunks_exact(COUNTER_BYTES) {
-            total.too_big += word(cpu, 0);
-            total.no_route += word(cpu, 2);
-        }
-        total
+        let [too_big, _, no_route, _] =
+            percpu_sum(&self.tunnels.counters, self.slot, self.tunnels.cpus);
+        TunnelDrops { too_big, no_route }
     }
 }
 
@@ -455,7 +426,7 @@ impl Drop for TunnelEnd {
             tracing::warn!("tunnel map: cannot remove a fast path: {e}");
         }
         self.links.clear();
-        lock(&self.tunnels.slots).free.push(self.slot);
+        lock(&self.tunnels.slots).give_back(self.slot);
     }
 }
 
