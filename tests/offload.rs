@@ -325,6 +325,12 @@ fn a_frame_for_its_own_port_goes_nowhere() {
         let fdb = d.ctl_json(&["fdb-show", "br0"]).to_string();
         fdb.contains("02:00:00:48:00:01") && fdb.contains("02:00:00:48:00:02")
     }));
+    // A burst first gives the port its receive ring: frames that arrive while
+    // the kernel attaches one are lost (the closing note of 2026-12-02).
+    for _ in 0..40 {
+        sock.send(&crate::util::frame(y, x, None, b"warm-up"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     let (rx0, k0, q0) = (
         counter(&d, &p.port, "rx_packets"),
         counter(&d, &p.port, "rx_kernel"),
