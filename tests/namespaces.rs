@@ -434,8 +434,9 @@ fn chained_commands_are_all_or_nothing() {
     assert_eq!(ports(&d).len(), 3);
 }
 
-/// 200 namespaces on one bridge, attached in one chained command: all attach, a
-/// broadcast reaches every one, the MAC table holds them all, and random pairs ping.
+/// 200 namespaces on one bridge, attached in one chained command: all attach,
+/// broadcasts reach every one exactly once, the MAC table holds them all, and
+/// random pairs ping.
 #[test]
 fn two_hundred_namespaces_on_one_bridge() {
     const N: usize = 200;
@@ -455,21 +456,47 @@ fn two_hundred_namespaces_on_one_bridge() {
     assert_eq!(shown.len(), N + 1);
     assert!(shown.iter().all(|p| p["error"].is_null()), "a port failed");
 
-    // One broadcast from the first namespace reaches every other namespace: seen
-    // there, byte for byte, not just counted (the host's own IPv6 chatter on
-    // the internal port bumps every port's tx counter too).
-    let mut listeners: Vec<_> = nss[1..].iter().map(|ns| ns.packet_socket("eth0")).collect();
+    // Broadcasts from the first namespace reach every other namespace exactly
+    // once: seen there, byte for byte, not just counted (the host's own IPv6
+    // chatter on the internal port bumps every port's tx counter too). One
+    // flood is a few sendmmsg calls, each message naming its port: each port
+    // gets each frame once, in order, and the sender none.
+    const K: u8 = 10;
+    let mut listeners: Vec<_> = nss.iter().map(|ns| ns.packet_socket("eth0")).collect();
     let src = [0x02, 0, 0, 0x23, 0x50, 0x01];
-    let broadcast = frame([0xff; 6], src, None, b"broadcast to all");
-    nss[0].packet_socket("eth0").send(&broadcast);
-    let mut missed = Vec::new();
-    for (sock, ns) in listeners.iter_mut().zip(&nss[1..]) {
-        let got = sock.recv_until(Duration::from_secs(2), |f| f == &broadcast[..]);
-        if got.last().is_none_or(|f| f != &broadcast[..]) {
-            missed.push(ns.name.as_str());
+    let broadcasts: Vec<Vec<u8>> = (0..=K)
+        .map(|k| frame([0xff; 6], src, None, &[b'b', b'c', k]))
+        .collect();
+    let last = broadcasts[K as usize].clone();
+    let mut sender = nss[0].packet_socket("eth0");
+    for b in &broadcasts {
+        sender.send(b);
+    }
+    let mut wrong = Vec::new();
+    for (sock, ns) in listeners[1..].iter_mut().zip(&nss[1..]) {
+        let got: Vec<Vec<u8>> = sock
+            .recv_until(Duration::from_secs(2), |f| f == &last[..])
+            .into_iter()
+            .filter(|f| f.len() == last.len() && f[..14] == last[..14])
+            .collect();
+        if got != broadcasts {
+            wrong.push((ns.name.as_str(), got.len()));
         }
     }
-    assert!(missed.is_empty(), "the broadcast did not reach {missed:?}");
+    assert!(
+        wrong.is_empty(),
+        "{} of {} namespaces did not get the {} broadcasts once each, in order: {wrong:?}",
+        wrong.len(),
+        N - 1,
+        K + 1
+    );
+    let echoed = listeners[0].recv_until(Duration::from_millis(200), |f| f == &last[..]);
+    assert!(
+        !echoed
+            .iter()
+            .any(|f| f.len() == last.len() && f[..14] == last[..14]),
+        "the sender got its own broadcast back"
+    );
     drop(listeners);
     let hosts: Vec<String> = shown
         .iter()

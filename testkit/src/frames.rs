@@ -3,12 +3,13 @@
 
 use crate::Netns;
 use std::time::{Duration, Instant};
-use switchd::sys::TxFrame;
+use switchd::sys::{TxFrame, TxOutcome};
 
 /// A raw packet socket on an interface inside a namespace, built from switchd's own
 /// `sys` types (virtio-net header, batched I/O, VLAN tags restored from metadata).
 pub struct NsSocket {
     sock: switchd::sys::PacketSocket,
+    sender: switchd::sys::Sender,
     rx: switchd::sys::RxBatch,
     tx: switchd::sys::TxBatch,
 }
@@ -24,12 +25,18 @@ impl Netns {
             let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
             switchd::sys::enter_netns(&file).expect("setns");
             let index = switchd::sys::ifindex(&ifname).expect("interface in namespace");
-            switchd::sys::PacketSocket::open(index).expect("packet socket")
+            let sock = switchd::sys::PacketSocket::open(index).expect("packet socket");
+            (
+                sock,
+                switchd::sys::Sender::open(false).expect("sending socket"),
+            )
         })
         .join()
         .unwrap();
+        let (sock, sender) = sock;
         NsSocket {
             sock,
+            sender,
             rx: switchd::sys::RxBatch::new(8),
             tx: switchd::sys::TxBatch::new(8),
         }
@@ -40,8 +47,10 @@ impl NsSocket {
     pub fn send(&mut self, frame: &[u8]) {
         let mut bytes = vec![0u8; VNET_HDR];
         bytes.extend_from_slice(frame);
-        let sent = self.tx.send(&self.sock, [TxFrame::Whole(&bytes[..])]);
-        assert_eq!(sent.packets, 1, "send failed: {:?}", sent.last_error);
+        let mut sent = [TxOutcome::default()];
+        let frame = (0, self.sock.ifindex(), TxFrame::Whole(&bytes[..]));
+        self.tx.send(&self.sender, [frame], &mut sent);
+        assert_eq!(sent[0].packets, 1, "send failed: {:?}", sent[0].last_error);
     }
 
     /// Sends every frame, a batch per syscall; returns how many the kernel took.
@@ -53,14 +62,13 @@ impl NsSocket {
                 b
             })
             .collect();
-        let mut sent = 0;
+        let mut sent = [TxOutcome::default()];
+        let ifindex = self.sock.ifindex();
         for chunk in bufs.chunks(64) {
-            sent += self
-                .tx
-                .send(&self.sock, chunk.iter().map(|b| TxFrame::Whole(&b[..])))
-                .packets;
+            let frames = chunk.iter().map(|b| (0, ifindex, TxFrame::Whole(&b[..])));
+            self.tx.send(&self.sender, frames, &mut sent);
         }
-        sent
+        sent[0].packets
     }
 
     /// Frames received until `stop` returns true for one (returned last) or `timeout`.

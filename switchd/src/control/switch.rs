@@ -371,10 +371,7 @@ impl Switch {
                 match &attached {
                     Ok(p) => {
                         self.refresh_tunnel_fast_path(bridge, &port.name, p.id);
-                        // Else frames still reach the far end's program, a hop later.
-                        if let Err(e) = p.send_through_tc() {
-                            tracing::warn!(bridge, port = %port.name, "tunnel: sending through the veth: {e}");
-                        }
+                        p.send_through_tc();
                     }
                     Err(_) => self.close_tunnel(&port.name).await,
                 }

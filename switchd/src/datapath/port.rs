@@ -1,6 +1,6 @@
 use super::fdb::PortId;
 use super::offload::PortOffload;
-use crate::sys::{PacketSocket, RxBatch, RxRing, Tap, TxBatch, TxFrame, TxOutcome};
+use crate::sys::{PacketSocket, RxBatch, RxRing, Tap};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,6 +15,13 @@ pub(super) enum PortIo {
     Socket(PacketSocket),
     /// The bridge's internal port: a TAP device switchd created.
     Tap(Tap),
+}
+
+/// See `Port::sink`.
+pub(super) enum Sink<'a> {
+    Direct(u32),
+    ThroughTc(u32),
+    Tap(&'a Tap),
 }
 
 /// More MAC moves onto one port than this in a second means a loop: frames the
@@ -101,12 +108,14 @@ impl Port {
         }
     }
 
-    /// The packet socket, for a port that has one.
     /// What the port sends passes its interface's TC egress (`PacketSocket::send_through_tc`).
-    pub fn send_through_tc(&self) -> std::io::Result<()> {
-        self.socket().map_or(Ok(()), PacketSocket::send_through_tc)
+    pub fn send_through_tc(&self) {
+        if let Some(s) = self.socket() {
+            s.send_through_tc();
+        }
     }
 
+    /// The packet socket, for a port that has one.
     pub(super) fn socket(&self) -> Option<&PacketSocket> {
         match &self.io {
             PortIo::Socket(s) => Some(s),
@@ -156,15 +165,13 @@ impl Port {
         }
     }
 
-    /// Sends `frames` (virtio-net header first) out of the port, in order.
-    pub(super) fn send<'a>(
-        &self,
-        tx: &mut TxBatch,
-        frames: impl IntoIterator<Item = TxFrame<'a>>,
-    ) -> TxOutcome {
+    /// Where a datapath thread sends this port's frames: a `Sender` (the
+    /// direct one, or the one through TC) with the interface's index, or the TAP.
+    pub(super) fn sink(&self) -> Sink<'_> {
         match &self.io {
-            PortIo::Socket(s) => tx.send(s, frames),
-            PortIo::Tap(t) => tx.send_tap(t, frames),
+            PortIo::Socket(s) if s.sends_through_tc() => Sink::ThroughTc(s.ifindex()),
+            PortIo::Socket(s) => Sink::Direct(s.ifindex()),
+            PortIo::Tap(t) => Sink::Tap(t),
         }
     }
 

@@ -8,9 +8,11 @@
 use super::decide::{Decider, Ports};
 use super::egress;
 use super::fdb::PortId;
+use super::port::Sink;
 use super::spin::{Pass, Spin};
 use super::{now_ms, Member, WorkerMsg, WorkerView};
-use crate::sys::{Epoll, EpollEvents, EventFd, RingBatch, RingSlot, RxBatch, RxRing, TxBatch};
+use crate::sys::{Epoll, EpollEvents, EventFd, RingBatch, RingSlot, RxBatch, RxRing, Sender};
+use crate::sys::{TxBatch, TxFrame, TxOutcome};
 use crate::wire::vnet;
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -21,6 +23,8 @@ use switchd_proto::Counters;
 
 /// Frames per ring pass or recvmmsg, and per sendmmsg call.
 const BATCH: usize = 32;
+/// Messages per `sendmmsg`: the kernel takes at most 1024 (UIO_MAXIOV) a call.
+const TX_BATCH: usize = 1024;
 const MAX_BATCHES_PER_WAKEUP: usize = 8;
 const WAKE_TOKEN: u64 = u64::MAX;
 /// While spinning on hot rings, epoll (control messages, other ports) is asked
@@ -48,6 +52,11 @@ struct Scratch {
 /// What forwarding needs besides the frames.
 struct Forwarder {
     tx: TxBatch,
+    /// Straight to the driver, and through the queueing layer (tunnel ports).
+    direct: Sender,
+    through_tc: Sender,
+    /// What each of the last batch's egress ports got (`Decider::groups` order).
+    sent: Vec<TxOutcome>,
     decider: Decider,
     last_error_log: Option<Instant>,
 }
@@ -85,6 +94,19 @@ impl<'a> Frames<'a> {
     }
 }
 
+/// One egress port's frames of the decided batch, as that port sends them.
+fn staged<'a>(
+    member: &'a Member,
+    decider: &'a Decider,
+    frames: &'a Frames<'a>,
+    group: &'a [(u32, u32)],
+) -> impl Iterator<Item = TxFrame<'a>> + 'a {
+    let egress = &member.peer_egress[group[0].0 as usize];
+    group
+        .iter()
+        .filter_map(move |&(_, i)| egress::stage(egress, decider.vlan(i), frames.get(i as usize)?))
+}
+
 /// `spin`: after forwarding anything, poll without blocking for a while before
 /// sleeping in epoll again, so the next frame does not pay a thread wakeup (tens
 /// of microseconds on a VM); how long adapts to the traffic (`spin.rs`). An idle
@@ -101,10 +123,15 @@ pub(super) fn run(
     mut spin: Spin,
     ring_frames: usize,
 ) {
-    let epoll = match Epoll::new().and_then(|e| e.add(wake, WAKE_TOKEN).map(|()| e)) {
-        Ok(e) => e,
+    let start = || {
+        let epoll = Epoll::new()?;
+        epoll.add(wake, WAKE_TOKEN)?;
+        Ok::<_, io::Error>((epoll, Sender::open(false)?, Sender::open(true)?))
+    };
+    let (epoll, direct, through_tc) = match start() {
+        Ok(started) => started,
         Err(e) => {
-            tracing::error!("datapath thread cannot start: epoll: {e}");
+            tracing::error!("datapath thread cannot start: {e}");
             return;
         }
     };
@@ -117,7 +144,10 @@ pub(super) fn run(
         slots: Vec::with_capacity(BATCH),
         srcs: Vec::with_capacity(BATCH),
         fwd: Forwarder {
-            tx: TxBatch::new(BATCH),
+            tx: TxBatch::new(TX_BATCH),
+            direct,
+            through_tc,
+            sent: Vec::new(),
             decider: Decider::default(),
             last_error_log: None,
         },
@@ -492,15 +522,10 @@ impl Forwarder {
         }
         stats.add(&counts.port);
 
+        self.send(member, frames);
         let mut failed = None;
-        for group in self.decider.groups() {
-            let j = group[0].0 as usize;
-            let (peer, egress) = (&peers[j], &member.peer_egress[j]);
-            let decider = &self.decider;
-            let out = group.iter().filter_map(|&(_, i)| {
-                egress::stage(egress, decider.vlan(i), frames.get(i as usize)?)
-            });
-            let sent = peer.send(&mut self.tx, out);
+        for (group, sent) in self.decider.groups().zip(&mut self.sent) {
+            let peer = &peers[group[0].0 as usize];
             peer.stats.add(&Counters {
                 tx_packets: sent.packets,
                 tx_bytes: sent.bytes - sent.packets * vnet::HEADER_LEN as u64,
@@ -509,12 +534,49 @@ impl Forwarder {
                 tx_errors: sent.errors,
                 ..Counters::default()
             });
-            if let Some(e) = sent.last_error {
+            if let Some(e) = sent.last_error.take() {
                 failed = Some((peer.name.clone(), e));
             }
         }
         if let Some((name, e)) = failed {
             self.log_error(&member.bridge.name, &name, "send", &e);
+        }
+    }
+
+    /// Sends the decided batch: every packet-socket port's frames together, up
+    /// to `TX_BATCH` a call (a broadcast to a thousand ports is a few calls, not
+    /// a thousand), each port's in order; a TAP's by its own writes.
+    fn send(&mut self, member: &Member, frames: &Frames) {
+        let Forwarder {
+            tx,
+            direct,
+            through_tc,
+            sent,
+            decider,
+            ..
+        } = self;
+        let decider = &*decider;
+        sent.clear();
+        sent.resize_with(decider.groups().count(), TxOutcome::default);
+        let peers = &member.peers;
+        let through = |tc: bool| {
+            decider.groups().enumerate().flat_map(move |(k, group)| {
+                let ifindex = match peers[group[0].0 as usize].sink() {
+                    Sink::Direct(ifindex) if !tc => Some(ifindex),
+                    Sink::ThroughTc(ifindex) if tc => Some(ifindex),
+                    _ => None,
+                };
+                ifindex.into_iter().flat_map(move |ifindex| {
+                    staged(member, decider, frames, group).map(move |f| (k, ifindex, f))
+                })
+            })
+        };
+        tx.send(direct, through(false), sent);
+        tx.send(through_tc, through(true), sent);
+        for (k, group) in decider.groups().enumerate() {
+            if let Sink::Tap(tap) = peers[group[0].0 as usize].sink() {
+                sent[k] = tx.send_tap(tap, staged(member, decider, frames, group));
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! Batched receive and send: one `recvmmsg`/`sendmmsg` moves up to a whole batch.
 
-use super::{PacketSocket, Tap};
+use super::{PacketSocket, Sender, Tap};
 use crate::wire::vlan;
 use std::io;
 use std::mem::size_of;
@@ -214,7 +214,7 @@ fn stripped_vlan(h: &libc::msghdr) -> Option<(u16, u16)> {
     None
 }
 
-/// What one `TxBatch::send` did.
+/// What one port got from a `TxBatch::send`, or a `send_tap`.
 #[derive(Debug, Default)]
 pub struct TxOutcome {
     pub packets: u64,
@@ -259,14 +259,17 @@ impl TxFrame<'_> {
     }
 }
 
-/// Preallocated iovecs (two per message: a head and the rest), heads and message
-/// headers for sending a batch of borrowed frames.
+/// Preallocated iovecs (two per message: a head and the rest), heads, addresses
+/// and message headers for sending a batch of borrowed frames.
 pub struct TxBatch {
     iovs: Box<[libc::iovec]>,
     heads: Box<[[u8; vlan::RETAG_HEAD_LEN]]>,
+    addrs: Box<[libc::sockaddr_ll]>,
     hdrs: Box<[libc::mmsghdr]>,
     /// Bytes of each message.
     lens: Box<[usize]>,
+    /// The outcome each message counts in.
+    dests: Box<[usize]>,
 }
 
 impl TxBatch {
@@ -274,19 +277,25 @@ impl TxBatch {
         TxBatch {
             iovs: iovecs(2 * capacity),
             heads: vec![[0; vlan::RETAG_HEAD_LEN]; capacity].into_boxed_slice(),
+            // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+            addrs: vec![unsafe { std::mem::zeroed::<libc::sockaddr_ll>() }; capacity]
+                .into_boxed_slice(),
             hdrs: headers(capacity),
             lens: vec![0; capacity].into_boxed_slice(),
+            dests: vec![0; capacity].into_boxed_slice(),
         }
     }
 
-    /// Sends every frame in order, a batch per syscall, without blocking. The
-    /// pointers to `frames` do not outlive this call.
+    /// Sends every `(outcome, ifindex, frame)` in order out of interface
+    /// `ifindex`, up to a whole batch per syscall whatever the interfaces, without
+    /// blocking, and counts it in `outcomes[outcome]`. The pointers to the frames
+    /// do not outlive this call.
     pub fn send<'a>(
         &mut self,
-        sock: &PacketSocket,
-        frames: impl IntoIterator<Item = TxFrame<'a>>,
-    ) -> TxOutcome {
-        let mut out = TxOutcome::default();
+        sender: &Sender,
+        frames: impl IntoIterator<Item = (usize, u32, TxFrame<'a>)>,
+        outcomes: &mut [TxOutcome],
+    ) {
         let mut frames = frames.into_iter();
         let capacity = self.hdrs.len();
         // One pointer for every head: a fresh `&mut self.heads[n]` per frame would
@@ -295,7 +304,7 @@ impl TxBatch {
         loop {
             let (mut n, mut done) = (0, false);
             while n < capacity {
-                let Some(frame) = frames.next() else {
+                let Some((dest, ifindex, frame)) = frames.next() else {
                     done = true;
                     break;
                 };
@@ -311,7 +320,7 @@ impl TxBatch {
                         // this head exists while it is written.
                         let head = unsafe { &mut *heads.add(n) };
                         let Ok((len, tail)) = vlan::retag(bytes, tag, head) else {
-                            out.errors += 1;
+                            outcomes[dest].errors += 1;
                             continue;
                         };
                         *first = iovec(&head[..len]);
@@ -319,15 +328,21 @@ impl TxBatch {
                         (2, len + bytes.len() - tail)
                     }
                 };
+                let addr = &mut self.addrs[n];
+                addr.sll_family = libc::AF_PACKET as u16;
+                // Protocol 0: the kernel reads it from the frame, as for a bound
+                // socket of protocol 0.
+                addr.sll_ifindex = ifindex as i32;
                 self.hdrs[n].msg_hdr.msg_iovlen = iovlen;
                 self.lens[n] = len;
+                self.dests[n] = dest;
                 n += 1;
             }
             if n > 0 {
-                self.flush(sock, n, &mut out);
+                self.flush(sender, n, outcomes);
             }
             if done {
-                return out;
+                return;
             }
         }
     }
@@ -374,51 +389,60 @@ impl TxBatch {
         out
     }
 
-    fn flush(&mut self, sock: &PacketSocket, n: usize, out: &mut TxOutcome) {
+    fn flush(&mut self, sender: &Sender, n: usize, outcomes: &mut [TxOutcome]) {
         let iovs = self.iovs.as_mut_ptr();
-        for (i, h) in self.hdrs.iter_mut().enumerate() {
+        let addrs = self.addrs.as_mut_ptr();
+        for (i, h) in self.hdrs[..n].iter_mut().enumerate() {
             // SAFETY: i < capacity and `iovs` holds two per message, so the offset
             // stays inside it.
             h.msg_hdr.msg_iov = unsafe { iovs.add(2 * i) };
+            // SAFETY: i < capacity = addrs.len().
+            h.msg_hdr.msg_name = unsafe { addrs.add(i) }.cast();
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
         }
         let mut off = 0;
         while off < n {
-            // SAFETY: headers off..n point at their iovecs, which point at frames
-            // borrowed for the duration of `send` or at `heads`; the kernel only
-            // reads them.
+            // SAFETY: headers off..n point at their iovecs and addresses, which
+            // point at frames borrowed for the duration of `send` or at `heads`;
+            // the kernel only reads them.
             let r = unsafe {
                 libc::sendmmsg(
-                    sock.tx_fd(),
+                    sender.fd(),
                     self.hdrs.as_mut_ptr().add(off),
                     (n - off) as u32,
                     libc::MSG_DONTWAIT,
                 )
             };
             if r > 0 {
-                let r = r as usize;
-                out.packets += r as u64;
-                out.bytes += self.lens[off..off + r].iter().sum::<usize>() as u64;
-                off += r;
+                for i in off..off + r as usize {
+                    let out = &mut outcomes[self.dests[i]];
+                    out.packets += 1;
+                    out.bytes += self.lens[i] as u64;
+                }
+                off += r as usize;
                 continue;
             }
             let err = io::Error::last_os_error();
+            let out = &mut outcomes[self.dests[off]];
             match err.raw_os_error() {
                 Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
-                    out.dropped += (n - off) as u64;
+                // The socket's buffer is full: so it is for the rest.
+                Some(libc::EAGAIN) => {
+                    for i in off..n {
+                        outcomes[self.dests[i]].dropped += 1;
+                    }
                     return;
                 }
-                Some(libc::EMSGSIZE) => {
-                    out.too_big += 1;
-                    off += 1;
-                }
+                // This message's device queue is full or stopped.
+                Some(libc::ENOBUFS) => out.dropped += 1,
+                Some(libc::EMSGSIZE) => out.too_big += 1,
+                // This frame is bad for this port (device gone): skip it.
                 _ => {
-                    // This frame is bad for this port (device gone): skip it.
                     out.errors += 1;
                     out.last_error = Some(err);
-                    off += 1;
                 }
             }
+            off += 1;
         }
     }
 }

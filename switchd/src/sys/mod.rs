@@ -15,7 +15,7 @@ mod ring;
 mod tap;
 
 pub use mmsg::{RxBatch, RxFrame, TxBatch, TxFrame, TxOutcome};
-pub use packet_socket::PacketSocket;
+pub use packet_socket::{PacketSocket, Sender};
 pub use poll::{Epoll, EpollEvents, EventFd};
 pub use process::{clock_ticks_per_sec, effective_uid, kill, CpuSet};
 pub use ring::{RingBatch, RingSlot, RxRing, RING_FRAME_BYTES};
@@ -34,8 +34,8 @@ fn cvt<T: PartialOrd + Default>(ret: T) -> io::Result<T> {
 }
 
 /// Raises the soft limit on open files to the hard limit. Each
-/// port holds two sockets; the usual soft limit of 1024 would stop a bridge
-/// near 500 ports.
+/// port holds a socket and more (a TAP's fd, a tunnel's TC links); the usual
+/// soft limit of 1024 would stop a bridge short of a thousand ports.
 pub fn raise_fd_limit() -> io::Result<()> {
     // SAFETY: rlimit is plain old data; all-zero is a valid value.
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };

@@ -2,6 +2,7 @@ use super::{cvt, RxRing};
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 /// Socket buffer size forced on every port. The default (~200 KB) holds only three
@@ -9,27 +10,65 @@ use std::sync::OnceLock;
 const SOCKET_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 /// An AF_PACKET socket bound to one interface, non-blocking, with a virtio-net header
-/// on every frame in both directions.
+/// on every frame. It only receives: frames leave through a `Sender`.
 pub struct PacketSocket {
     /// Declared before `fd` so the mapping goes before the socket closes. Set
     /// once, by the thread that receives on the socket, when the port gets busy.
     rx_ring: OnceLock<RxRing>,
-    /// Receives; registered in a datapath thread's epoll.
+    /// Registered in a datapath thread's epoll.
     fd: OwnedFd,
-    /// Sends, and receives nothing. Each sent frame, once freed, wakes whoever
-    /// waits on its socket's wait queue; on `fd` that is epoll, so sending on `fd`
-    /// cost a locked wakeup call per frame (~13% of switchd's CPU forwarding 64-byte
-    /// frames, perf). No one waits on this one.
-    tx: OwnedFd,
     ifindex: u32,
+    /// What is sent to this interface goes through its queueing layer
+    /// (`Sender::through_tc`) rather than straight to the driver.
+    through_tc: AtomicBool,
+}
+
+/// An AF_PACKET socket bound to no interface: each message names the one it
+/// leaves by (`sll_ifindex`), so one `sendmmsg` floods a frame out of a thousand
+/// ports (it was a call per port). It receives nothing (protocol 0), and is in no
+/// epoll: sending on a socket epoll waits on cost a locked wakeup per frame (~13%
+/// of switchd's CPU forwarding 64-byte frames, perf).
+pub struct Sender {
+    fd: OwnedFd,
+}
+
+impl Sender {
+    /// Straight to the driver (veth has no queue worth going through), or, with
+    /// `through_tc`, through the interface's queueing layer so that its TC egress
+    /// programs see the frames (a tunnel port's encapsulation takes them there,
+    /// skipping the veth).
+    pub fn open(through_tc: bool) -> io::Result<Sender> {
+        let fd = new_socket()?;
+        set_opt(&fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+        set_opt(
+            &fd,
+            libc::SOL_PACKET,
+            libc::PACKET_QDISC_BYPASS,
+            i32::from(!through_tc),
+        )?;
+        set_opt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            SOCKET_BUFFER_BYTES,
+        )?;
+        Ok(Sender { fd })
+    }
+
+    pub(super) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 impl PacketSocket {
-    /// Sends through the interface's queueing layer from now on, so its TC
-    /// egress programs see what this socket sends (a tunnel port's
-    /// encapsulation takes the frames there, skipping the veth).
-    pub fn send_through_tc(&self) -> io::Result<()> {
-        set_opt(&self.tx, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 0)
+    /// Frames for this interface go through its queueing layer from now on
+    /// (`Sender::open`), so its TC egress programs see them.
+    pub fn send_through_tc(&self) {
+        self.through_tc.store(true, Relaxed);
+    }
+
+    pub fn sends_through_tc(&self) -> bool {
+        self.through_tc.load(Relaxed)
     }
 
     /// Opens a socket on `ifindex`, puts the interface into promiscuous mode for as
@@ -39,14 +78,10 @@ impl PacketSocket {
         let sock = PacketSocket {
             rx_ring: OnceLock::new(),
             fd: new_socket()?,
-            tx: new_socket()?,
             ifindex,
+            through_tc: AtomicBool::new(false),
         };
-        for fd in [&sock.fd, &sock.tx] {
-            set_opt(fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
-        }
-        // Straight to the driver: veth has no queue worth going through.
-        set_opt(&sock.tx, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
+        set_opt(&sock.fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
         // The kernel strips VLAN tags into metadata; this hands them back to us.
         set_opt(&sock.fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
         // We never want to read back what we (or anyone) sent out of this port.
@@ -57,14 +92,6 @@ impl PacketSocket {
             libc::SO_RCVBUFFORCE,
             SOCKET_BUFFER_BYTES,
         )?;
-        set_opt(
-            &sock.tx,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            SOCKET_BUFFER_BYTES,
-        )?;
-        // Protocol 0 keeps the sending socket from ever receiving.
-        bind(&sock.tx, ifindex, 0)?;
         bind(&sock.fd, ifindex, libc::ETH_P_ALL as u16)?;
 
         // Promiscuous mode as a socket membership rather than the IFF_PROMISC flag:
@@ -76,11 +103,6 @@ impl PacketSocket {
         mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
         sock.set_opt_raw(libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
         Ok(sock)
-    }
-
-    /// The socket to send on (see `tx`).
-    pub(super) fn tx_fd(&self) -> RawFd {
-        self.tx.as_raw_fd()
     }
 
     pub fn ifindex(&self) -> u32 {
