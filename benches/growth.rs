@@ -12,7 +12,8 @@
 //! Run as root: `scripts/bench growth` (or `cargo bench --bench growth` after
 //! `cargo build --release --workspace --bins`). Environment: `GROWTH_SIZES` (comma
 //! list, default `2,10,100,1000`: 2 is the baseline, the two TCP ends and no
-//! other port), `GROWTH_JSON` (results file, default
+//! other port), `GROWTH_IPV6` (`off,on` by default: each size with the
+//! namespaces' IPv6 off, then on, as containers keep it), `GROWTH_JSON` (results file, default
 //! target/growth/<unix time>.json). The 1000-port round takes a few minutes,
 //! mostly creating and deleting namespaces.
 
@@ -24,13 +25,40 @@ use switchd_testkit::{cpu_ticks, measure, rss_kib, unique_name, Daemon, Netns};
 
 const SPARE: usize = 5;
 
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
 fn ip(i: usize) -> String {
     format!("10.236.{}.{}", i / 250, i % 250 + 1)
 }
 
-fn measure(n: usize) -> Value {
-    eprintln!("growth: {n} ports: creating namespaces");
+fn measure(n: usize, ipv6: bool) -> Value {
+    eprintln!(
+        "growth: {n} ports, IPv6 {}: creating namespaces",
+        on_off(ipv6)
+    );
     let nss: Vec<Netns> = (0..n + SPARE).map(|_| Netns::new()).collect();
+    if ipv6 {
+        // As containers and Mininet hosts keep it: DAD, router solicitations and
+        // MLD reports, every one of them flooded.
+        let script = nss
+            .iter()
+            .map(|ns| {
+                format!(
+                    "ip netns exec {} sysctl -qw net.ipv6.conf.all.disable_ipv6=0 \
+                     net.ipv6.conf.default.disable_ipv6=0",
+                    ns.name
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Command::new("sh").args(["-c", &script]).status().unwrap();
+    }
     let d = Daemon::start_with(&["--log-level", "warn"]);
     let br = unique_name("gr");
     d.ctl_ok(&["add-br", &br]);
@@ -144,6 +172,7 @@ fn measure(n: usize) -> Value {
     drop(nss);
     json!({
         "ports": n,
+        "ipv6": ipv6,
         "attach_all_s": attach_all,
         "attach_per_port_ms": attach_all * 1e3 / n as f64,
         "add_one_more_ms": add_one_ms,
@@ -172,12 +201,25 @@ fn main() {
                 .expect("GROWTH_SIZES: comma list of numbers")
         })
         .collect();
-    let rows: Vec<Value> = sizes.iter().map(|&n| measure(n)).collect();
+    let ipv6: Vec<bool> = std::env::var("GROWTH_IPV6")
+        .unwrap_or_else(|_| "off,on".into())
+        .split(',')
+        .map(|s| match s.trim() {
+            "on" => true,
+            "off" => false,
+            other => panic!("GROWTH_IPV6: a comma list of on and off, not {other:?}"),
+        })
+        .collect();
+    let rows: Vec<Value> = ipv6
+        .iter()
+        .flat_map(|&v6| sizes.iter().map(move |&n| measure(n, v6)))
+        .collect();
 
     println!();
     println!(
-        "{:>6} {:>10} {:>9} {:>11} {:>9} {:>10} {:>9} {:>9} {:>12} {:>9} {:>10}",
+        "{:>6} {:>5} {:>10} {:>9} {:>11} {:>9} {:>10} {:>9} {:>9} {:>12} {:>9} {:>10}",
         "ports",
+        "IPv6",
         "attach s",
         "ms/port",
         "1 more ms",
@@ -191,8 +233,9 @@ fn main() {
     );
     for r in &rows {
         println!(
-            "{:>6} {:>10.2} {:>9.2} {:>11.1} {:>9.1} {:>10.1} {:>9.2} {:>9.2} {:>12} {:>9} {:>10}",
+            "{:>6} {:>5} {:>10.2} {:>9.2} {:>11.1} {:>9.1} {:>10.1} {:>9.2} {:>9.2} {:>12} {:>9} {:>10}",
             r["ports"].as_u64().unwrap(),
+            on_off(r["ipv6"].as_bool().unwrap()),
             r["attach_all_s"].as_f64().unwrap(),
             r["attach_per_port_ms"].as_f64().unwrap(),
             r["add_one_more_ms"].as_f64().unwrap(),
