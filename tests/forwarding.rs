@@ -732,3 +732,46 @@ fn static_entries_are_used_never_learned_over_and_kept(flags: &[&str]) {
         "went with its port"
     );
 }
+
+/// Frames the kernel drops because switchd is not reading fast enough (here it
+/// is stopped) are counted on their port as `queue-full`, not lost unseen: what
+/// the port's interface received is what switchd read plus what it counts lost.
+#[test]
+fn frames_lost_before_the_datapath_reads_them_are_counted() {
+    let _machine = exclusive_machine();
+    let (hosts, d) = switched(&["--offload", "none"], "10.31.9", 2);
+    let port = &hosts[0].port;
+    let received = || -> u64 {
+        std::fs::read_to_string(format!("/sys/class/net/{port}/statistics/rx_packets"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = received() - counter(&d, "br0", port, "rx_packets");
+    const SENT: u64 = 20_000;
+    let dst = [0x02, 0, 0, 0x31, 0x09, 0xff];
+    let f = frame(dst, [0x02, 0, 0, 0x31, 0x09, 0x01], None, b"burst");
+    let mut sock = hosts[0].ns.packet_socket("eth0");
+    let pid = d.pid() as i32;
+    switchd::sys::kill(pid, libc::SIGSTOP).unwrap();
+    let sent = sock.send_all((0..SENT).map(|_| f.clone()));
+    switchd::sys::kill(pid, libc::SIGCONT).unwrap();
+    assert_eq!(sent, SENT);
+    let accounted = || {
+        let c = d.port_counters("br0", port);
+        c["rx_packets"].as_u64().unwrap() + c["rx_queue_full"].as_u64().unwrap() + before
+    };
+    wait_until(Duration::from_secs(10), || accounted() >= received());
+    let c = d.port_counters("br0", port);
+    let lost = c["rx_queue_full"].as_u64().unwrap();
+    assert!(lost > 0, "{SENT} frames fit while switchd was stopped: {c}");
+    assert_eq!(
+        c["rx_packets"].as_u64().unwrap() + lost + before,
+        received(),
+        "{c}"
+    );
+    assert!(c["rx_drops"].as_u64().unwrap() >= lost, "{c}");
+    let text = d.ctl_ok(&["dump-ports", "br0", port]);
+    assert!(text.contains(&format!("queue-full={lost}")), "{text}");
+}

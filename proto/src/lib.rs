@@ -825,6 +825,10 @@ macro_rules! with_port_counters {
             /// Part of `rx_drops`: to a reserved group address (01:80:C2:00:00:0X:
             /// STP, PAUSE, LACP, 802.1X, LLDP...) the bridge does not relay.
             rx_reserved: Reasons "reserved-dst",
+            /// Part of `rx_drops`: lost before switchd could read them, the port's
+            /// receive ring or socket queue full (a burst faster than the
+            /// datapath thread: the kernel's PACKET_STATISTICS).
+            rx_queue_full: Reasons "queue-full",
             /// Part of `rx_errors`: shorter than an Ethernet header.
             rx_runts: Reasons "runt",
             /// Part of `rx_errors`: not received whole.

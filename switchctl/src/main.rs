@@ -819,7 +819,7 @@ mod tests {
             "bridge br0: 1 ports
   port veth-ns1: rx pkts=5, bytes=426, drop=2, errs=0
                  tx pkts=5, bytes=426, drop=0, errs=0
-                 rx drop/err reasons: multicast-src=1, bad-vnet-hdr=0, loop=1, vlan-tagged=0, vlan-not-trunked=0, reserved-dst=0, runt=0, truncated=0
+                 rx drop/err reasons: multicast-src=1, bad-vnet-hdr=0, loop=1, vlan-tagged=0, vlan-not-trunked=0, reserved-dst=0, queue-full=0, runt=0, truncated=0
                  tx drop reasons: too-big=0, no-route=0
                  kernel fast path: rx pkts=3, tx pkts=3
 "

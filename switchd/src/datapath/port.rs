@@ -189,6 +189,13 @@ impl Port {
 
     /// The port's counters, frames the kernel forwarded for it included.
     pub fn counters(&self) -> Counters {
+        if let Some(drops) = self.socket().map(PacketSocket::take_drops) {
+            self.stats.add(&Counters {
+                rx_drops: drops,
+                rx_queue_full: drops,
+                ..Counters::ZERO
+            });
+        }
         let mut c = self.stats.snapshot();
         if let Some(offload) = self.offload().as_ref() {
             let k = offload.counters();

@@ -312,22 +312,24 @@ fn process_port(member: &Member, s: &mut Scratch) -> bool {
     drained.received
 }
 
-/// Moves a busy port to a receive ring, then forwards what was queued before the
-/// switch, so that ring slots standing for big frames on the queue are not paired
-/// with older frames. A big frame that arrives during the switch is drained with
-/// them and its slot later counts as an error: a one-off loss of a frame or two.
+/// Moves a busy port to a receive ring. Setting one up purges the socket's
+/// queue (`packet_set_ring`), so the queue is drained right before; the kernel
+/// also unhooks the socket for an RCU grace period meanwhile, and what the
+/// interface receives then never reaches it: a one-off loss per port, in the
+/// first burst that fills a batch (docs/ARCHITECTURE.md, "Receive rings").
 fn attach_ring(member: &Member, s: &mut Scratch) {
     let port = &member.port;
+    // Bounded: under a stream the queue never quite empties. 64 calls of 8
+    // batches is more than the 4 MB socket queue holds of the smallest frames.
+    for _ in 0..64 {
+        if !process_queue(member, |rx| port.recv(rx), s).busy {
+            break;
+        }
+    }
     match port.attach_ring(s.ring_frames) {
         Ok(false) => {}
         Ok(true) => {
             tracing::debug!(bridge = %member.bridge.name, port = %port.name, "busy port moved to a receive ring");
-            // Bounded: under a stream of big frames the queue never quite empties.
-            for _ in 0..MAX_BATCHES_PER_WAKEUP {
-                if !process_queue(member, |rx| port.recv(rx), s).busy {
-                    break;
-                }
-            }
         }
         Err(e) => s
             .fwd

@@ -113,10 +113,10 @@ impl PacketSocket {
         self.rx_ring.get()
     }
 
-    /// Switches receiving to a TPACKET_V2 ring of `frames` slots. Frames already
-    /// queued stay in the socket queue: drain it with `RxBatch` before reading the
-    /// ring, or ring slots that point at the queue get paired with old frames.
-    /// Only the thread that receives on this socket may call it.
+    /// Switches receiving to a TPACKET_V2 ring of `frames` slots. The kernel
+    /// drops whatever is queued on the socket (drain it with `RxBatch` first)
+    /// and delivers nothing to it for an RCU grace period while it sets the ring
+    /// up. Only the thread that receives on this socket may call it.
     pub fn attach_ring(&self, frames: usize) -> io::Result<&RxRing> {
         if let Some(ring) = self.rx_ring.get() {
             return Ok(ring);
@@ -130,6 +130,29 @@ impl PacketSocket {
         self.set_opt(libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
         let ring = RxRing::attach(self, frames)?;
         Ok(self.rx_ring.get_or_init(|| ring))
+    }
+
+    /// Frames the kernel dropped for this socket (ring or queue full) since the
+    /// last call: reading the statistics resets them.
+    pub fn take_drops(&self) -> u64 {
+        // SAFETY: tpacket_stats is plain old data; all-zero is a valid value.
+        let mut stats: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `stats` and `len` are valid for writes and `len` is its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut stats as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            stats.tp_drops.into()
+        } else {
+            0
+        }
     }
 
     /// Reads and clears a pending socket error (`ENETDOWN` when the interface went

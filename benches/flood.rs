@@ -1,0 +1,398 @@
+//! Flooding at scale (issue 17): `FLOOD_PORTS` namespaces (default 1000) on one
+//! bridge, one of them broadcasting ARP requests, behind the kernel bridge,
+//! switchd (`--offload tc`, the default, and `--offload none`) and Open
+//! vSwitch's userspace datapath, on the same veths in the same run.
+//!
+//! Per switch: how busy the whole machine is while nothing is sent; then while
+//! the first namespace sends `FLOOD_RATE` broadcasts a second (default 500) for
+//! `FLOOD_SECS` (default 5): machine CPU, the switch process's CPU, and the loss
+//! at a sample of eight ports (what each received against what was sent); then
+//! with the sender as fast as one trafgen process goes: broadcasts delivered per
+//! second per sampled port. IPv6 is off in the namespaces and on both ends of
+//! every veth, so the broadcasts are all there is to count (the growth bench has
+//! IPv6 on as well). Nothing answers: no namespace has an address.
+//!
+//! Run as root: `scripts/bench flood`. Environment: `FLOOD_PORTS`, `FLOOD_RATE`,
+//! `FLOOD_SECS`, `FLOOD_ONLY` (comma list of bridge, switchd, switchd-user, ovs),
+//! `FLOOD_JSON` (results file, default target/flood/<unix time>.json).
+
+use serde_json::{json, Value};
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+use switchd_testkit::measure::env_u64;
+use switchd_testkit::ovs::Ovs;
+use switchd_testkit::procfs::{cpu_secs, machine_ticks};
+use switchd_testkit::{run, unique_name, wait_until, Daemon, Netns};
+
+const KINDS: &[&str] = &["bridge", "switchd", "switchd-user", "ovs"];
+const SAMPLES: usize = 8;
+/// Who sends: a MAC nobody else has.
+const SENDER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x5e, 0xf1, 0x01];
+
+/// An ARP request for 10.241.0.2 from 10.241.0.1, which nobody has.
+fn arp_config() -> String {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&SENDER_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&SENDER_MAC);
+    f.extend_from_slice(&[10, 241, 0, 1, 0, 0, 0, 0, 0, 0, 10, 241, 0, 2]);
+    let bytes: Vec<String> = f.iter().map(|b| format!("0x{b:02x}")).collect();
+    format!("{{ {} }}\n", bytes.join(", "))
+}
+
+/// The namespaces and the root ends of their veths (`hosts[i]` into `nss[i]`).
+struct Topology {
+    nss: Vec<Netns>,
+    hosts: Vec<String>,
+}
+
+impl Topology {
+    fn new(n: usize) -> Topology {
+        eprintln!("flood: creating {n} namespaces");
+        let nss: Vec<Netns> = (0..n).map(|_| Netns::new()).collect();
+        let tag = unique_name("f");
+        let hosts: Vec<String> = (0..n).map(|i| format!("{tag}{i}")).collect();
+        let batch: String = hosts
+            .iter()
+            .zip(&nss)
+            .map(|(h, ns)| format!("link add {h} type veth peer name eth0 netns {}\n", ns.name))
+            .collect();
+        ip_batch(&batch);
+        for h in &hosts {
+            // No DAD, router solicitations or MLD from our side either.
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{h}/disable_ipv6"), "1").unwrap();
+        }
+        ip_batch(
+            &hosts
+                .iter()
+                .map(|h| format!("link set {h} up\n"))
+                .collect::<String>(),
+        );
+        for ns in &nss {
+            ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        }
+        Topology { nss, hosts }
+    }
+
+    fn samples(&self) -> Vec<&Netns> {
+        let n = self.nss.len();
+        (1..=SAMPLES)
+            .map(|k| &self.nss[(k * (n - 1) / SAMPLES).max(1)])
+            .collect()
+    }
+}
+
+fn ip_batch(commands: &str) {
+    let mut child = Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(commands.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "ip -batch failed");
+}
+
+fn counter(ns: &Netns, name: &str) -> u64 {
+    ns.exec_ok(&["cat", &format!("/sys/class/net/eth0/statistics/{name}")])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A switch with every host end attached, and the pid whose CPU is its cost.
+enum Switch {
+    Bridge(String),
+    Switchd(Daemon),
+    Ovs(Ovs),
+}
+
+impl Switch {
+    fn attach(kind: &str, topo: &Topology) -> Result<Switch, String> {
+        let br = unique_name("fb");
+        let start = Instant::now();
+        let switch = match kind {
+            "bridge" => {
+                run("ip", &["link", "add", &br, "type", "bridge"]);
+                std::fs::write(format!("/proc/sys/net/ipv6/conf/{br}/disable_ipv6"), "1").unwrap();
+                run("ip", &["link", "set", &br, "up"]);
+                let batch: String = topo
+                    .hosts
+                    .iter()
+                    .map(|h| format!("link set {h} master {br}\n"))
+                    .collect();
+                ip_batch(&batch);
+                Switch::Bridge(br)
+            }
+            "switchd" | "switchd-user" => {
+                let mut args = vec!["--log-level", "warn"];
+                if kind == "switchd-user" {
+                    args.extend(["--offload", "none"]);
+                }
+                let d = Daemon::start_with(&args);
+                let mut cmd: Vec<&str> = vec!["add-br", "--no-internal", &br];
+                for h in &topo.hosts {
+                    cmd.extend(["--", "add-port", &br, h]);
+                }
+                d.ctl_ok(&cmd);
+                Switch::Switchd(d)
+            }
+            "ovs" => {
+                let ovs = Ovs::start()?;
+                ovs.add_netdev_bridge(&br)?;
+                let mut cmd: Vec<&str> = Vec::new();
+                for h in &topo.hosts {
+                    cmd.extend(["--", "add-port", &br, h]);
+                }
+                ovs.vsctl(&cmd[1..])?;
+                Switch::Ovs(ovs)
+            }
+            other => return Err(format!("unknown kind {other}")),
+        };
+        eprintln!(
+            "flood: {kind}: {} ports attached in {:.1} s",
+            topo.hosts.len(),
+            start.elapsed().as_secs_f64()
+        );
+        Ok(switch)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Switch::Bridge(_) => None,
+            Switch::Switchd(d) => Some(d.pid()),
+            Switch::Ovs(o) => Some(o.vswitchd_pid()),
+        }
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        if let Switch::Bridge(br) = self {
+            let _ = Command::new("ip").args(["link", "del", br]).status();
+        }
+    }
+}
+
+/// What one phase measured.
+struct Phase {
+    machine_busy_pct: f64,
+    switch_cpu_pct: f64,
+    sent_per_sec: f64,
+    /// Per sampled port, the mean.
+    delivered_per_sec: f64,
+    /// 1 - received / sent, the worst sampled port.
+    worst_loss: f64,
+}
+
+#[derive(Clone, Copy)]
+enum Load {
+    Idle,
+    Rate(u64),
+    FlatOut,
+}
+
+/// trafgen (one process, in its own group so that one signal stops it) sending
+/// the ARP broadcast out of the first namespace, at `rate` a second or flat out.
+fn trafgen(sender: &Netns, conf: &str, rate: Option<u64>) -> std::process::Child {
+    let rate = rate.map(|r| format!("{r}pps"));
+    let mut args = vec![
+        "netns",
+        "exec",
+        &sender.name,
+        "trafgen",
+        "--dev",
+        "eth0",
+        "--conf",
+        conf,
+        "--cpus",
+        "1",
+        "-q",
+    ];
+    if let Some(r) = &rate {
+        args.extend(["--rate", r.as_str()]);
+    }
+    Command::new("ip")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start trafgen")
+}
+
+fn stop(mut gen: std::process::Child) {
+    let _ = switchd::sys::kill(-(gen.id() as i32), libc::SIGINT);
+    if !wait_until(Duration::from_secs(5), || {
+        gen.try_wait().is_ok_and(|s| s.is_some())
+    }) {
+        let _ = switchd::sys::kill(-(gen.id() as i32), libc::SIGKILL);
+        let _ = gen.wait();
+    }
+}
+
+fn phase(topo: &Topology, pid: Option<u32>, load: Load, secs: u64) -> Phase {
+    let sender = &topo.nss[0];
+    let conf = std::env::temp_dir().join(format!("{}.cfg", unique_name("flood")));
+    std::fs::write(&conf, arp_config()).unwrap();
+    let gen = match load {
+        Load::Idle => None,
+        Load::Rate(r) => Some(trafgen(sender, &conf.display().to_string(), Some(r))),
+        Load::FlatOut => Some(trafgen(sender, &conf.display().to_string(), None)),
+    };
+    // Let the sender reach its rate before counting.
+    std::thread::sleep(Duration::from_millis(500));
+    let samples = topo.samples();
+    let sent0 = counter(sender, "tx_packets");
+    let got0: Vec<u64> = samples.iter().map(|ns| counter(ns, "rx_packets")).collect();
+    let (busy0, total0) = machine_ticks();
+    let cpu0 = pid.map_or(0.0, cpu_secs);
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let window = start.elapsed().as_secs_f64();
+    let (busy1, total1) = machine_ticks();
+    let cpu1 = pid.map_or(0.0, cpu_secs);
+    if let Some(g) = gen {
+        stop(g);
+    }
+    let sending = start.elapsed().as_secs_f64();
+    let sent = counter(sender, "tx_packets") - sent0;
+    let _ = std::fs::remove_file(&conf);
+    // What was sent arrives; then every sampled port must have had all of it.
+    std::thread::sleep(Duration::from_millis(500));
+    let got: Vec<u64> = samples
+        .iter()
+        .zip(&got0)
+        .map(|(ns, g0)| counter(ns, "rx_packets") - g0)
+        .collect();
+    let worst_loss = got
+        .iter()
+        .map(|&g| {
+            if sent == 0 {
+                0.0
+            } else {
+                1.0 - g.min(sent) as f64 / sent as f64
+            }
+        })
+        .fold(0.0, f64::max);
+    Phase {
+        machine_busy_pct: (busy1 - busy0) as f64 * 100.0 / (total1 - total0).max(1) as f64,
+        switch_cpu_pct: (cpu1 - cpu0) * 100.0 / window,
+        sent_per_sec: sent as f64 / sending,
+        delivered_per_sec: got.iter().sum::<u64>() as f64 / got.len() as f64 / sending,
+        worst_loss,
+    }
+}
+
+fn main() {
+    if !switchd_testkit::bench_should_run("flood") {
+        return;
+    }
+    let n = env_u64("FLOOD_PORTS", 1000).max(2) as usize;
+    let rate = env_u64("FLOOD_RATE", 500).max(1);
+    let secs = env_u64("FLOOD_SECS", 5).max(1);
+    let only: Option<Vec<String>> = std::env::var("FLOOD_ONLY")
+        .ok()
+        .map(|s| s.split(',').map(|k| k.trim().to_string()).collect());
+    let topo = Topology::new(n);
+    let mut rows = Vec::new();
+    for kind in KINDS {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|k| k == kind)) {
+            continue;
+        }
+        let switch = match Switch::attach(kind, &topo) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("flood: {kind}: skipped: {e}");
+                continue;
+            }
+        };
+        std::thread::sleep(Duration::from_secs(3));
+        let pid = switch.pid();
+        eprintln!("flood: {kind}: idle, {rate}/s, flat out");
+        let idle = phase(&topo, pid, Load::Idle, secs);
+        let fixed = phase(&topo, pid, Load::Rate(rate), secs);
+        let top = phase(&topo, pid, Load::FlatOut, secs);
+        drop(switch);
+        rows.push(json!({
+            "kind": kind,
+            "idle_machine_busy_pct": idle.machine_busy_pct,
+            "rate_machine_busy_pct": fixed.machine_busy_pct,
+            "rate_switch_cpu_pct": fixed.switch_cpu_pct,
+            "rate_sent_per_sec": fixed.sent_per_sec,
+            "rate_delivered_per_port_per_sec": fixed.delivered_per_sec,
+            "rate_worst_loss": fixed.worst_loss,
+            "top_machine_busy_pct": top.machine_busy_pct,
+            "top_switch_cpu_pct": top.switch_cpu_pct,
+            "top_sent_per_sec": top.sent_per_sec,
+            "top_delivered_per_port_per_sec": top.delivered_per_sec,
+            "top_worst_loss": top.worst_loss,
+        }));
+    }
+    report(n, rate, &rows);
+}
+
+fn report(n: usize, rate: u64, rows: &[Value]) {
+    let f = |r: &Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    let bridge = rows.iter().find(|r| r["kind"] == "bridge");
+    println!();
+    println!("{n} ports, one namespace broadcasting ARP: {rate}/s, then flat out");
+    println!(
+        "{:>13} {:>7} {:>9} {:>9} {:>8} {:>9} {:>9} {:>11} {:>9} {:>9}",
+        "",
+        "idle %",
+        "busy %",
+        "switch %",
+        "loss %",
+        "/ bridge",
+        "top busy",
+        "delivered/s",
+        "sent/s",
+        "/ bridge"
+    );
+    for r in rows {
+        let ratio = |k: &str| bridge.map_or(f64::NAN, |b| f(r, k) / f(b, k));
+        println!(
+            "{:>13} {:>7.1} {:>9.1} {:>9.1} {:>8.2} {:>8.2}x {:>9.1} {:>11.0} {:>9.0} {:>8.2}x",
+            r["kind"].as_str().unwrap(),
+            f(r, "idle_machine_busy_pct"),
+            f(r, "rate_machine_busy_pct"),
+            f(r, "rate_switch_cpu_pct"),
+            f(r, "rate_worst_loss") * 100.0,
+            ratio("rate_machine_busy_pct"),
+            f(r, "top_machine_busy_pct"),
+            f(r, "top_delivered_per_port_per_sec"),
+            f(r, "top_sent_per_sec"),
+            ratio("top_delivered_per_port_per_sec"),
+        );
+    }
+    let path = std::env::var("FLOOD_JSON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            PathBuf::from(format!("target/flood/{t}.json"))
+        });
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let kernel = Command::new("uname").arg("-r").output().unwrap();
+    let doc = json!({
+        "kernel": String::from_utf8_lossy(&kernel.stdout).trim(),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "ports": n,
+        "rate": rate,
+        "rows": rows,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    println!("\nresults: {}", path.display());
+}
