@@ -13,7 +13,8 @@
 //! `cargo build --release --workspace --bins`). Environment: `GROWTH_SIZES` (comma
 //! list, default `2,10,100,1000`: 2 is the baseline, the two TCP ends and no
 //! other port), `GROWTH_IPV6` (`off,on` by default: each size with the
-//! namespaces' IPv6 off, then on, as containers keep it), `GROWTH_JSON` (results file, default
+//! namespaces' IPv6 off, then on, as containers keep it), `SWITCHD_ARGS` (more
+//! switchd flags), `GROWTH_JSON` (results file, default
 //! target/growth/<unix time>.json). The 1000-port round takes a few minutes,
 //! mostly creating and deleting namespaces.
 
@@ -59,7 +60,10 @@ fn measure(n: usize, ipv6: bool) -> Value {
             .join("\n");
         Command::new("sh").args(["-c", &script]).status().unwrap();
     }
-    let d = Daemon::start_with(&["--log-level", "warn"]);
+    let extra = std::env::var("SWITCHD_ARGS").unwrap_or_default();
+    let mut args = vec!["--log-level", "warn"];
+    args.extend(extra.split_whitespace());
+    let d = Daemon::start_with(&args);
     let br = unique_name("gr");
     d.ctl_ok(&["add-br", &br]);
     let rss_empty = rss_kib(d.pid());
