@@ -23,6 +23,12 @@
 //!   busy core. An idle switch polls not at all: the window only opens when
 //!   frames arrive.
 //!
+//! - work earns polling time by the frame, at most `WORK_CREDIT_PER_FRAME`
+//!   each: a broadcast flooded to a thousand ports takes over a millisecond to
+//!   send, which says nothing about when the next frame comes (1000 ports, one
+//!   broadcast every 2 ms: the thread polled most of the gaps, 97% of a core,
+//!   against 70% not polling at all; `scripts/bench flood`).
+//!
 //! The time counts decay by half every `EPOCH`, so the budget follows the load.
 
 use std::time::{Duration, Instant};
@@ -31,6 +37,9 @@ use std::time::{Duration, Instant};
 /// peer answers from its softirq (a ping, an ARP), measured 63 → 46 µs ping p50.
 pub const SPIN_FLOOR: Duration = Duration::from_micros(50);
 const EPOCH: Duration = Duration::from_millis(100);
+/// More than forwarding a 64 KB GSO frame takes (10-20 µs), so a stream of
+/// frames earns what it worked.
+pub(super) const WORK_CREDIT_PER_FRAME: Duration = Duration::from_micros(50);
 
 /// What a pass of the forwarding loop was, for the budget.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -83,10 +92,10 @@ impl Spin {
         }
     }
 
-    /// A pass of `took` ended.
-    pub(super) fn account(&mut self, pass: Pass, took: Duration, now: Instant) {
+    /// A pass of `took` ended, having forwarded `frames`.
+    pub(super) fn account(&mut self, pass: Pass, took: Duration, frames: u32, now: Instant) {
         match pass {
-            Pass::Worked => self.worked += took,
+            Pass::Worked => self.worked += took.min(WORK_CREDIT_PER_FRAME * frames),
             Pass::Polled => self.polled += took,
             Pass::Slept => {}
         }
@@ -124,7 +133,7 @@ mod tests {
     fn starts_at_the_floor_and_grows_to_cover_short_gaps() {
         let (mut s, now) = spin(MS);
         assert_eq!(s.window(), SPIN_FLOOR);
-        s.account(Pass::Worked, 10 * MS, now);
+        s.account(Pass::Worked, 10 * MS, 1000, now);
         s.woke_after(120 * US);
         assert_eq!(s.window(), 240 * US);
         s.woke_after(700 * US);
@@ -134,7 +143,7 @@ mod tests {
     #[test]
     fn long_sleeps_shrink_it_back_to_the_floor() {
         let (mut s, now) = spin(MS);
-        s.account(Pass::Worked, 10 * MS, now);
+        s.account(Pass::Worked, 10 * MS, 1000, now);
         s.woke_after(400 * US);
         assert_eq!(s.window(), 800 * US);
         s.woke_after(2 * MS);
@@ -149,14 +158,14 @@ mod tests {
     fn polling_beyond_the_budget_falls_back_to_the_floor() {
         let (mut s, now) = spin(MS);
         s.woke_after(500 * US);
-        s.account(Pass::Worked, 100 * US, now);
-        s.account(Pass::Polled, 90 * US, now);
+        s.account(Pass::Worked, 100 * US, 10, now);
+        s.account(Pass::Polled, 90 * US, 0, now);
         assert_eq!(s.window(), MS, "within budget");
-        s.account(Pass::Polled, 20 * US, now);
+        s.account(Pass::Polled, 20 * US, 0, now);
         assert_eq!(s.window(), SPIN_FLOOR, "polled more than worked");
-        s.account(Pass::Worked, 50 * US, now);
+        s.account(Pass::Worked, 50 * US, 10, now);
         assert_eq!(s.window(), MS, "work earns polling time back");
-        s.account(Pass::Slept, Duration::from_secs(1), now);
+        s.account(Pass::Slept, Duration::from_secs(1), 0, now);
         assert_eq!(s.window(), MS, "sleep costs nothing");
     }
 
@@ -165,16 +174,27 @@ mod tests {
         let now = Instant::now();
         let mut s = Spin::new(5 * MS, 10_000, now);
         s.woke_after(2 * MS);
-        s.account(Pass::Worked, 20 * US, now);
-        s.account(Pass::Polled, 1900 * US, now);
+        s.account(Pass::Worked, 20 * US, 1, now);
+        s.account(Pass::Polled, 1900 * US, 0, now);
         assert_eq!(s.window(), 4 * MS);
+    }
+
+    #[test]
+    fn a_long_pass_of_few_frames_earns_little_polling() {
+        let (mut s, now) = spin(MS);
+        s.woke_after(500 * US);
+        // One broadcast to a thousand ports: 1.4 ms of work, one frame.
+        s.account(Pass::Worked, 1400 * US, 1, now);
+        assert_eq!(s.worked, WORK_CREDIT_PER_FRAME);
+        s.account(Pass::Polled, 60 * US, 0, now);
+        assert_eq!(s.window(), SPIN_FLOOR, "polled past the frame's credit");
     }
 
     #[test]
     fn counts_decay_each_epoch() {
         let (mut s, now) = spin(MS);
-        s.account(Pass::Polled, 40 * MS, now);
-        s.account(Pass::Worked, 2 * MS, now + EPOCH);
+        s.account(Pass::Polled, 40 * MS, 0, now);
+        s.account(Pass::Worked, 2 * MS, 1000, now + EPOCH);
         assert_eq!(s.polled, 20 * MS);
         assert_eq!(s.worked, MS);
     }

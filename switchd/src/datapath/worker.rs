@@ -57,6 +57,8 @@ struct Forwarder {
     through_tc: Sender,
     /// What each of the last batch's egress ports got (`Decider::groups` order).
     sent: Vec<TxOutcome>,
+    /// Frames received since the thread last took the count (for `Spin`).
+    frames: u32,
     decider: Decider,
     last_error_log: Option<Instant>,
 }
@@ -148,6 +150,7 @@ pub(super) fn run(
             direct,
             through_tc,
             sent: Vec::new(),
+            frames: 0,
             decider: Decider::default(),
             last_error_log: None,
         },
@@ -234,13 +237,14 @@ pub(super) fn run(
             if slept {
                 spin.woke_after(start.duration_since(last_forward));
             }
-            spin.account(Pass::Worked, end.duration_since(start), end);
+            let frames = std::mem::take(&mut scratch.fwd.frames);
+            spin.account(Pass::Worked, end.duration_since(start), frames, end);
             last_forward = end;
             spin_until = Some(end + spin.window());
         } else if spinning {
-            spin.account(Pass::Polled, end.duration_since(start), end);
+            spin.account(Pass::Polled, end.duration_since(start), 0, end);
         } else {
-            spin.account(Pass::Slept, Duration::ZERO, end);
+            spin.account(Pass::Slept, Duration::ZERO, 0, end);
         }
     }
 }
@@ -479,6 +483,7 @@ impl Forwarder {
         let ingress = &member.port;
         let peers = &member.peers;
         let now = now_ms();
+        self.frames = self.frames.saturating_add(frames.len() as u32);
         let stats = &ingress.stats;
         if ingress.loop_guard.is_blocked(now) {
             // Neither learned from nor forwarded: that is what ends the storm.
