@@ -189,9 +189,19 @@ fn ports_polled_under_load_survive_changes_and_sleep_after() {
     assert!(wait_until(Duration::from_secs(5), || {
         b.ns.exec_ok(&["ss", "-ltn"]).contains(":5201")
     }));
+    // Only a port with a ring is polled. A port gets one when a receive fills
+    // a batch: a burst of raw frames does that for certain (a TCP stream did
+    // only as often as switchd fell behind it).
+    let burst = frame(
+        [0x02, 0, 0, 0x31, 0, 0xfe],
+        [0x02, 0, 0, 0x31, 0, 1],
+        None,
+        b"warm",
+    );
+    a.ns.packet_socket("eth0")
+        .send_all((0..256).map(|_| burst.clone()));
     let mut client =
         a.ns.spawn(&["iperf3", "-c", &b.ip, "-p", "5201", "-t", "4"]);
-    // Only a port with a ring is polled; a TCP stream gives one to a's port.
     let has_ring = |port: &str| {
         d.log().lines().any(|l| {
             l.contains("busy port moved to a receive ring") && l.ends_with(&format!(" port={port}"))
@@ -199,7 +209,7 @@ fn ports_polled_under_load_survive_changes_and_sleep_after() {
     };
     assert!(
         wait_until(Duration::from_secs(3), || has_ring(&a.port)),
-        "a's port never got a ring under TCP; log:\n{}",
+        "a's port never got a ring; log:\n{}",
         d.log()
     );
     // Each change hands the threads a new view while a's port is being polled.
