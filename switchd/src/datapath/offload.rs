@@ -45,8 +45,9 @@ use switchd_proto::{VlanConfig, VlanMode};
 /// Entries of the BPF MAC table, over all bridges. Past it, new addresses are
 /// forwarded by the userspace datapath only.
 const TABLE_ENTRIES: u32 = 65_536;
-/// Ports that can have their own counters in the kernel.
-const PORT_SLOTS: u32 = 4096;
+/// Ports that can have the kernel fast path, over all bridges (a slot is a u16
+/// in the MAC table's entries). 4096 ports on one bridge, with room.
+const PORT_SLOTS: u32 = 16_384;
 /// The size of one port's counters on one CPU.
 pub(super) const COUNTER_BYTES: usize = 32;
 /// The TC program refreshes an entry's last-seen time at most this often, so a busy
@@ -434,7 +435,7 @@ impl KernelFdb {
         };
         let mut value = [0u8; VALUE_BYTES];
         value[..4].copy_from_slice(&p.ifindex.to_ne_bytes());
-        // Slots are below PORT_SLOTS (4096).
+        // Slots are below PORT_SLOTS, which fits a u16.
         value[4..6].copy_from_slice(&(p.slot as u16).to_ne_bytes());
         value[6..8].copy_from_slice(&flags.to_ne_bytes());
         value[8..].copy_from_slice(&monotonic_ns().to_ne_bytes());
