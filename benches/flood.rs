@@ -23,9 +23,8 @@
 use serde_json::{json, Value};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use switchd_testkit::measure::env_u64;
 use switchd_testkit::ovs::Ovs;
 use switchd_testkit::procfs::{cpu_secs, machine_ticks};
@@ -388,26 +387,14 @@ fn report(n: usize, rate: u64, rows: &[Value]) {
             bridge.map_or(f64::NAN, |b| top(r) / top(b)),
         );
     }
-    let path = std::env::var("FLOOD_JSON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let t = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
-            PathBuf::from(format!("target/flood/{t}.json"))
-        });
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    let kernel = Command::new("uname").arg("-r").output().unwrap();
-    let doc = json!({
-        "kernel": String::from_utf8_lossy(&kernel.stdout).trim(),
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "ports": n,
-        "rate": rate,
-        "rows": rows,
-    });
-    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let path = switchd_testkit::write_results(
+        "FLOOD_JSON",
+        "flood",
+        json!({
+            "ports": n,
+            "rate": rate,
+            "rows": rows,
+        }),
+    );
     println!("\nresults: {}", path.display());
 }

@@ -19,9 +19,8 @@
 //! mostly creating and deleting namespaces.
 
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use switchd_testkit::{cpu_ticks, measure, rss_kib, unique_name, Daemon, Netns};
 
 const SPARE: usize = 5;
@@ -260,24 +259,12 @@ fn main() {
             ),
         );
     }
-    let path = std::env::var("GROWTH_JSON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let t = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
-            PathBuf::from(format!("target/growth/{t}.json"))
-        });
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    let kernel = Command::new("uname").arg("-r").output().unwrap();
-    let doc = json!({
-        "kernel": String::from_utf8_lossy(&kernel.stdout).trim(),
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "rows": rows,
-    });
-    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let path = switchd_testkit::write_results(
+        "GROWTH_JSON",
+        "growth",
+        json!({
+            "rows": rows,
+        }),
+    );
     println!("\nresults: {}", path.display());
 }

@@ -108,3 +108,28 @@ pub fn bench_should_run(name: &str) -> bool {
     }
     true
 }
+
+/// Writes a bench's results, with the kernel and CPU count added, to the file
+/// `env` names or target/`bench`/<unix time>.json; returns the path.
+pub fn write_results(env: &str, bench: &str, mut doc: serde_json::Value) -> std::path::PathBuf {
+    let path = std::env::var(env)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            std::path::PathBuf::from(format!("target/{bench}/{t}.json"))
+        });
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let kernel = Command::new("uname").arg("-r").output().unwrap();
+    doc["kernel"] = String::from_utf8_lossy(&kernel.stdout).trim().into();
+    doc["cpus"] = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0)
+        .into();
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    path
+}
