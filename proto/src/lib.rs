@@ -980,6 +980,17 @@ pub fn parse_reply(line: &str) -> Result<Value, CallError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_id_too_big_for_an_integer_comes_back_the_same() {
+        let line = br#"{"jsonrpc":"2.0","id":46666666666666666666666666666666666666666666,"method":"list-br"}"#;
+        let (id, _) = decode_request(line).expect("decodes");
+        let again = serde_json::to_vec(
+            &serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "list-br"}),
+        )
+        .expect("serializes");
+        assert_eq!(decode_request(&again).expect("decodes").0, id);
+    }
+
     fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
