@@ -96,6 +96,7 @@ fn forward_decision(c: &mut Criterion) {
             ids: &peers,
             egress: &egress,
             group_fwd_mask: 0,
+            mdb: None,
         };
         group.bench_with_input(BenchmarkId::from_parameter(entries), &entries, |b, _| {
             let mut start = 0;
@@ -140,6 +141,7 @@ fn egress_stage(c: &mut Criterion) {
             ids: &peers,
             egress: &egress,
             group_fwd_mask: 0,
+            mdb: None,
         };
         let mut head = [0; vlan::RETAG_HEAD_LEN];
         group.bench_function(name, |b| {

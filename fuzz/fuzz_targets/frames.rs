@@ -2,9 +2,10 @@
 //! frames not received whole, through the forwarding decision, the MAC table and
 //! the egress stage, on ports of every VLAN mode, interleaved with what the
 //! control plane does (aging, port removal, flush, new limits, VLAN settings,
-//! the reserved addresses relayed). Checks that every frame goes nowhere, to one
-//! other port, or to all other ports of its VLAN; never back to its ingress and
-//! never into another VLAN; that bad frames go nowhere; that each copy leaves
+//! the reserved addresses relayed, multicast snooping on or off with new bounds).
+//! Checks that every frame goes nowhere, to one other port, or to all other
+//! ports of its VLAN (IP multicast under snooping: to some of them); never back
+//! to its ingress and never into another VLAN; that bad frames go nowhere; that each copy leaves
 //! with the tag its port's mode says, its payload and virtio-net header intact
 //! (offsets moved with the tag); and that the table keeps its bound and its
 //! aging promise.
@@ -14,10 +15,13 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use switchd::datapath::decide::{is_withheld, Decider, FrameTag, FrameVlan, Ports};
 use switchd::datapath::egress::{self, Egress};
+use switchd::datapath::mcast::Mdb;
 use switchd::datapath::vlan::PortVlan;
 use switchd::datapath::{Fdb, FdbKey, PortId};
+use switchd::wire::mcast::{self, Mcast};
 use switchd::wire::{ethernet, vlan, vnet, EthernetFrame, VnetHeader};
-use switchd_proto::{VlanConfig, VlanMode};
+use switchd_proto::{McastSnooping, VlanConfig, VlanMode};
+use std::sync::Mutex;
 
 const PORTS: u8 = 4;
 
@@ -45,6 +49,12 @@ enum Op {
         trunks: Vec<u16>,
     },
     GroupFwdMask(u16),
+    Snooping {
+        enable: bool,
+        table_size: u8,
+        aging_secs: u8,
+        flood_unregistered: bool,
+    },
 }
 
 /// One receive, as the sockets hand it over: a virtio-net header and a frame.
@@ -68,6 +78,8 @@ struct State {
     group_fwd_mask: u16,
     now_ms: u64,
     aging_ms: u64,
+    mdb: Mutex<Mdb>,
+    snooping: McastSnooping,
 }
 
 fuzz_target!(|ops: Vec<Op>| {
@@ -79,6 +91,8 @@ fuzz_target!(|ops: Vec<Op>| {
         group_fwd_mask: 0,
         now_ms: 0,
         aging_ms: 300_000,
+        mdb: Mutex::new(Mdb::new(&McastSnooping::default())),
+        snooping: McastSnooping::default(),
     };
     for op in ops {
         match op {
@@ -96,12 +110,20 @@ fuzz_target!(|ops: Vec<Op>| {
                 for row in state.fdb.rows(state.now_ms) {
                     assert!(row.age_ms <= state.aging_ms, "{row:?} outlived aging");
                 }
+                let mut mdb = state.mdb.lock().unwrap();
+                mdb.expire(state.now_ms);
+                for row in mdb.rows(state.now_ms) {
+                    assert!(row.age_ms < state.snooping.aging_time * 1000, "{row:?} outlived aging");
+                }
             }
             Op::RemovePort(port) => {
                 let port = port % PORTS;
                 state.present[usize::from(port)] = false;
                 state.fdb.remove_port(PortId::from(port));
                 assert!(state.fdb.rows(0).all(|r| r.port != PortId::from(port)));
+                let mut mdb = state.mdb.lock().unwrap();
+                mdb.remove_port(PortId::from(port));
+                assert!(mdb.rows(0).all(|r| r.port != PortId::from(port)));
             }
             Op::Flush => {
                 state.fdb.flush();
@@ -131,13 +153,33 @@ fuzz_target!(|ops: Vec<Op>| {
                     let port = port % PORTS;
                     // As the datapath does: entries learned under the old settings go.
                     state.fdb.remove_port(PortId::from(port));
+                    state.mdb.lock().unwrap().remove_port(PortId::from(port));
                     state.egress[usize::from(port)] = Egress {
                         vlan: PortVlan::new(&config),
                     };
                 }
             }
             Op::GroupFwdMask(mask) => state.group_fwd_mask = mask,
+            Op::Snooping {
+                enable,
+                table_size,
+                aging_secs,
+                flood_unregistered,
+            } => {
+                state.snooping = McastSnooping {
+                    enable,
+                    table_size: u32::from(table_size),
+                    aging_time: u64::from(aging_secs).max(1),
+                    disable_flood_unregistered: !flood_unregistered,
+                };
+                let mut mdb = state.mdb.lock().unwrap();
+                mdb.configure(&state.snooping);
+                if !enable {
+                    mdb.flush();
+                }
+            }
         }
+
         assert!(state.fdb.len() <= state.fdb.max_entries());
         assert_eq!(state.fdb.rows(state.now_ms).count(), state.fdb.len());
     }
@@ -159,14 +201,21 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
         ids: &peers,
         egress: &egress,
         group_fwd_mask: state.group_fwd_mask,
+        mdb: state.snooping.enable.then_some(&state.mdb),
     };
     let frames: Vec<Option<Vec<u8>>> = rx.into_iter().map(receive).collect();
-    // The same frames decided one at a time on a copy of the table: the batch
+    // The same frames decided one at a time on a copy of the tables: the batch
     // must send each frame exactly where that says.
     let mut reference = state.fdb.clone();
+    let reference_mdb = Mutex::new(state.mdb.lock().unwrap().clone());
+    let groups_before = reference_mdb.lock().unwrap().len();
+    let alone = Ports {
+        mdb: ports.mdb.map(|_| &reference_mdb),
+        ..ports
+    };
     let expected: Vec<Vec<PortId>> = frames
         .iter()
-        .map(|frame| expected_egress(&mut reference, state.now_ms, &ports, frame))
+        .map(|frame| expected_egress(&mut reference, state.now_ms, &alone, frame))
         .collect();
     let counts = state.decider.decide(
         &mut state.fdb,
@@ -250,12 +299,17 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
             .zip(&egress)
             .filter(|(p, e)| **p != ingress && e.vlan.carries(vid))
             .count();
-        if eth.dst_addr().is_multicast() {
+        let snooped = state.snooping.enable
+            && mcast::is_ip_multicast(eth.dst_addr())
+            && !matches!(mcast::classify(body), Mcast::Flood);
+        if eth.dst_addr().is_multicast() && !snooped {
             assert_eq!(
                 out.len(),
                 members,
                 "group destination {i} is flooded in its VLAN"
             );
+        } else if eth.dst_addr().is_multicast() {
+            assert!(out.len() <= members, "snooped {i} went to {out:?}");
         } else {
             assert!(
                 out.len() <= 1 || out.len() == members,
@@ -268,6 +322,12 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
         out.sort_unstable();
         assert_eq!(&out, want, "frame {i} went to {out:?}, not to {want:?}");
     }
+    let mdb = state.mdb.lock().unwrap();
+    assert!(
+        mdb.len() <= groups_before.max(mdb.max_groups()),
+        "reports grew the group table past its bound"
+    );
+    drop(mdb);
     // The newest source is never the one evicted to make room.
     if let Some(key) = last_learned {
         assert_eq!(state.fdb.lookup(&key, state.now_ms), Some(ingress));
@@ -308,7 +368,14 @@ fn expected_egress(
         .collect();
     let body = &bytes[vnet::HEADER_LEN..];
     let eth = EthernetFrame::new_unchecked(body);
-    let want = if eth.dst_addr().is_multicast() {
+    let snooped = ports.mdb.is_some()
+        && mcast::is_ip_multicast(eth.dst_addr())
+        && !matches!(mcast::classify(body), Mcast::Flood);
+    let want = if eth.dst_addr().is_multicast() && snooped {
+        // Some of the VLAN's other ports, whichever the table says.
+        assert!(sent.iter().all(|p| flood.contains(p)), "{sent:?} outside {flood:?}");
+        sent.clone()
+    } else if eth.dst_addr().is_multicast() {
         flood
     } else {
         let key = FdbKey {

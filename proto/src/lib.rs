@@ -176,6 +176,32 @@ requests! {
         /// The kernel bridge's `group_fwd_mask`: bit N relays 01:80:C2:00:00:0N.
         #[serde(default)]
         group_fwd_mask: Option<u16>,
+        /// [`McastSnooping::enable`].
+        #[serde(default)]
+        mcast_snooping_enable: Option<bool>,
+        /// [`McastSnooping::aging_time`].
+        #[serde(default)]
+        mcast_snooping_aging_time: Option<u64>,
+        /// [`McastSnooping::table_size`].
+        #[serde(default)]
+        mcast_snooping_table_size: Option<u32>,
+        /// [`McastSnooping::disable_flood_unregistered`].
+        #[serde(default)]
+        mcast_snooping_disable_flood_unregistered: Option<bool>,
+    }
+    /// Reply: a list of [`MdbEntry`].
+    MdbShow = "mdb-show" {
+        bridge: String,
+    }
+    /// Forgets the multicast groups and router ports of one bridge, or of all.
+    /// Reply: [`FdbFlushReply`] (the rows that went).
+    MdbFlush = "mdb-flush" {
+        #[serde(default)]
+        bridge: Option<String>,
+    }
+    /// Reply: [`MdbStats`].
+    MdbStats = "mdb-stats" {
+        bridge: String,
     }
     /// Reply: [`AddNsPortReply`] (null with `may_exist` when it already existed).
     AddNsPort = "add-ns-port" (AddNsPort)
@@ -331,6 +357,8 @@ pub struct BridgeInfo {
     /// default, relays none, as the kernel bridge and Open vSwitch do.
     #[serde(default)]
     pub group_fwd_mask: u16,
+    #[serde(default)]
+    pub mcast_snooping: McastSnooping,
     pub ports: Vec<PortInfo>,
 }
 
@@ -778,6 +806,71 @@ pub struct StaticMac {
     #[serde(default)]
     pub vlan: u16,
     pub port: String,
+}
+
+/// A bridge's multicast snooping settings, as Open vSwitch's Bridge table names
+/// them (`mcast_snooping_enable`, `other_config:mcast-snooping-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McastSnooping {
+    /// On by default, as on the kernel bridge (Open vSwitch's default is off).
+    pub enable: bool,
+    /// Seconds a membership or router port lasts without being heard again.
+    pub aging_time: u64,
+    /// Groups kept at most; reports for more are counted, their traffic flooded.
+    pub table_size: u32,
+    /// Traffic to a group no port reported goes to router ports only, not everywhere.
+    #[serde(default)]
+    pub disable_flood_unregistered: bool,
+}
+
+impl McastSnooping {
+    /// Open vSwitch's bounds and defaults, seconds.
+    pub const MIN_AGING_TIME: u64 = 15;
+    pub const MAX_AGING_TIME: u64 = 1_000_000;
+    pub const MAX_TABLE_SIZE: u32 = 1_000_000;
+
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for McastSnooping {
+    /// Open vSwitch's aging time (300 s) and table size (2048).
+    fn default() -> Self {
+        McastSnooping {
+            enable: true,
+            aging_time: 300,
+            table_size: 2048,
+            disable_flood_unregistered: false,
+        }
+    }
+}
+
+/// One row of `mdb-show`: a port with a member of a group, or one a multicast
+/// router (a querier) is behind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdbEntry {
+    pub port: String,
+    pub vlan: u16,
+    /// The group address; none for a router port.
+    pub group: Option<String>,
+    /// Seconds since the membership was last reported (or the last query).
+    pub age: u64,
+}
+
+/// `mdb-stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdbStats {
+    pub enabled: bool,
+    /// Groups in the table now, and at most.
+    pub current: u64,
+    pub max: u64,
+    pub joins: u64,
+    pub leaves: u64,
+    pub aged: u64,
+    pub table_full: u64,
+    pub queries: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 //! Like ovs-vsctl, commands can be chained with `--` (`switchctl add-br br0 --
 //! add-port br0 veth1`); a chain is one transaction: all of it or none.
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use switchd_proto::{
-    call, AddNsPort, CounterLine, FdbEntry, FdbStats, PortCounters, PortKind, Request, ShowReply,
-    VlanConfig, DEFAULT_SOCKET, SOCKET_ENV,
+    call, AddNsPort, CounterLine, FdbEntry, FdbStats, McastSnooping, MdbEntry, MdbStats,
+    PortCounters, PortKind, Request, ShowReply, VlanConfig, DEFAULT_SOCKET, SOCKET_ENV,
 };
 
 #[derive(Parser)]
@@ -72,7 +72,9 @@ enum Command {
         #[arg(value_name = "COLUMN=VALUE")]
         settings: Vec<String>,
     },
-    /// Set a port's or interface's columns, as ovs-vsctl does: set port PORT
+    /// Set a bridge's, port's or interface's columns, as ovs-vsctl does: set
+    /// bridge BRIDGE mcast_snooping_enable=true|false other_config:KEY=VALUE (the
+    /// keys of set-br); set port PORT
     /// tag=VLAN trunks=VLAN,... vlan_mode=access|trunk|native-tagged|native-untagged;
     /// set interface IFACE type=vxlan options:remote_ip=IP options:key=VNI
     /// [options:dst_port=N options:local_ip=IP options:ttl=N options:tos=N].
@@ -115,6 +117,13 @@ enum Command {
     },
     /// Show MAC learning table statistics.
     FdbStats { bridge: String },
+    /// Show a bridge's multicast snooping table: the ports with members of each
+    /// group, then the ports a multicast router (querier) is behind.
+    MdbShow { bridge: String },
+    /// Empty the multicast snooping table of one bridge, or of all.
+    MdbFlush { bridge: Option<String> },
+    /// Show multicast snooping statistics.
+    MdbStats { bridge: String },
     /// Add a static MAC entry: fdb-add BRIDGE MAC PORT [VLAN], or ovs-appctl's
     /// order, fdb-add BRIDGE PORT VLAN MAC. It never ages and is saved.
     FdbAdd {
@@ -177,7 +186,9 @@ enum Command {
         ifname: String,
     },
     /// Change bridge settings: set-br BRIDGE mac-aging-time=SECS mac-table-size=N
-    /// forward-bpdu=true|false group-fwd-mask=MASK.
+    /// forward-bpdu=true|false group-fwd-mask=MASK mcast-snooping-enable=true|false
+    /// mcast-snooping-aging-time=SECS mcast-snooping-table-size=N
+    /// mcast-snooping-disable-flood-unregistered=true|false.
     SetBr {
         bridge: String,
         #[arg(required = true, value_name = "KEY=VALUE")]
@@ -336,6 +347,18 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             record,
             settings,
         } => match table.to_ascii_lowercase().as_str() {
+            "bridge" => {
+                let settings: Vec<String> = settings
+                    .iter()
+                    .map(|s| {
+                        s.strip_prefix("other_config:")
+                            .or_else(|| s.strip_prefix("other-config:"))
+                            .unwrap_or(s)
+                            .to_string()
+                    })
+                    .collect();
+                bridge_settings(record, &settings)?
+            }
             "interface" => {
                 let (kind, options) = interface_columns(settings)?;
                 Request::SetInterface {
@@ -397,6 +420,15 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
         Command::FdbStats { bridge } => Request::FdbStats {
             bridge: bridge.clone(),
         },
+        Command::MdbShow { bridge } => Request::MdbShow {
+            bridge: bridge.clone(),
+        },
+        Command::MdbFlush { bridge } => Request::MdbFlush {
+            bridge: bridge.clone(),
+        },
+        Command::MdbStats { bridge } => Request::MdbStats {
+            bridge: bridge.clone(),
+        },
         Command::FdbAdd { bridge, args } => {
             // A MAC has colons; a port name cannot (the kernel's rule).
             let (mac, port, vlan) = match args.as_slice() {
@@ -430,52 +462,7 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             bridge: bridge.clone(),
             interface: interface.clone(),
         },
-        Command::SetBr { bridge, settings } => {
-            let (mut mac_aging_time, mut mac_table_size) = (None, None);
-            let (mut forward_bpdu, mut group_fwd_mask) = (None, None);
-            for setting in settings {
-                let (key, value) = setting
-                    .split_once('=')
-                    .ok_or_else(|| anyhow!("{setting:?}: expected KEY=VALUE"))?;
-                match key.replace('_', "-").as_str() {
-                    "mac-aging-time" => {
-                        mac_aging_time = Some(value.parse().with_context(|| {
-                            format!("mac-aging-time: {value:?} is not a whole number of seconds")
-                        })?)
-                    }
-                    "mac-table-size" => {
-                        mac_table_size = Some(value.parse().with_context(|| {
-                            format!("mac-table-size: {value:?} is not a whole number")
-                        })?)
-                    }
-                    "forward-bpdu" => {
-                        forward_bpdu = Some(value.parse().map_err(|_| {
-                            anyhow!("forward-bpdu: {value:?} is neither true nor false")
-                        })?)
-                    }
-                    "group-fwd-mask" => {
-                        let parsed = match value.strip_prefix("0x") {
-                            Some(hex) => u16::from_str_radix(hex, 16),
-                            None => value.parse(),
-                        };
-                        group_fwd_mask = Some(parsed.map_err(|_| {
-                            anyhow!("group-fwd-mask: {value:?} is not a 16-bit mask (0 to 0xffff)")
-                        })?)
-                    }
-                    _ => bail!(
-                        "unknown bridge setting {key:?} (known: mac-aging-time, mac-table-size, \
-                         forward-bpdu, group-fwd-mask)"
-                    ),
-                }
-            }
-            Request::SetBr {
-                bridge: bridge.clone(),
-                mac_aging_time,
-                mac_table_size,
-                forward_bpdu,
-                group_fwd_mask,
-            }
-        }
+        Command::SetBr { bridge, settings } => bridge_settings(bridge, settings)?,
     })
 }
 
@@ -547,6 +534,83 @@ fn port_columns(settings: &[String]) -> anyhow::Result<VlanConfig> {
     Ok(vlan)
 }
 
+/// `set-br`'s KEY=VALUE settings (also `set bridge`'s columns) as a request.
+fn bridge_settings(bridge: &str, settings: &[String]) -> anyhow::Result<Request> {
+    let (mut mac_aging_time, mut mac_table_size) = (None, None);
+    let (mut forward_bpdu, mut group_fwd_mask) = (None, None);
+    let (mut mcast_snooping_enable, mut mcast_snooping_aging_time) = (None, None);
+    let (mut mcast_snooping_table_size, mut mcast_snooping_disable_flood_unregistered) =
+        (None, None);
+    let boolean = |key: &str, value: &str| -> anyhow::Result<Option<bool>> {
+        Ok(Some(value.parse().map_err(|_| {
+            anyhow!("{key}: {value:?} is neither true nor false")
+        })?))
+    };
+    let number = |key: &str, value: &str, what: &str| {
+        anyhow!("{key}: {value:?} is not a whole number{what}")
+    };
+    for setting in settings {
+        let (key, value) = setting
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{setting:?}: expected KEY=VALUE"))?;
+        let key = key.replace('_', "-");
+        match key.as_str() {
+            "mac-aging-time" => {
+                mac_aging_time = Some(
+                    value
+                        .parse()
+                        .map_err(|_| number(&key, value, " of seconds"))?,
+                )
+            }
+            "mac-table-size" => {
+                mac_table_size = Some(value.parse().map_err(|_| number(&key, value, ""))?)
+            }
+            "forward-bpdu" => forward_bpdu = boolean(&key, value)?,
+            "group-fwd-mask" => {
+                let parsed = match value.strip_prefix("0x") {
+                    Some(hex) => u16::from_str_radix(hex, 16),
+                    None => value.parse(),
+                };
+                group_fwd_mask = Some(parsed.map_err(|_| {
+                    anyhow!("group-fwd-mask: {value:?} is not a 16-bit mask (0 to 0xffff)")
+                })?)
+            }
+            "mcast-snooping-enable" => mcast_snooping_enable = boolean(&key, value)?,
+            "mcast-snooping-aging-time" => {
+                mcast_snooping_aging_time = Some(
+                    value
+                        .parse()
+                        .map_err(|_| number(&key, value, " of seconds"))?,
+                )
+            }
+            "mcast-snooping-table-size" => {
+                mcast_snooping_table_size =
+                    Some(value.parse().map_err(|_| number(&key, value, ""))?)
+            }
+            "mcast-snooping-disable-flood-unregistered" => {
+                mcast_snooping_disable_flood_unregistered = boolean(&key, value)?
+            }
+            _ => bail!(
+                "unknown bridge setting {key:?} (known: mac-aging-time, mac-table-size, \
+                 forward-bpdu, group-fwd-mask, mcast-snooping-enable, \
+                 mcast-snooping-aging-time, mcast-snooping-table-size, \
+                 mcast-snooping-disable-flood-unregistered)"
+            ),
+        }
+    }
+    Ok(Request::SetBr {
+        bridge: bridge.to_string(),
+        mac_aging_time,
+        mac_table_size,
+        forward_bpdu,
+        group_fwd_mask,
+        mcast_snooping_enable,
+        mcast_snooping_aging_time,
+        mcast_snooping_table_size,
+        mcast_snooping_disable_flood_unregistered,
+    })
+}
+
 fn lines(names: Value) -> anyhow::Result<String> {
     let names: Vec<String> = serde_json::from_value(names)?;
     Ok(names.iter().map(|n| format!("{n}\n")).collect())
@@ -560,6 +624,9 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
         Command::FdbShow { .. } => render_fdb(&serde_json::from_value::<Vec<_>>(result)?),
         Command::FdbFlush { .. } => "table successfully flushed\n".to_string(),
         Command::FdbStats { bridge } => render_fdb_stats(bridge, &serde_json::from_value(result)?),
+        Command::MdbShow { .. } => render_mdb(&serde_json::from_value::<Vec<_>>(result)?),
+        Command::MdbFlush { .. } => "table successfully flushed\n".to_string(),
+        Command::MdbStats { bridge } => render_mdb_stats(bridge, &serde_json::from_value(result)?),
         Command::DumpPorts { bridge, .. } => {
             render_ports(bridge, &serde_json::from_value::<Vec<_>>(result)?)
         }
@@ -585,6 +652,19 @@ fn render_show(show: &ShowReply) -> String {
         let _ = writeln!(out, "Bridge {}", b.name);
         let _ = writeln!(out, "    mac-aging-time: {}", b.mac_aging_time);
         let _ = writeln!(out, "    mac-table-size: {}", b.mac_table_size);
+        let (m, default) = (&b.mcast_snooping, McastSnooping::default());
+        if !m.enable {
+            let _ = writeln!(out, "    mcast-snooping-enable: false");
+        }
+        if m.aging_time != default.aging_time {
+            let _ = writeln!(out, "    mcast-snooping-aging-time: {}", m.aging_time);
+        }
+        if m.table_size != default.table_size {
+            let _ = writeln!(out, "    mcast-snooping-table-size: {}", m.table_size);
+        }
+        if m.disable_flood_unregistered {
+            let _ = writeln!(out, "    mcast-snooping-disable-flood-unregistered: true");
+        }
         match b.group_fwd_mask {
             0 => {}
             u16::MAX => {
@@ -659,6 +739,44 @@ fn render_fdb(rows: &[FdbEntry]) -> String {
         let _ = writeln!(out, "{line}");
     }
     out
+}
+
+/// The layout of `ovs-appctl mdb/show`: member ports, then router ports as
+/// `querier`.
+fn render_mdb(rows: &[MdbEntry]) -> String {
+    let width = rows.iter().map(|r| r.port.len()).max().unwrap_or(0).max(4);
+    let mut out = format!("{:>width$}  VLAN  GROUP                Age\n", "port");
+    for r in rows {
+        let group = r.group.as_deref().unwrap_or("querier");
+        let _ = writeln!(
+            out,
+            "{:>width$}  {:>4}  {group:<19}  {:>3}",
+            r.port, r.vlan, r.age
+        );
+    }
+    out
+}
+
+/// In the layout of `fdb-stats`.
+fn render_mdb_stats(bridge: &str, s: &MdbStats) -> String {
+    format!(
+        "Statistics for bridge \"{bridge}\":\n  \
+         Multicast snooping                       : {}\n  \
+         Current/maximum groups in the table      : {}/{}\n  \
+         Total number of membership reports       : {}\n  \
+         Total number of leaves                   : {}\n  \
+         Total number of expired entries          : {}\n  \
+         Reports not learned, the table full      : {}\n  \
+         Total number of queries                  : {}\n",
+        if s.enabled { "enabled" } else { "disabled" },
+        s.current,
+        s.max,
+        s.joins,
+        s.leaves,
+        s.aged,
+        s.table_full,
+        s.queries
+    )
 }
 
 /// The layout of `ovs-appctl fdb/stats-show`.

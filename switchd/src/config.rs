@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::datapath::{MAC_AGING_SECS, MAC_TABLE_SIZE};
-pub use switchd_proto::{NsEnd, PortConfig, PortKind, StaticMac};
+pub use switchd_proto::{McastSnooping, NsEnd, PortConfig, PortKind, StaticMac};
 
 /// How the daemon is started.
 #[derive(Debug, Clone)]
@@ -45,6 +45,9 @@ pub struct BridgeConfig {
     /// Reserved group addresses relayed (bit N: 01:80:C2:00:00:0N); none by default.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub group_fwd_mask: u16,
+    /// Kept only where it differs from the default (on, 300 s, 2048 groups).
+    #[serde(default, skip_serializing_if = "McastSnooping::is_default")]
+    pub mcast_snooping: McastSnooping,
     /// In the order they were added; the internal port, if any, first.
     pub ports: Vec<PortConfig>,
     /// `fdb-add`'s entries, each on one of `ports`.
@@ -74,6 +77,7 @@ impl Default for BridgeConfig {
             mac_aging_time: MAC_AGING_SECS,
             mac_table_size: MAC_TABLE_SIZE,
             group_fwd_mask: 0,
+            mcast_snooping: McastSnooping::default(),
             ports: Vec::new(),
             static_macs: Vec::new(),
         }
@@ -135,6 +139,7 @@ mod v1 {
                         mac_aging_time: b.mac_aging_time,
                         mac_table_size: b.mac_table_size,
                         group_fwd_mask: 0,
+                        mcast_snooping: McastSnooping::default(),
                         ports,
                         static_macs: Vec::new(),
                     };

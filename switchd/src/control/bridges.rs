@@ -1,7 +1,7 @@
 //! `add-br`, `del-br`, `set-br`.
 
 use super::switch::{err, no_bridge, validate_name, PortState, RpcResult, Switch};
-use crate::config::{BridgeConfig, PortConfig, PortKind};
+use crate::config::{BridgeConfig, McastSnooping, PortConfig, PortKind};
 use switchd_proto::code;
 
 const MAX_MAC_AGING_SECS: u64 = 1_000_000;
@@ -13,6 +13,10 @@ pub(super) struct BridgeSettings {
     pub mac_table_size: Option<u32>,
     pub forward_bpdu: Option<bool>,
     pub group_fwd_mask: Option<u16>,
+    pub mcast_snooping_enable: Option<bool>,
+    pub mcast_snooping_aging_time: Option<u64>,
+    pub mcast_snooping_table_size: Option<u32>,
+    pub mcast_snooping_disable_flood_unregistered: Option<bool>,
 }
 
 impl Switch {
@@ -104,6 +108,10 @@ impl Switch {
             mac_table_size: size,
             forward_bpdu,
             group_fwd_mask,
+            mcast_snooping_enable,
+            mcast_snooping_aging_time,
+            mcast_snooping_table_size,
+            mcast_snooping_disable_flood_unregistered,
         } = settings;
         self.bridge(bridge)?;
         let mask = match (forward_bpdu, group_fwd_mask) {
@@ -130,21 +138,53 @@ impl Switch {
                 ));
             }
         }
-        let mut applied = (0, 0, 0);
+        if let Some(aging) = mcast_snooping_aging_time {
+            let range = McastSnooping::MIN_AGING_TIME..=McastSnooping::MAX_AGING_TIME;
+            if !range.contains(&aging) {
+                return Err(err(
+                    code::INVALID_PARAMS,
+                    format!(
+                        "mcast-snooping-aging-time must be {} to {} seconds",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+        }
+        if let Some(size) = mcast_snooping_table_size {
+            if !(1..=McastSnooping::MAX_TABLE_SIZE).contains(&size) {
+                return Err(err(
+                    code::INVALID_PARAMS,
+                    format!(
+                        "mcast-snooping-table-size must be 1 to {}",
+                        McastSnooping::MAX_TABLE_SIZE
+                    ),
+                ));
+            }
+        }
+        let mut applied = (0, 0, 0, McastSnooping::default());
         self.change(|db| {
             let config = db.bridges.get_mut(bridge).expect("bridge exists");
             config.mac_aging_time = aging.unwrap_or(config.mac_aging_time);
             config.mac_table_size = size.unwrap_or(config.mac_table_size);
             config.group_fwd_mask = mask.unwrap_or(config.group_fwd_mask);
+            let m = &mut config.mcast_snooping;
+            m.enable = mcast_snooping_enable.unwrap_or(m.enable);
+            m.aging_time = mcast_snooping_aging_time.unwrap_or(m.aging_time);
+            m.table_size = mcast_snooping_table_size.unwrap_or(m.table_size);
+            m.disable_flood_unregistered =
+                mcast_snooping_disable_flood_unregistered.unwrap_or(m.disable_flood_unregistered);
             applied = (
                 config.mac_table_size,
                 config.mac_aging_time,
                 config.group_fwd_mask,
+                config.mcast_snooping,
             );
         })?;
         let dp = &self.bridges[bridge].dp;
         dp.set_limits(applied.0, applied.1);
         dp.set_group_fwd_mask(applied.2);
+        dp.set_snooping(&applied.3);
         Ok(())
     }
 }

@@ -5,11 +5,12 @@
 use super::switch::{err, PortState, RpcResult, Switch};
 use super::tunnels::TunnelPort;
 use crate::config::PortConfig;
+use crate::datapath::mcast::MdbRow;
 use crate::datapath::now_ms;
 use std::collections::BTreeMap;
 use switchd_proto::{
-    code, BridgeInfo, FdbEntry, FdbFlushReply, FdbStats, PortCounters, PortInfo, ShowReply,
-    MAX_VLAN,
+    code, BridgeInfo, FdbEntry, FdbFlushReply, FdbStats, MdbEntry, MdbStats, PortCounters,
+    PortInfo, ShowReply, MAX_VLAN,
 };
 
 /// Why a configured port is not forwarding, if it is not: it failed to attach,
@@ -88,6 +89,7 @@ impl Switch {
                     mac_aging_time: config.mac_aging_time,
                     mac_table_size: config.mac_table_size,
                     group_fwd_mask: config.group_fwd_mask,
+                    mcast_snooping: config.mcast_snooping,
                     ports: b
                         .ports
                         .iter()
@@ -168,6 +170,69 @@ impl Switch {
             aged: c.aged,
             evicted: c.evicted,
             moved: c.moved,
+        })
+    }
+
+    pub(super) fn mdb_show(&self, bridge: &str) -> RpcResult<Vec<MdbEntry>> {
+        let b = self.bridge(bridge)?;
+        let names: BTreeMap<u32, &str> = b
+            .ports
+            .iter()
+            .filter_map(|(name, state)| Some((state.port()?.id, name.as_str())))
+            .collect();
+        let now = now_ms();
+        let mut mdb = b.dp.mdb();
+        mdb.expire(now);
+        let mut rows: Vec<(MdbRow, MdbEntry)> = mdb
+            .rows(now)
+            .map(|r| {
+                let entry = MdbEntry {
+                    port: names.get(&r.port).copied().unwrap_or("?").to_string(),
+                    vlan: r.vlan,
+                    group: r.group.map(|g| g.to_string()),
+                    age: r.age_ms / 1000,
+                };
+                (r, entry)
+            })
+            .collect();
+        drop(mdb);
+        // Groups first, by VLAN, address and port; then the router ports.
+        rows.sort_by(|(a, x), (b, y)| {
+            (a.group.is_none(), a.vlan, a.group, &x.port).cmp(&(
+                b.group.is_none(),
+                b.vlan,
+                b.group,
+                &y.port,
+            ))
+        });
+        Ok(rows.into_iter().map(|(_, e)| e).collect())
+    }
+
+    pub(super) fn mdb_flush(&self, bridge: Option<&str>) -> RpcResult<FdbFlushReply> {
+        let flushed = match bridge {
+            Some(name) => self.bridge(name)?.dp.mdb().flush(),
+            None => self.bridges.values().map(|b| b.dp.mdb().flush()).sum(),
+        };
+        Ok(FdbFlushReply {
+            flushed: flushed as u64,
+        })
+    }
+
+    pub(super) fn mdb_stats(&self, bridge: &str) -> RpcResult<MdbStats> {
+        let b = self.bridge(bridge)?;
+        let enabled = b.dp.snooping_table().is_some();
+        let mut mdb = b.dp.mdb();
+        mdb.expire(now_ms());
+        let c = mdb.counters();
+        Ok(MdbStats {
+            enabled,
+            current: mdb.len() as u64,
+            max: mdb.max_groups() as u64,
+            joins: c.joins,
+            leaves: c.leaves,
+            aged: c.aged,
+            table_full: c.table_full,
+            queries: c.queries,
         })
     }
 

@@ -150,6 +150,7 @@ impl Switch {
             let dp = &self.bridges[name].dp;
             dp.set_limits(config.mac_table_size, config.mac_aging_time);
             dp.set_group_fwd_mask(config.group_fwd_mask);
+            dp.set_snooping(&config.mcast_snooping);
             let unwanted: Vec<String> = self.bridges[name]
                 .ports
                 .keys()
@@ -268,6 +269,10 @@ impl Switch {
                 mac_table_size,
                 forward_bpdu,
                 group_fwd_mask,
+                mcast_snooping_enable,
+                mcast_snooping_aging_time,
+                mcast_snooping_table_size,
+                mcast_snooping_disable_flood_unregistered,
             } => reply(self.set_br(
                 &bridge,
                 BridgeSettings {
@@ -275,8 +280,15 @@ impl Switch {
                     mac_table_size,
                     forward_bpdu,
                     group_fwd_mask,
+                    mcast_snooping_enable,
+                    mcast_snooping_aging_time,
+                    mcast_snooping_table_size,
+                    mcast_snooping_disable_flood_unregistered,
                 },
             )),
+            Request::MdbShow { bridge } => reply(self.mdb_show(&bridge)),
+            Request::MdbFlush { bridge } => reply(self.mdb_flush(bridge.as_deref())),
+            Request::MdbStats { bridge } => reply(self.mdb_stats(&bridge)),
             Request::AddNsPort(params) => reply(self.add_ns_port(params).await),
             Request::DelNsPort {
                 bridge,
@@ -325,6 +337,7 @@ impl Switch {
             .datapath
             .add_bridge(name, config.mac_table_size, config.mac_aging_time);
         dp.set_group_fwd_mask(config.group_fwd_mask);
+        dp.set_snooping(&config.mcast_snooping);
         self.bridges.insert(
             name.to_string(),
             RunningBridge {

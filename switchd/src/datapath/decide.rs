@@ -6,8 +6,11 @@
 
 use super::egress::Egress;
 use super::fdb::{Fdb, FdbKey, PortId};
+use super::mcast::{GroupKey, Mdb};
 use super::vlan::Refused;
+use crate::wire::mcast::{self, Mcast};
 use crate::wire::{ethernet, vlan, vnet, EthernetFrame, MacAddr, VnetHeader};
+use std::sync::{Mutex, MutexGuard};
 use switchd_proto::Counters;
 
 /// The ports of a bridge as one batch's decision sees them.
@@ -21,6 +24,9 @@ pub struct Ports<'a> {
     pub egress: &'a [Egress],
     /// Reserved group addresses the bridge relays: bit N for 01:80:C2:00:00:0N.
     pub group_fwd_mask: u16,
+    /// The bridge's multicast snooping table, when snooping is on. Locked (after
+    /// the MAC table) only by a batch that holds IP multicast.
+    pub mdb: Option<&'a Mutex<Mdb>>,
 }
 
 /// A frame's VLAN as `decide` classified it, for the egress stage.
@@ -105,6 +111,8 @@ pub struct Decider {
     flood: Vec<u32>,
     /// Per frame: its VLAN (VLAN 0, untagged, for a dropped one).
     vlans: Vec<FrameVlan>,
+    /// One snooped frame's egress ports.
+    targets: Vec<PortId>,
 }
 
 impl Decider {
@@ -130,6 +138,7 @@ impl Decider {
         self.out.clear();
         self.flood.clear();
         self.vlans.clear();
+        let mut mdb: Option<MutexGuard<Mdb>> = None;
         for (i, frame) in frames.enumerate() {
             self.vlans.push(FrameVlan::default());
             let Some(bytes) = frame else {
@@ -180,6 +189,12 @@ impl Decider {
             };
             fdb.learn(FdbKey { vlan, mac: src }, ingress, now_ms);
             if dst.is_multicast() {
+                if let Some(table) = ports.mdb.filter(|_| mcast::is_ip_multicast(dst)) {
+                    let mdb = mdb.get_or_insert_with(|| super::lock(table));
+                    if self.snoop(mdb, ports, i as u32, vlan, frame, now_ms) {
+                        continue;
+                    }
+                }
                 self.flood.push(i as u32);
                 continue;
             }
@@ -226,6 +241,70 @@ impl Decider {
         counts
     }
 
+    /// Learns from an IP multicast frame and, unless it is to be flooded (false),
+    /// sends it only to the ports that want it.
+    fn snoop(
+        &mut self,
+        mdb: &mut Mdb,
+        ports: &Ports,
+        i: u32,
+        vlan: u16,
+        frame: &[u8],
+        now_ms: u64,
+    ) -> bool {
+        let ingress = ports.ingress;
+        self.targets.clear();
+        match mcast::classify(frame) {
+            Mcast::Flood => return false,
+            Mcast::Query => {
+                mdb.query(vlan, ingress, now_ms);
+                return false;
+            }
+            Mcast::Report(records) => {
+                for (group, joined) in records {
+                    if mcast::is_unconstrained(group) {
+                        continue;
+                    }
+                    let key = GroupKey { vlan, group };
+                    if joined {
+                        mdb.join(key, ingress, now_ms);
+                    } else {
+                        mdb.leave(key, ingress);
+                    }
+                }
+                // Reports are for the routers. Without one they go everywhere, as
+                // the kernel bridge sends them without a querier, so that a switch
+                // behind any port learns where the members are too.
+                self.targets.extend(mdb.mrouters(vlan, now_ms));
+                if self.targets.is_empty() {
+                    return false;
+                }
+            }
+            Mcast::Data(group) => {
+                match mdb.members(&GroupKey { vlan, group }, now_ms) {
+                    Some(members) => self.targets.extend(members),
+                    None if mdb.flood_unregistered() => return false,
+                    None => {}
+                }
+                self.targets.extend(mdb.mrouters(vlan, now_ms));
+            }
+        }
+        self.targets.sort_unstable();
+        self.targets.dedup();
+        for &port in &self.targets {
+            if port == ingress {
+                continue;
+            }
+            // A port that left the bridge, or no longer carries the VLAN, gets nothing.
+            if let Ok(j) = ports.ids.binary_search(&port) {
+                if ports.egress[j].vlan.carries(vlan) {
+                    self.out.push((j as u32, i));
+                }
+            }
+        }
+        true
+    }
+
     /// Runs of (egress index, frame index) pairs, one run per egress port.
     pub fn groups(&self) -> impl Iterator<Item = &[(u32, u32)]> {
         self.out.chunk_by(|a, b| a.0 == b.0)
@@ -268,6 +347,7 @@ mod tests {
             ids: &[10, 20, 30][..egress.len()],
             egress,
             group_fwd_mask: 0,
+            mdb: None,
         }
     }
 
@@ -491,5 +571,105 @@ mod tests {
         p.group_fwd_mask = u16::MAX;
         let counts = d.decide(&mut fdb, 0, &p, std::iter::once(Some(&cdp[..])));
         assert_eq!(counts.port.rx_reserved, 0);
+    }
+
+    /// An IPv4 frame from `src` to group 239.1.1.`g` carrying `igmp` (IGMP) or,
+    /// when it is empty, UDP.
+    fn to_group(src: [u8; 6], g: u8, igmp: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; vnet::HEADER_LEN];
+        f.extend_from_slice(&[0x01, 0x00, 0x5e, 1, 1, g]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let proto = if igmp.is_empty() { 17 } else { 2 };
+        f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 1, proto, 0, 0, 10, 0, 0, 1]);
+        f.extend_from_slice(&[239, 1, 1, g]);
+        f.extend_from_slice(igmp);
+        f.resize(vnet::HEADER_LEN + 60, 0);
+        f
+    }
+
+    fn snooping(
+        d: &mut Decider,
+        fdb: &mut Fdb,
+        mdb: &Mutex<Mdb>,
+        ingress: PortId,
+        f: &[u8],
+    ) -> Vec<u32> {
+        let p = Ports {
+            mdb: Some(mdb),
+            ..ports(ingress, &EGRESS)
+        };
+        d.decide(fdb, 0, &p, std::iter::once(Some(f)));
+        d.groups().flatten().map(|&(j, _)| j).collect()
+    }
+
+    #[test]
+    fn snooped_group_traffic_goes_to_members_and_routers_only() {
+        let (mut d, mut fdb) = (Decider::default(), Fdb::new(16, 300));
+        let mdb = Mutex::new(Mdb::new(&switchd_proto::McastSnooping::default()));
+        let data = to_group(A, 7, &[]);
+        // Nobody joined 239.1.1.7: flooded.
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
+        // C (port 30) joins; with no router its report goes everywhere.
+        let report = to_group(C, 7, &[0x16, 0, 0, 0, 239, 1, 1, 7]);
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 30, &report), vec![0, 1]);
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![2]);
+        // A query from port 20: flooded, and 20 is a router port from now on.
+        let mut query = to_group(B, 7, &[0x11, 0, 0, 0, 0, 0, 0, 0]);
+        query[vnet::HEADER_LEN + 30..vnet::HEADER_LEN + 34].copy_from_slice(&[224, 0, 0, 1]);
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 20, &query), vec![0, 2]);
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
+        // Reports now go to the router only.
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 30, &report), vec![1]);
+        // C leaves: the group has no member left, so it floods again.
+        let leave = to_group(C, 7, &[0x17, 0, 0, 0, 239, 1, 1, 7]);
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 30, &leave), vec![1]);
+        let m = mdb.lock().unwrap();
+        assert_eq!(
+            (m.len(), m.mrouters(0, 0).collect::<Vec<_>>()),
+            (0, vec![20])
+        );
+        drop(m);
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
+        // Without snooping the same frame floods.
+        let counts = decide(&mut d, &mut fdb, 10, &[data]);
+        assert_eq!(counts.port.rx_drops, 0);
+        assert_eq!(d.groups().count(), 2);
+    }
+
+    #[test]
+    fn unregistered_groups_can_go_to_routers_only() {
+        let (mut d, mut fdb) = (Decider::default(), Fdb::new(16, 300));
+        let mdb = Mutex::new(Mdb::new(&switchd_proto::McastSnooping {
+            disable_flood_unregistered: true,
+            ..Default::default()
+        }));
+        let data = to_group(A, 9, &[]);
+        assert!(snooping(&mut d, &mut fdb, &mdb, 10, &data).is_empty());
+        // 224.0.0.0/24 always floods.
+        let mut local = data.clone();
+        local[vnet::HEADER_LEN + 30..vnet::HEADER_LEN + 34].copy_from_slice(&[224, 0, 0, 251]);
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &local), vec![1, 2]);
+    }
+
+    #[test]
+    fn members_are_per_vlan() {
+        let (mut d, mut fdb) = (Decider::default(), Fdb::new(16, 300));
+        let mdb = Mutex::new(Mdb::new(&switchd_proto::McastSnooping::default()));
+        // C joins in VLAN 5 over a trunk; data in VLAN 6 for the same group floods.
+        let mut report = to_group(C, 7, &[0x16, 0, 0, 0, 239, 1, 1, 7]);
+        report.splice(
+            vnet::HEADER_LEN + 12..vnet::HEADER_LEN + 12,
+            [0x81, 0, 0, 5],
+        );
+        snooping(&mut d, &mut fdb, &mdb, 30, &report);
+        let mut data = to_group(A, 7, &[]);
+        data.splice(
+            vnet::HEADER_LEN + 12..vnet::HEADER_LEN + 12,
+            [0x81, 0, 0, 6],
+        );
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
+        data[vnet::HEADER_LEN + 15] = 5;
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![2]);
     }
 }

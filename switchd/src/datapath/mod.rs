@@ -11,6 +11,7 @@
 pub mod decide;
 pub mod egress;
 pub mod fdb;
+pub mod mcast;
 pub mod offload;
 mod port;
 mod spin;
@@ -24,14 +25,15 @@ pub use port::{Port, PortStats, LOOP_BLOCK_MS, LOOP_MOVES_PER_SEC};
 
 use crate::sys::{EventFd, PacketSocket, Tap};
 use egress::Egress;
+use mcast::Mdb;
 use offload::{KernelFdb, Offload, PortOffload};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use switchd_proto::VlanConfig;
+use switchd_proto::{McastSnooping, VlanConfig};
 use vlan::PortVlan;
 
 /// Milliseconds on a monotonic clock shared by the datapath and the control plane.
@@ -74,6 +76,11 @@ pub struct Bridge {
     kernel: Option<Mutex<KernelFdb>>,
     /// Reserved group addresses relayed: bit N for 01:80:C2:00:00:0N.
     group_fwd_mask: AtomicU16,
+    /// The multicast snooping table. Locked after `fdb` (never the other way
+    /// round) by a datapath thread whose batch holds IP multicast, and alone by
+    /// the control plane.
+    mdb: Mutex<Mdb>,
+    snooping: AtomicBool,
 }
 
 impl Bridge {
@@ -89,6 +96,26 @@ impl Bridge {
         lock(&self.fdb)
     }
 
+    pub fn mdb(&self) -> MutexGuard<'_, Mdb> {
+        lock(&self.mdb)
+    }
+
+    /// The snooping table while snooping is on: what a batch's decision reads.
+    pub fn snooping_table(&self) -> Option<&Mutex<Mdb>> {
+        self.snooping.load(Ordering::Relaxed).then_some(&self.mdb)
+    }
+
+    /// Applies snooping settings; turning it off forgets the table, so that it
+    /// starts afresh when turned on again.
+    pub fn set_snooping(&self, settings: &McastSnooping) {
+        let mut mdb = self.mdb();
+        mdb.configure(settings);
+        self.snooping.store(settings.enable, Ordering::Relaxed);
+        if !settings.enable {
+            mdb.flush();
+        }
+    }
+
     fn kernel(&self) -> Option<MutexGuard<'_, KernelFdb>> {
         self.kernel.as_ref().map(lock)
     }
@@ -100,12 +127,14 @@ impl Bridge {
         }
     }
 
-    /// Drops aged-out entries; returns how many.
+    /// Drops aged-out MAC entries (returns how many) and group memberships.
     pub fn expire(&self, now_ms: u64) -> usize {
-        match self.kernel() {
+        let aged = match self.kernel() {
             Some(mut kernel) => kernel.expire(&self.fdb, now_ms),
             None => self.fdb().expire(now_ms),
-        }
+        };
+        self.mdb().expire(now_ms);
+        aged
     }
 
     /// Brings last-seen times up to date with what the kernel forwarded.
@@ -314,6 +343,8 @@ impl Datapath {
                     fdb: Mutex::new(fdb),
                     kernel: kernel.map(Mutex::new),
                     group_fwd_mask: AtomicU16::new(0),
+                    mdb: Mutex::new(Mdb::new(&McastSnooping::default())),
+                    snooping: AtomicBool::new(true),
                 }),
                 ports: Vec::new(),
             }
@@ -417,6 +448,7 @@ impl Datapath {
                     vlan: PortVlan::new(vlan),
                 };
                 state.bridge.fdb().remove_learned_on(id);
+                state.bridge.mdb().remove_port(id);
                 state.bridge.sync_kernel();
             }
         }
@@ -528,6 +560,7 @@ impl Datapath {
     pub fn forget_port(&self, bridge: &str, id: PortId) {
         if let Some(state) = self.topology().bridges.get(bridge) {
             state.bridge.fdb().remove_port(id);
+            state.bridge.mdb().remove_port(id);
             state.bridge.sync_kernel();
         }
     }

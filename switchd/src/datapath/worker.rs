@@ -501,6 +501,7 @@ impl Forwarder {
             ids: &member.peer_ids,
             egress: &member.peer_egress,
             group_fwd_mask: member.bridge.group_fwd_mask(),
+            mdb: member.bridge.snooping_table(),
         };
         let (counts, learned) = {
             let mut fdb = member.bridge.fdb();

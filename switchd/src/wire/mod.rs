@@ -6,6 +6,7 @@
 
 pub mod ethernet;
 pub mod mac;
+pub mod mcast;
 pub mod vlan;
 pub mod vnet;
 
