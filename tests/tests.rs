@@ -28,6 +28,7 @@ mod forwarding;
 mod lifecycle;
 mod namespaces;
 mod offload;
+mod snooping;
 mod tunnel;
 mod vlan;
 use switchd_testkit as util;

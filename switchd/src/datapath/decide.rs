@@ -272,22 +272,27 @@ impl Decider {
                         mdb.leave(key, ingress);
                     }
                 }
-                // Reports are for the routers. Without one they go everywhere, as
-                // the kernel bridge sends them without a querier, so that a switch
-                // behind any port learns where the members are too.
+                // Reports are for the routers (RFC 4541 2.1.1).
                 self.targets.extend(mdb.mrouters(vlan, now_ms));
-                if self.targets.is_empty() {
-                    return false;
-                }
             }
             Mcast::Data(group) => {
-                match mdb.members(&GroupKey { vlan, group }, now_ms) {
-                    Some(members) => self.targets.extend(members),
-                    None if mdb.flood_unregistered() => return false,
-                    None => {}
-                }
                 self.targets.extend(mdb.mrouters(vlan, now_ms));
+                if !self.targets.is_empty() {
+                    match mdb.members(&GroupKey { vlan, group }, now_ms) {
+                        Some(members) => self.targets.extend(members),
+                        None if mdb.flood_unregistered() => return false,
+                        None => {}
+                    }
+                }
             }
+        }
+        // Without a querier in the VLAN, everything floods, as on the kernel
+        // bridge: hosts report only when they join, so the table cannot know
+        // the members that joined before it listened (a restart, a port added
+        // later) and would cut them off; and a switch behind any port learns
+        // the members from the flooded reports too.
+        if self.targets.is_empty() {
+            return false;
         }
         self.targets.sort_unstable();
         self.targets.dedup();
@@ -603,24 +608,35 @@ mod tests {
         d.groups().flatten().map(|&(j, _)| j).collect()
     }
 
+    /// An IGMP general query from `src`.
+    fn query(src: [u8; 6]) -> Vec<u8> {
+        let mut q = to_group(src, 7, &[0x11, 0, 0, 0, 0, 0, 0, 0]);
+        q[vnet::HEADER_LEN + 30..vnet::HEADER_LEN + 34].copy_from_slice(&[224, 0, 0, 1]);
+        q
+    }
+
     #[test]
     fn snooped_group_traffic_goes_to_members_and_routers_only() {
         let (mut d, mut fdb) = (Decider::default(), Fdb::new(16, 300));
         let mdb = Mutex::new(Mdb::new(&switchd_proto::McastSnooping::default()));
         let data = to_group(A, 7, &[]);
-        // Nobody joined 239.1.1.7: flooded.
-        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
-        // C (port 30) joins; with no router its report goes everywhere.
+        // C (port 30) joins 239.1.1.7; with no querier heard yet, its report
+        // and the group's traffic go everywhere.
         let report = to_group(C, 7, &[0x16, 0, 0, 0, 239, 1, 1, 7]);
         assert_eq!(snooping(&mut d, &mut fdb, &mdb, 30, &report), vec![0, 1]);
-        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![2]);
-        // A query from port 20: flooded, and 20 is a router port from now on.
-        let mut query = to_group(B, 7, &[0x11, 0, 0, 0, 0, 0, 0, 0]);
-        query[vnet::HEADER_LEN + 30..vnet::HEADER_LEN + 34].copy_from_slice(&[224, 0, 0, 1]);
-        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 20, &query), vec![0, 2]);
         assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
+        // A query from port 20: flooded, and 20 is a router port from now on.
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 20, &query(B)), vec![0, 2]);
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
+        // From the router itself, only to the member.
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 20, &data), vec![2]);
         // Reports now go to the router only.
         assert_eq!(snooping(&mut d, &mut fdb, &mdb, 30, &report), vec![1]);
+        // An unregistered group floods.
+        assert_eq!(
+            snooping(&mut d, &mut fdb, &mdb, 20, &to_group(A, 8, &[])),
+            vec![0, 2]
+        );
         // C leaves: the group has no member left, so it floods again.
         let leave = to_group(C, 7, &[0x17, 0, 0, 0, 239, 1, 1, 7]);
         assert_eq!(snooping(&mut d, &mut fdb, &mdb, 30, &leave), vec![1]);
@@ -630,7 +646,7 @@ mod tests {
             (0, vec![20])
         );
         drop(m);
-        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 20, &data), vec![0, 2]);
         // Without snooping the same frame floods.
         let counts = decide(&mut d, &mut fdb, 10, &[data]);
         assert_eq!(counts.port.rx_drops, 0);
@@ -645,7 +661,9 @@ mod tests {
             ..Default::default()
         }));
         let data = to_group(A, 9, &[]);
-        assert!(snooping(&mut d, &mut fdb, &mdb, 10, &data).is_empty());
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
+        snooping(&mut d, &mut fdb, &mdb, 20, &query(B));
+        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1]);
         // 224.0.0.0/24 always floods.
         let mut local = data.clone();
         local[vnet::HEADER_LEN + 30..vnet::HEADER_LEN + 34].copy_from_slice(&[224, 0, 0, 251]);
@@ -656,20 +674,32 @@ mod tests {
     fn members_are_per_vlan() {
         let (mut d, mut fdb) = (Decider::default(), Fdb::new(16, 300));
         let mdb = Mutex::new(Mdb::new(&switchd_proto::McastSnooping::default()));
-        // C joins in VLAN 5 over a trunk; data in VLAN 6 for the same group floods.
-        let mut report = to_group(C, 7, &[0x16, 0, 0, 0, 239, 1, 1, 7]);
-        report.splice(
-            vnet::HEADER_LEN + 12..vnet::HEADER_LEN + 12,
-            [0x81, 0, 0, 5],
+        let in_vlan = |f: Vec<u8>, vid: u8| {
+            let mut f = f;
+            f.splice(
+                vnet::HEADER_LEN + 12..vnet::HEADER_LEN + 12,
+                [0x81, 0, 0, vid],
+            );
+            f
+        };
+        // Queriers in VLANs 5 and 6 behind port 20; C (port 30) joins in VLAN 5.
+        for vid in [5, 6] {
+            snooping(&mut d, &mut fdb, &mdb, 20, &in_vlan(query(B), vid));
+        }
+        let report = to_group(C, 7, &[0x16, 0, 0, 0, 239, 1, 1, 7]);
+        assert_eq!(
+            snooping(&mut d, &mut fdb, &mdb, 30, &in_vlan(report, 5)),
+            vec![1]
         );
-        snooping(&mut d, &mut fdb, &mdb, 30, &report);
-        let mut data = to_group(A, 7, &[]);
-        data.splice(
-            vnet::HEADER_LEN + 12..vnet::HEADER_LEN + 12,
-            [0x81, 0, 0, 6],
+        // From the router: in VLAN 5 to C only; in VLAN 6 the group is unknown.
+        let data = to_group(B, 7, &[]);
+        assert_eq!(
+            snooping(&mut d, &mut fdb, &mdb, 20, &in_vlan(data.clone(), 5)),
+            vec![2]
         );
-        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
-        data[vnet::HEADER_LEN + 15] = 5;
-        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![2]);
+        assert_eq!(
+            snooping(&mut d, &mut fdb, &mdb, 20, &in_vlan(data, 6)),
+            vec![0, 2]
+        );
     }
 }
