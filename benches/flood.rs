@@ -8,7 +8,12 @@
 //! `FLOOD_SECS` (default 5): machine CPU, the switch process's CPU, and the loss
 //! at a sample of eight ports (what each received against what was sent); then
 //! with the sender as fast as one trafgen process goes: broadcasts delivered per
-//! second per sampled port. The table compares machine CPU per broadcast
+//! second per sampled port. Then multicast: the sampled ports join a group
+//! (socat in each, so their kernels send the IGMP reports), the sender sends one
+//! IGMPv3 general query (each switch's snooping acts only with a querier heard;
+//! Open vSwitch gets `mcast_snooping_enable=true`), and sends UDP to the group at
+//! the fixed rate and flat out: machine CPU, delivered per member, and what
+//! leaked to eight ports that did not join. The table compares machine CPU per broadcast
 //! delivered (% busy per 100 broadcasts a second reaching each port), since the
 //! kernel bridge, flooding in the sender's context, slows its sender below the
 //! rate. IPv6 is off in the namespaces and on both ends of
@@ -28,12 +33,21 @@ use std::time::{Duration, Instant};
 use switchd_testkit::measure::env_u64;
 use switchd_testkit::ovs::Ovs;
 use switchd_testkit::procfs::{cpu_secs, machine_ticks};
-use switchd_testkit::{run, unique_name, wait_until, Daemon, Netns};
+use switchd_testkit::{run, unique_name, wait_until, ChildGuard, Daemon, Netns};
 
 const KINDS: &[&str] = &["bridge", "switchd", "switchd-user", "ovs"];
 const SAMPLES: usize = 8;
 /// Who sends: a MAC nobody else has.
 const SENDER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x5e, 0xf1, 0x01];
+
+/// The group the sampled ports join.
+const GROUP: [u8; 4] = [239, 241, 0, 1];
+
+/// One frame as a trafgen configuration.
+fn trafgen_frame(f: &[u8]) -> String {
+    let bytes: Vec<String> = f.iter().map(|b| format!("0x{b:02x}")).collect();
+    format!("{{ {} }}\n", bytes.join(", "))
+}
 
 /// An ARP request for 10.241.0.2 from 10.241.0.1, which nobody has.
 fn arp_config() -> String {
@@ -42,8 +56,54 @@ fn arp_config() -> String {
     f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
     f.extend_from_slice(&SENDER_MAC);
     f.extend_from_slice(&[10, 241, 0, 1, 0, 0, 0, 0, 0, 0, 10, 241, 0, 2]);
-    let bytes: Vec<String> = f.iter().map(|b| format!("0x{b:02x}")).collect();
-    format!("{{ {} }}\n", bytes.join(", "))
+    trafgen_frame(&f)
+}
+
+fn checksum(b: &[u8]) -> [u8; 2] {
+    let mut sum: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    (!(sum as u16)).to_be_bytes()
+}
+
+/// An IPv4 frame from the sender (10.241.0.1) to `dst`; `ra` adds the router
+/// alert option IGMP carries.
+fn ipv4_frame(dst: [u8; 4], proto: u8, ra: bool, body: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x01, 0x00, 0x5e, dst[1] & 0x7f, dst[2], dst[3]];
+    f.extend_from_slice(&SENDER_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let head = if ra { 24 } else { 20 };
+    let mut ip = vec![if ra { 0x46 } else { 0x45 }, 0];
+    ip.extend_from_slice(&((head + body.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, 1, proto, 0, 0, 10, 241, 0, 1]);
+    ip.extend_from_slice(&dst);
+    if ra {
+        ip.extend_from_slice(&[0x94, 0x04, 0, 0]);
+    }
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(body);
+    f
+}
+
+/// An IGMPv3 general query, answered within a second.
+fn query_config() -> String {
+    let mut q = vec![0x11, 10, 0, 0, 0, 0, 0, 0, 0x02, 125, 0, 0];
+    let sum = checksum(&q);
+    q[2..4].copy_from_slice(&sum);
+    trafgen_frame(&ipv4_frame([224, 0, 0, 1], 2, true, &q))
+}
+
+/// 18 bytes of UDP to the group's discard port: a 60-byte frame.
+fn group_config() -> String {
+    let mut udp = vec![0x13, 0x88, 0, 9, 0, 26, 0, 0];
+    udp.extend_from_slice(&[0; 18]);
+    trafgen_frame(&ipv4_frame(GROUP, 17, false, &udp))
 }
 
 /// The namespaces and the root ends of their veths (`hosts[i]` into `nss[i]`).
@@ -84,6 +144,41 @@ impl Topology {
         let n = self.nss.len();
         (1..=SAMPLES)
             .map(|k| &self.nss[(k * (n - 1) / SAMPLES).max(1)])
+            .collect()
+    }
+
+    /// Ports that never join the group: the ones after each sample.
+    fn others(&self) -> Vec<&Netns> {
+        let n = self.nss.len();
+        (1..=SAMPLES)
+            .map(|k| &self.nss[((k * (n - 1) / SAMPLES).max(1) + 1) % n])
+            .filter(|ns| !std::ptr::eq(*ns, &self.nss[0]))
+            .collect()
+    }
+
+    /// socat joined to the group in every sampled namespace (each given an
+    /// address so that its reports have a source).
+    fn join(&self) -> Vec<ChildGuard> {
+        let g = GROUP.map(|b| b.to_string()).join(".");
+        self.samples()
+            .iter()
+            .enumerate()
+            .map(|(k, ns)| {
+                ns.exec_ok(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("10.242.0.{}/24", k + 1),
+                    "dev",
+                    "eth0",
+                ]);
+                ns.spawn(&[
+                    "socat",
+                    "-u",
+                    &format!("UDP4-RECV:5000,reuseaddr,ip-add-membership={g}:eth0"),
+                    "/dev/null",
+                ])
+            })
             .collect()
     }
 }
@@ -152,6 +247,7 @@ impl Switch {
             "ovs" => {
                 let ovs = Ovs::start()?;
                 ovs.add_netdev_bridge(&br)?;
+                ovs.vsctl(&["set", "bridge", &br, "mcast_snooping_enable=true"])?;
                 let mut cmd: Vec<&str> = Vec::new();
                 for h in &topo.hosts {
                     cmd.extend(["--", "add-port", &br, h]);
@@ -245,10 +341,35 @@ fn stop(mut gen: std::process::Child) {
     }
 }
 
-fn phase(topo: &Topology, pid: Option<u32>, load: Load, secs: u64) -> Phase {
+/// The sender sends `frame` (a trafgen configuration) once.
+fn send_once(topo: &Topology, frame: &str) {
+    let conf = std::env::temp_dir().join(format!("{}.cfg", unique_name("flood")));
+    std::fs::write(&conf, frame).unwrap();
+    topo.nss[0].exec_ok(&[
+        "trafgen",
+        "--dev",
+        "eth0",
+        "--conf",
+        &conf.display().to_string(),
+        "--num",
+        "1",
+        "-q",
+    ]);
+    let _ = std::fs::remove_file(&conf);
+}
+
+/// `load` of `frame` from the first namespace for `secs`, counted at `samples`.
+fn phase(
+    topo: &Topology,
+    pid: Option<u32>,
+    load: Load,
+    secs: u64,
+    frame: &str,
+    samples: &[&Netns],
+) -> Phase {
     let sender = &topo.nss[0];
     let conf = std::env::temp_dir().join(format!("{}.cfg", unique_name("flood")));
-    std::fs::write(&conf, arp_config()).unwrap();
+    std::fs::write(&conf, frame).unwrap();
     let gen = match load {
         Load::Idle => None,
         Load::Rate(r) => Some(trafgen(sender, &conf.display().to_string(), Some(r))),
@@ -256,7 +377,6 @@ fn phase(topo: &Topology, pid: Option<u32>, load: Load, secs: u64) -> Phase {
     };
     // Let the sender reach its rate before counting.
     std::thread::sleep(Duration::from_millis(500));
-    let samples = topo.samples();
     let sent0 = counter(sender, "tx_packets");
     let got0: Vec<u64> = samples.iter().map(|ns| counter(ns, "rx_packets")).collect();
     let (busy0, total0) = machine_ticks();
@@ -309,6 +429,8 @@ fn main() {
         .ok()
         .map(|s| s.split(',').map(|k| k.trim().to_string()).collect());
     let topo = Topology::new(n);
+    let _members = topo.join();
+    let (arp, group) = (arp_config(), group_config());
     let mut rows = Vec::new();
     for kind in KINDS {
         if only.as_ref().is_some_and(|o| !o.iter().any(|k| k == kind)) {
@@ -324,9 +446,16 @@ fn main() {
         std::thread::sleep(Duration::from_secs(3));
         let pid = switch.pid();
         eprintln!("flood: {kind}: idle, {rate}/s, flat out");
-        let idle = phase(&topo, pid, Load::Idle, secs);
-        let fixed = phase(&topo, pid, Load::Rate(rate), secs);
-        let top = phase(&topo, pid, Load::FlatOut, secs);
+        let (samples, others) = (topo.samples(), topo.others());
+        let idle = phase(&topo, pid, Load::Idle, secs, &arp, &samples);
+        let fixed = phase(&topo, pid, Load::Rate(rate), secs, &arp, &samples);
+        let top = phase(&topo, pid, Load::FlatOut, secs, &arp, &samples);
+        eprintln!("flood: {kind}: a query, then the group at {rate}/s and flat out");
+        send_once(&topo, &query_config());
+        std::thread::sleep(Duration::from_secs(2));
+        let m_fixed = phase(&topo, pid, Load::Rate(rate), secs, &group, &samples);
+        let m_top = phase(&topo, pid, Load::FlatOut, secs, &group, &samples);
+        let m_leak = phase(&topo, pid, Load::Rate(rate), secs, &group, &others);
         drop(switch);
         rows.push(json!({
             "kind": kind,
@@ -341,6 +470,15 @@ fn main() {
             "top_sent_per_sec": top.sent_per_sec,
             "top_delivered_per_port_per_sec": top.delivered_per_sec,
             "top_worst_loss": top.worst_loss,
+            "mcast_rate_machine_busy_pct": m_fixed.machine_busy_pct,
+            "mcast_rate_switch_cpu_pct": m_fixed.switch_cpu_pct,
+            "mcast_rate_sent_per_sec": m_fixed.sent_per_sec,
+            "mcast_rate_delivered_per_member_per_sec": m_fixed.delivered_per_sec,
+            "mcast_rate_worst_loss": m_fixed.worst_loss,
+            "mcast_top_machine_busy_pct": m_top.machine_busy_pct,
+            "mcast_top_sent_per_sec": m_top.sent_per_sec,
+            "mcast_top_delivered_per_member_per_sec": m_top.delivered_per_sec,
+            "mcast_leak_per_non_member_per_sec": m_leak.delivered_per_sec,
         }));
     }
     report(n, rate, &rows);
@@ -385,6 +523,39 @@ fn report(n: usize, rate: u64, rows: &[Value]) {
             bridge.map_or(f64::NAN, |b| per_delivery(r) / per_delivery(b)),
             top(r),
             bridge.map_or(f64::NAN, |b| top(r) / top(b)),
+        );
+    }
+    println!();
+    println!(
+        "the same sender to a group {SAMPLES} ports joined, after one IGMP query: {rate}/s, then flat out"
+    );
+    println!(
+        "{:>13} {:>7} {:>11} {:>8} {:>9} {:>8} {:>9} {:>11} {:>9} {:>11}",
+        "",
+        "sent/s",
+        "delivered/s",
+        "busy %",
+        "/ bridge",
+        "loss %",
+        "top sent/s",
+        "top deliv/s",
+        "/ bridge",
+        "leaked/s"
+    );
+    for r in rows {
+        let ratio = |k: &str| bridge.map_or(f64::NAN, |b| f(r, k) / f(b, k));
+        println!(
+            "{:>13} {:>7.0} {:>11.0} {:>8.1} {:>8.2}x {:>8.2} {:>9.0} {:>11.0} {:>8.2}x {:>11.1}",
+            r["kind"].as_str().unwrap(),
+            f(r, "mcast_rate_sent_per_sec"),
+            f(r, "mcast_rate_delivered_per_member_per_sec"),
+            f(r, "mcast_rate_machine_busy_pct"),
+            ratio("mcast_rate_machine_busy_pct"),
+            f(r, "mcast_rate_worst_loss") * 100.0,
+            f(r, "mcast_top_sent_per_sec"),
+            f(r, "mcast_top_delivered_per_member_per_sec"),
+            ratio("mcast_top_delivered_per_member_per_sec"),
+            f(r, "mcast_leak_per_non_member_per_sec"),
         );
     }
     let path = switchd_testkit::write_results(

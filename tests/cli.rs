@@ -148,7 +148,9 @@ fn set_br_validates_and_applies() {
     assert_fails(
         d.ctl(&["set-br", "br0", "colour=blue"]),
         1,
-        "unknown bridge setting \"colour\" (known: mac-aging-time, mac-table-size, forward-bpdu, group-fwd-mask)",
+        "unknown bridge setting \"colour\" (known: mac-aging-time, mac-table-size, forward-bpdu, \
+         group-fwd-mask, mcast-snooping-enable, mcast-snooping-aging-time, \
+         mcast-snooping-table-size, mcast-snooping-disable-flood-unregistered)",
     );
     assert_fails(
         d.ctl(&["set-br", "br0", "mac-table-size=lots"]),

@@ -387,7 +387,17 @@ fn vlan_settings_are_checked_shown_changed_and_kept() {
     refused(
         &d,
         &["set", "bridge", "br0", "tag=1"],
-        "only the port table",
+        "unknown bridge setting \"tag\"",
+    );
+    refused(
+        &d,
+        &["set", "qos", "q0", "tag=1"],
+        "clears only the port table",
+    );
+    refused(
+        &d,
+        &["clear", "bridge", "br0", "tag"],
+        "clears only the port table",
     );
 
     // One transaction: the port is born in VLAN 10.

@@ -476,7 +476,8 @@ fn port_table(table: &str) -> anyhow::Result<()> {
     match table.to_ascii_lowercase().as_str() {
         "port" => Ok(()),
         _ => bail!(
-            "table {table:?}: only the port table can be set or cleared (bridge settings: set-br)"
+            "table {table:?}: switchd sets the bridge, port and interface tables and clears \
+             only the port table"
         ),
     }
 }
@@ -546,8 +547,8 @@ fn bridge_settings(bridge: &str, settings: &[String]) -> anyhow::Result<Request>
             anyhow!("{key}: {value:?} is neither true nor false")
         })?))
     };
-    let number = |key: &str, value: &str, what: &str| {
-        anyhow!("{key}: {value:?} is not a whole number{what}")
+    let number = |key: &str, value: &str, what: &str, e: std::num::ParseIntError| {
+        anyhow!("{key}: {value:?} is not a whole number{what}: {e}")
     };
     for setting in settings {
         let (key, value) = setting
@@ -559,11 +560,11 @@ fn bridge_settings(bridge: &str, settings: &[String]) -> anyhow::Result<Request>
                 mac_aging_time = Some(
                     value
                         .parse()
-                        .map_err(|_| number(&key, value, " of seconds"))?,
+                        .map_err(|e| number(&key, value, " of seconds", e))?,
                 )
             }
             "mac-table-size" => {
-                mac_table_size = Some(value.parse().map_err(|_| number(&key, value, ""))?)
+                mac_table_size = Some(value.parse().map_err(|e| number(&key, value, "", e))?)
             }
             "forward-bpdu" => forward_bpdu = boolean(&key, value)?,
             "group-fwd-mask" => {
@@ -580,12 +581,12 @@ fn bridge_settings(bridge: &str, settings: &[String]) -> anyhow::Result<Request>
                 mcast_snooping_aging_time = Some(
                     value
                         .parse()
-                        .map_err(|_| number(&key, value, " of seconds"))?,
+                        .map_err(|e| number(&key, value, " of seconds", e))?,
                 )
             }
             "mcast-snooping-table-size" => {
                 mcast_snooping_table_size =
-                    Some(value.parse().map_err(|_| number(&key, value, ""))?)
+                    Some(value.parse().map_err(|e| number(&key, value, "", e))?)
             }
             "mcast-snooping-disable-flood-unregistered" => {
                 mcast_snooping_disable_flood_unregistered = boolean(&key, value)?
