@@ -67,7 +67,9 @@ fn measure(n: usize, ipv6: bool) -> Value {
     d.ctl_ok(&["add-br", &br]);
     let rss_empty = rss_kib(d.pid());
 
-    let mut args: Vec<String> = Vec::new();
+    // Thousands of ports in one transaction take longer than switchctl's
+    // default 30 s.
+    let mut args: Vec<String> = vec!["--timeout".into(), "1800".into()];
     for (i, ns) in nss[..n].iter().enumerate() {
         if i > 0 {
             args.push("--".into());

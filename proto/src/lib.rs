@@ -999,6 +999,8 @@ pub enum CallError {
     Rpc(RpcError),
     /// The daemon's answer was not valid JSON-RPC.
     BadReply(String),
+    /// No answer within the time the caller gave.
+    Timeout { socket: String, after: Duration },
 }
 
 impl std::fmt::Display for CallError {
@@ -1017,6 +1019,12 @@ impl std::fmt::Display for CallError {
             },
             CallError::Rpc(e) => f.write_str(&e.message),
             CallError::BadReply(why) => write!(f, "bad reply from switchd: {why}"),
+            CallError::Timeout { socket, after } => write!(
+                f,
+                "no reply from switchd at {socket} within {} s (--timeout); it may still carry \
+                 out the request",
+                after.as_secs_f64()
+            ),
         }
     }
 }
@@ -1043,6 +1051,18 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Value
     let read = BufReader::new(&stream).read_line(&mut reply);
     match (written, read) {
         (Err(e), _) if reply.is_empty() => return Err(io_err(e)),
+        (_, Err(e))
+            if reply.is_empty()
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+        {
+            return Err(CallError::Timeout {
+                socket: socket.display().to_string(),
+                after: timeout,
+            })
+        }
         (_, Err(e)) if reply.is_empty() => return Err(io_err(e)),
         _ => {}
     }
@@ -1072,6 +1092,20 @@ pub fn parse_reply(line: &str) -> Result<Value, CallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_daemon_that_does_not_answer_in_time_is_a_timeout() {
+        let dir =
+            std::env::temp_dir().join(format!("switchd-proto-timeout-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let listener = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+        let hold = std::thread::spawn(move || listener.accept().map(|(conn, _)| conn));
+        let err = call(&dir, &Request::Show {}, Duration::from_millis(200)).unwrap_err();
+        let _ = std::fs::remove_file(&dir);
+        assert!(matches!(err, CallError::Timeout { .. }), "{err:?}");
+        assert!(err.to_string().contains("within 0.2 s (--timeout)"), "{err}");
+        drop(hold.join());
+    }
 
     #[test]
     fn an_id_too_big_for_an_integer_comes_back_the_same() {
