@@ -33,6 +33,23 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
+/// Runs a script fed on stdin: at thousands of namespaces it is longer than one
+/// argument may be.
+fn sh(script: &str) {
+    use std::io::Write;
+    let mut child = Command::new("sh")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait().unwrap();
+}
+
 fn ip(i: usize) -> String {
     format!("10.236.{}.{}", i / 250, i % 250 + 1)
 }
@@ -57,7 +74,7 @@ fn measure(n: usize, ipv6: bool) -> Value {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        Command::new("sh").args(["-c", &script]).status().unwrap();
+        sh(&script);
     }
     let extra = std::env::var("SWITCHD_ARGS").unwrap_or_default();
     let mut args = vec!["--log-level", "warn"];
@@ -139,7 +156,7 @@ fn measure(n: usize, ipv6: bool) -> Value {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    Command::new("sh").args(["-c", &script]).status().unwrap();
+    sh(&script);
     std::thread::sleep(Duration::from_secs(1));
     let after = tx(&d.ctl_json(&["dump-ports", &br]));
     // Every port but the sender's sends each broadcast: at least n - 1 each.

@@ -1103,7 +1103,10 @@ mod tests {
         let err = call(&dir, &Request::Show {}, Duration::from_millis(200)).unwrap_err();
         let _ = std::fs::remove_file(&dir);
         assert!(matches!(err, CallError::Timeout { .. }), "{err:?}");
-        assert!(err.to_string().contains("within 0.2 s (--timeout)"), "{err}");
+        assert!(
+            err.to_string().contains("within 0.2 s (--timeout)"),
+            "{err}"
+        );
         drop(hold.join());
     }
 
