@@ -287,6 +287,8 @@ fn igmp_members_get_the_group_and_others_do_not() {
         "{:?}",
         mdb(&d)
     );
+    // The query allows a second for the answers before traffic is constrained.
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         deliveries(&mut ms, 0, b"snoop-v4-b", |m| data4(
             m.src4(),
@@ -367,6 +369,7 @@ fn mld_members_get_the_group_and_memberships_age_out() {
         "{:?}",
         mdb(&d)
     );
+    std::thread::sleep(Duration::from_millis(1500));
     let send = |m: &Member| data6(m.mac, "fe80::1".parse().unwrap(), b"snoop-v6-a");
     assert_eq!(
         deliveries(&mut ms, 0, b"snoop-v6-a", send),

@@ -13,6 +13,7 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use std::sync::Mutex;
 use switchd::datapath::decide::{is_withheld, Decider, FrameTag, FrameVlan, Ports};
 use switchd::datapath::egress::{self, Egress};
 use switchd::datapath::mcast::Mdb;
@@ -21,7 +22,6 @@ use switchd::datapath::{Fdb, FdbKey, PortId};
 use switchd::wire::mcast::{self, Mcast};
 use switchd::wire::{ethernet, vlan, vnet, EthernetFrame, VnetHeader};
 use switchd_proto::{McastSnooping, VlanConfig, VlanMode};
-use std::sync::Mutex;
 
 const PORTS: u8 = 4;
 
@@ -113,7 +113,10 @@ fuzz_target!(|ops: Vec<Op>| {
                 let mut mdb = state.mdb.lock().unwrap();
                 mdb.expire(state.now_ms);
                 for row in mdb.rows(state.now_ms) {
-                    assert!(row.age_ms < state.snooping.aging_time * 1000, "{row:?} outlived aging");
+                    assert!(
+                        row.age_ms < state.snooping.aging_time * 1000,
+                        "{row:?} outlived aging"
+                    );
                 }
             }
             Op::RemovePort(port) => {
@@ -373,7 +376,10 @@ fn expected_egress(
         && !matches!(mcast::classify(body), Mcast::Flood);
     let want = if eth.dst_addr().is_multicast() && snooped {
         // Some of the VLAN's other ports, whichever the table says.
-        assert!(sent.iter().all(|p| flood.contains(p)), "{sent:?} outside {flood:?}");
+        assert!(
+            sent.iter().all(|p| flood.contains(p)),
+            "{sent:?} outside {flood:?}"
+        );
         sent.clone()
     } else if eth.dst_addr().is_multicast() {
         flood

@@ -811,7 +811,7 @@ pub struct StaticMac {
 /// A bridge's multicast snooping settings, as Open vSwitch's Bridge table names
 /// them (`mcast_snooping_enable`, `other_config:mcast-snooping-*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct McastSnooping {
     /// On by default, as on the kernel bridge (Open vSwitch's default is off).
     pub enable: bool,
@@ -820,7 +820,6 @@ pub struct McastSnooping {
     /// Groups kept at most; reports for more are counted, their traffic flooded.
     pub table_size: u32,
     /// Traffic to a group no port reported goes to router ports only, not everywhere.
-    #[serde(default)]
     pub disable_flood_unregistered: bool,
 }
 

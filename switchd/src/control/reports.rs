@@ -181,10 +181,15 @@ impl Switch {
             .filter_map(|(name, state)| Some((state.port()?.id, name.as_str())))
             .collect();
         let now = now_ms();
-        let mut mdb = b.dp.mdb();
-        mdb.expire(now);
-        let mut rows: Vec<(MdbRow, MdbEntry)> = mdb
-            .rows(now)
+        // Names are looked up after the lock is let go: a datapath thread
+        // waiting for it holds the bridge's MAC table.
+        let rows: Vec<MdbRow> = {
+            let mut mdb = b.dp.mdb();
+            mdb.expire(now);
+            mdb.rows(now).collect()
+        };
+        let mut rows: Vec<(MdbRow, MdbEntry)> = rows
+            .into_iter()
             .map(|r| {
                 let entry = MdbEntry {
                     port: names.get(&r.port).copied().unwrap_or("?").to_string(),
@@ -195,7 +200,6 @@ impl Switch {
                 (r, entry)
             })
             .collect();
-        drop(mdb);
         // Groups first, by VLAN, address and port; then the router ports.
         rows.sort_by(|(a, x), (b, y)| {
             (a.group.is_none(), a.vlan, a.group, &x.port).cmp(&(

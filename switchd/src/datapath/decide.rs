@@ -254,10 +254,18 @@ impl Decider {
     ) -> bool {
         let ingress = ports.ingress;
         self.targets.clear();
+        if !mdb.enabled() {
+            return false;
+        }
+        // Without a querier in the VLAN, everything floods, as on the kernel
+        // bridge: hosts report only when they join, so the table cannot know
+        // the members that joined before it listened (a restart, a port added
+        // later) and would cut them off; and a switch behind any port learns
+        // the members from the flooded reports too.
         match mcast::classify(frame) {
             Mcast::Flood => return false,
-            Mcast::Query => {
-                mdb.query(vlan, ingress, now_ms);
+            Mcast::Query { max_response_ms } => {
+                mdb.query(vlan, ingress, now_ms, max_response_ms);
                 return false;
             }
             Mcast::Report(records) => {
@@ -272,27 +280,23 @@ impl Decider {
                         mdb.leave(key, ingress);
                     }
                 }
+                if !mdb.has_querier(vlan, now_ms) {
+                    return false;
+                }
                 // Reports are for the routers (RFC 4541 2.1.1).
                 self.targets.extend(mdb.mrouters(vlan, now_ms));
             }
             Mcast::Data(group) => {
-                self.targets.extend(mdb.mrouters(vlan, now_ms));
-                if !self.targets.is_empty() {
-                    match mdb.members(&GroupKey { vlan, group }, now_ms) {
-                        Some(members) => self.targets.extend(members),
-                        None if mdb.flood_unregistered() => return false,
-                        None => {}
-                    }
+                if !mdb.has_querier(vlan, now_ms) {
+                    return false;
                 }
+                match mdb.members(&GroupKey { vlan, group }, now_ms) {
+                    Some(members) => self.targets.extend(members),
+                    None if mdb.flood_unregistered() => return false,
+                    None => {}
+                }
+                self.targets.extend(mdb.mrouters(vlan, now_ms));
             }
-        }
-        // Without a querier in the VLAN, everything floods, as on the kernel
-        // bridge: hosts report only when they join, so the table cannot know
-        // the members that joined before it listened (a restart, a port added
-        // later) and would cut them off; and a switch behind any port learns
-        // the members from the flooded reports too.
-        if self.targets.is_empty() {
-            return false;
         }
         self.targets.sort_unstable();
         self.targets.dedup();
@@ -593,6 +597,25 @@ mod tests {
         f
     }
 
+    /// Where `f` goes, decided at `now_ms`.
+    fn snooping_at(
+        d: &mut Decider,
+        fdb: &mut Fdb,
+        mdb: &Mutex<Mdb>,
+        ingress: PortId,
+        f: &[u8],
+        now_ms: u64,
+    ) -> Vec<u32> {
+        let p = Ports {
+            mdb: Some(mdb),
+            ..ports(ingress, &EGRESS)
+        };
+        d.decide(fdb, now_ms, &p, std::iter::once(Some(f)));
+        d.groups().flatten().map(|&(j, _)| j).collect()
+    }
+
+    /// Where `f` goes, decided once the members have answered a query sent
+    /// with `query` (at 0, answered within 10 s).
     fn snooping(
         d: &mut Decider,
         fdb: &mut Fdb,
@@ -600,12 +623,7 @@ mod tests {
         ingress: PortId,
         f: &[u8],
     ) -> Vec<u32> {
-        let p = Ports {
-            mdb: Some(mdb),
-            ..ports(ingress, &EGRESS)
-        };
-        d.decide(fdb, 0, &p, std::iter::once(Some(f)));
-        d.groups().flatten().map(|&(j, _)| j).collect()
+        snooping_at(d, fdb, mdb, ingress, f, 20_000)
     }
 
     /// An IGMP general query from `src`.
@@ -626,7 +644,15 @@ mod tests {
         assert_eq!(snooping(&mut d, &mut fdb, &mdb, 30, &report), vec![0, 1]);
         assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
         // A query from port 20: flooded, and 20 is a router port from now on.
-        assert_eq!(snooping(&mut d, &mut fdb, &mdb, 20, &query(B)), vec![0, 2]);
+        assert_eq!(
+            snooping_at(&mut d, &mut fdb, &mdb, 20, &query(B), 0),
+            vec![0, 2]
+        );
+        // Not before the members have had the time to answer it.
+        assert_eq!(
+            snooping_at(&mut d, &mut fdb, &mdb, 10, &data, 9_000),
+            vec![1, 2]
+        );
         assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
         // From the router itself, only to the member.
         assert_eq!(snooping(&mut d, &mut fdb, &mdb, 20, &data), vec![2]);
@@ -662,7 +688,7 @@ mod tests {
         }));
         let data = to_group(A, 9, &[]);
         assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1, 2]);
-        snooping(&mut d, &mut fdb, &mdb, 20, &query(B));
+        snooping_at(&mut d, &mut fdb, &mdb, 20, &query(B), 0);
         assert_eq!(snooping(&mut d, &mut fdb, &mdb, 10, &data), vec![1]);
         // 224.0.0.0/24 always floods.
         let mut local = data.clone();
@@ -684,7 +710,7 @@ mod tests {
         };
         // Queriers in VLANs 5 and 6 behind port 20; C (port 30) joins in VLAN 5.
         for vid in [5, 6] {
-            snooping(&mut d, &mut fdb, &mdb, 20, &in_vlan(query(B), vid));
+            snooping_at(&mut d, &mut fdb, &mdb, 20, &in_vlan(query(B), vid), 0);
         }
         let report = to_group(C, 7, &[0x16, 0, 0, 0, 239, 1, 1, 7]);
         assert_eq!(

@@ -3,8 +3,10 @@
 //! multicast router. Filled from the IGMP and MLD messages the datapath sees
 //! (`wire::mcast`), read to send group traffic only where it is wanted.
 //!
-//! Bounded by a number of groups (a report for one more is not learned and is
-//! counted; the group's traffic is then flooded, so nothing is lost) and aged:
+//! Bounded by a number of groups, and as many router ports (a report for one
+//! more is not learned and is counted; the group's traffic is then treated as
+//! unregistered: flooded, or with `disable-flood-unregistered` sent to the
+//! router ports only) and aged:
 //! a membership not reported again within the aging time is forgotten. It is
 //! small (Open vSwitch's default bound is 2048 groups) and swept whole.
 //!
@@ -29,6 +31,16 @@ struct Seen {
     ms: u64,
 }
 
+/// A port a query came in on.
+#[derive(Debug, Clone, Copy)]
+struct Router {
+    seen: Seen,
+    /// When the querier behind it counts: its first query's maximum response
+    /// time after it was first heard, so that every member has had the time to
+    /// answer before traffic is constrained (the kernel bridge waits likewise).
+    ready_ms: u64,
+}
+
 /// What the table has done since it was made.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MdbCounters {
@@ -38,7 +50,8 @@ pub struct MdbCounters {
     pub leaves: u64,
     /// Memberships and router ports that aged out.
     pub aged: u64,
-    /// Reports for a group not learned because the table was full.
+    /// Reports for a group, or queries from a router port, not learned because
+    /// the table was full.
     pub table_full: u64,
     /// Queries seen.
     pub queries: u64,
@@ -57,9 +70,12 @@ pub struct MdbRow {
 #[derive(Clone)]
 pub struct Mdb {
     groups: HashMap<GroupKey, Vec<Seen>>,
-    /// (VLAN, port, last query) for each port a query came in on.
-    mrouters: Vec<(u16, Seen)>,
+    /// Per VLAN, the ports a query came in on; as many in all as groups at most.
+    routers: HashMap<u16, Vec<Router>>,
     max_groups: usize,
+    /// Snooping is on: read under the lock, so that a batch that saw it on just
+    /// before it was turned off learns nothing after the flush.
+    enabled: bool,
     aging_ms: u64,
     /// Traffic to a group nobody reported goes everywhere (true, the default)
     /// or to the router ports only.
@@ -71,8 +87,9 @@ impl Mdb {
     pub fn new(settings: &McastSnooping) -> Self {
         let mut mdb = Mdb {
             groups: HashMap::new(),
-            mrouters: Vec::new(),
+            routers: HashMap::new(),
             max_groups: 0,
+            enabled: true,
             aging_ms: 0,
             flood_unregistered: true,
             counters: MdbCounters::default(),
@@ -85,8 +102,13 @@ impl Mdb {
     /// and new ones wait for room.
     pub fn configure(&mut self, settings: &McastSnooping) {
         self.max_groups = settings.table_size as usize;
-        self.aging_ms = settings.aging_time * 1000;
+        self.aging_ms = settings.aging_time.saturating_mul(1000);
         self.flood_unregistered = !settings.disable_flood_unregistered;
+        self.enabled = settings.enable;
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     pub fn flood_unregistered(&self) -> bool {
@@ -103,7 +125,7 @@ impl Mdb {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty() && self.mrouters.is_empty()
+        self.groups.is_empty() && self.routers.is_empty()
     }
 
     pub fn max_groups(&self) -> usize {
@@ -147,17 +169,39 @@ impl Mdb {
         }
     }
 
-    /// A query came in on `port`: a multicast router is behind it.
-    pub fn query(&mut self, vlan: u16, port: PortId, now_ms: u64) {
+    /// A query came in on `port`: a multicast router (or a querier) is behind
+    /// it, and members answer within `max_response_ms`.
+    pub fn query(&mut self, vlan: u16, port: PortId, now_ms: u64, max_response_ms: u64) {
         self.counters.queries += 1;
-        match self
-            .mrouters
-            .iter_mut()
-            .find(|(v, m)| *v == vlan && m.port == port)
-        {
-            Some((_, m)) => m.ms = now_ms,
-            None => self.mrouters.push((vlan, Seen { port, ms: now_ms })),
+        let aging = self.aging_ms;
+        let count: usize = self.routers.values().map(Vec::len).sum();
+        let routers = self.routers.entry(vlan).or_default();
+        match routers.iter_mut().find(|r| r.seen.port == port) {
+            Some(r) => {
+                if now_ms.saturating_sub(r.seen.ms) >= aging {
+                    r.ready_ms = now_ms + max_response_ms;
+                }
+                r.seen.ms = now_ms;
+            }
+            None if count >= self.max_groups => self.counters.table_full += 1,
+            None => routers.push(Router {
+                seen: Seen { port, ms: now_ms },
+                ready_ms: now_ms + max_response_ms,
+            }),
         }
+        if routers.is_empty() {
+            self.routers.remove(&vlan);
+        }
+    }
+
+    /// Whether a querier has been heard in `vlan`, long enough ago that the
+    /// members have answered it: only then is its traffic constrained.
+    pub fn has_querier(&self, vlan: u16, now_ms: u64) -> bool {
+        self.routers.get(&vlan).is_some_and(|routers| {
+            routers
+                .iter()
+                .any(|r| self.fresh(&r.seen, now_ms) && r.ready_ms <= now_ms)
+        })
     }
 
     /// The ports with a live member of `key`'s group, or None for a group
@@ -178,10 +222,12 @@ impl Mdb {
 
     /// The ports leading to a multicast router in `vlan`.
     pub fn mrouters(&self, vlan: u16, now_ms: u64) -> impl Iterator<Item = PortId> + '_ {
-        self.mrouters
-            .iter()
-            .filter(move |(v, m)| *v == vlan && self.fresh(m, now_ms))
-            .map(|(_, m)| m.port)
+        self.routers
+            .get(&vlan)
+            .into_iter()
+            .flatten()
+            .filter(move |r| self.fresh(&r.seen, now_ms))
+            .map(|r| r.seen.port)
     }
 
     /// Forgets what aged out; returns how many memberships and router ports.
@@ -195,9 +241,12 @@ impl Mdb {
             gone += before - members.len();
             !members.is_empty()
         });
-        let before = self.mrouters.len();
-        self.mrouters.retain(|(_, m)| fresh(m));
-        gone += before - self.mrouters.len();
+        self.routers.retain(|_, routers| {
+            let before = routers.len();
+            routers.retain(|r| fresh(&r.seen));
+            gone += before - routers.len();
+            !routers.is_empty()
+        });
         self.counters.aged += gone as u64;
         gone
     }
@@ -208,14 +257,18 @@ impl Mdb {
             members.retain(|m| m.port != port);
             !members.is_empty()
         });
-        self.mrouters.retain(|(_, m)| m.port != port);
+        self.routers.retain(|_, routers| {
+            routers.retain(|r| r.seen.port != port);
+            !routers.is_empty()
+        });
     }
 
     /// Forgets every group and router port; returns how many rows there were.
     pub fn flush(&mut self) -> usize {
-        let rows = self.groups.values().map(Vec::len).sum::<usize>() + self.mrouters.len();
+        let rows = self.groups.values().map(Vec::len).sum::<usize>()
+            + self.routers.values().map(Vec::len).sum::<usize>();
         self.groups.clear();
-        self.mrouters.clear();
+        self.routers.clear();
         rows
     }
 
@@ -229,12 +282,15 @@ impl Mdb {
                 age_ms: age(m),
             })
         });
-        groups.chain(self.mrouters.iter().map(move |(vlan, m)| MdbRow {
-            vlan: *vlan,
-            group: None,
-            port: m.port,
-            age_ms: age(m),
-        }))
+        let routers = self.routers.iter().flat_map(move |(vlan, routers)| {
+            routers.iter().map(move |r| MdbRow {
+                vlan: *vlan,
+                group: None,
+                port: r.seen.port,
+                age_ms: age(&r.seen),
+            })
+        });
+        groups.chain(routers)
     }
 }
 
@@ -299,13 +355,23 @@ mod tests {
     }
 
     #[test]
-    fn router_ports_are_per_vlan_and_age() {
-        let mut mdb = mdb(16, 15);
-        mdb.query(10, 7, 0);
-        mdb.query(10, 7, 1_000);
-        mdb.query(20, 8, 0);
+    fn router_ports_are_per_vlan_count_after_the_response_time_and_age() {
+        let mut mdb = mdb(2, 15);
+        mdb.query(10, 7, 0, 1_000);
+        assert!(!mdb.has_querier(10, 999), "members have not answered yet");
+        mdb.query(10, 7, 1_000, 1_000);
+        assert!(
+            mdb.has_querier(10, 1_000),
+            "a refresh does not restart the wait"
+        );
+        mdb.query(20, 8, 0, 1_000);
+        assert!(!mdb.has_querier(30, 5_000));
+        // The bound covers router ports too.
+        mdb.query(30, 9, 0, 1_000);
+        assert_eq!(mdb.counters().table_full, 1);
         assert_eq!(mdb.mrouters(10, 1_000).collect::<Vec<_>>(), vec![7]);
         assert_eq!(mdb.mrouters(20, 15_000).count(), 0);
+        assert!(!mdb.has_querier(20, 15_000));
         assert_eq!(mdb.expire(15_500), 1);
         mdb.remove_port(7);
         assert!(mdb.is_empty());

@@ -492,6 +492,7 @@ impl Datapath {
             return;
         };
         state.bridge.fdb().remove_learned_on(id);
+        state.bridge.mdb().remove_port(id);
         state.bridge.sync_kernel();
         let (Some(bridge_id), Some(sock)) =
             (state.bridge.kernel().map(|k| k.bridge()), port.socket())

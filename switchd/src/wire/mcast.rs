@@ -25,8 +25,9 @@ pub enum Mcast<'a> {
     Flood,
     /// Data to a group: its members and the multicast routers get it.
     Data(IpAddr),
-    /// An IGMP or MLD query: it came from a multicast router (or a querier).
-    Query,
+    /// An IGMP or MLD query: it came from a multicast router (or a querier);
+    /// members answer within its maximum response time.
+    Query { max_response_ms: u64 },
     /// Membership reports and leaves: (group, joined) for each record.
     Report(Records<'a>),
 }
@@ -136,6 +137,20 @@ pub fn classify(frame: &[u8]) -> Mcast<'_> {
     .unwrap_or(Mcast::Flood)
 }
 
+/// RFC 3376 4.1.1 and RFC 3810 5.1.3: a maximum response code of `exp_bits`
+/// exponent and `mant_bits` mantissa bits, above `1 << (exp + mant)` a float.
+fn response_code(code: u32, exp_bits: u32, mant_bits: u32) -> u32 {
+    if code < 1 << (exp_bits + mant_bits) {
+        return code;
+    }
+    let mant = code & ((1 << mant_bits) - 1);
+    let exp = (code >> mant_bits) & ((1 << exp_bits) - 1);
+    (mant | 1 << mant_bits) << (exp + 3)
+}
+
+/// An IGMPv1 query has no response time: RFC 2236 says 10 s.
+const IGMPV1_RESPONSE_MS: u64 = 10_000;
+
 fn ipv4(ip: &[u8]) -> Option<Mcast<'_>> {
     let head = ip.get(..20)?;
     let ihl = (head[0] & 0x0f) as usize * 4;
@@ -148,7 +163,21 @@ fn ipv4(ip: &[u8]) -> Option<Mcast<'_>> {
         let igmp = ip.get(ihl..)?;
         let group = || Some(addr(igmp.get(4..8)?));
         return match *igmp.first()? {
-            0x11 => Some(Mcast::Query),
+            0x11 => {
+                // Tenths of a second; a float from IGMPv3 on (a 12-byte query).
+                let code = u32::from(*igmp.get(1)?);
+                let tenths = if igmp.len() >= 12 {
+                    response_code(code, 3, 4)
+                } else {
+                    code
+                };
+                Some(Mcast::Query {
+                    max_response_ms: match tenths {
+                        0 => IGMPV1_RESPONSE_MS,
+                        t => u64::from(t) * 100,
+                    },
+                })
+            }
             0x12 | 0x16 => Some(Mcast::Report(Records::one(group()?, true))),
             0x17 => Some(Mcast::Report(Records::one(group()?, false))),
             0x22 => Some(Mcast::Report(Records {
@@ -182,7 +211,18 @@ fn ipv6(ip: &[u8]) -> Option<Mcast<'_>> {
         let icmp = ip.get(at..).unwrap_or(&[]);
         let group = || Some(addr(icmp.get(8..24)?));
         match icmp.first() {
-            Some(130) => return Some(Mcast::Query),
+            Some(130) => {
+                // Milliseconds; a float in an MLDv2 query (28 bytes or more).
+                let code = u32::from(u16::from_be_bytes(icmp.get(4..6)?.try_into().ok()?));
+                let ms = if icmp.len() >= 28 {
+                    response_code(code, 3, 12)
+                } else {
+                    code
+                };
+                return Some(Mcast::Query {
+                    max_response_ms: u64::from(ms),
+                });
+            }
             Some(131) => return Some(Mcast::Report(Records::one(group()?, true))),
             Some(132) => return Some(Mcast::Report(Records::one(group()?, false))),
             Some(143) => {
@@ -255,7 +295,38 @@ mod tests {
             0x0800,
             &ipv4_packet(2, [224, 0, 0, 1], &[0x11, 100, 0, 0, 0, 0, 0, 0]),
         );
-        assert_eq!(classify(&query), Mcast::Query);
+        assert_eq!(
+            classify(&query),
+            Mcast::Query {
+                max_response_ms: 10_000
+            }
+        );
+        // IGMPv1: no response time, 10 s.
+        let v1 = eth(
+            0x0800,
+            &ipv4_packet(2, [224, 0, 0, 1], &[0x11, 0, 0, 0, 0, 0, 0, 0]),
+        );
+        assert_eq!(
+            classify(&v1),
+            Mcast::Query {
+                max_response_ms: 10_000
+            }
+        );
+        // IGMPv3, code 0x8f: mantissa 15 | 16, exponent 0, << 3: 248 tenths.
+        let v3 = eth(
+            0x0800,
+            &ipv4_packet(
+                2,
+                [224, 0, 0, 1],
+                &[0x11, 0x8f, 0, 0, 0, 0, 0, 0, 2, 125, 0, 0],
+            ),
+        );
+        assert_eq!(
+            classify(&v3),
+            Mcast::Query {
+                max_response_ms: 24_800
+            }
+        );
     }
 
     #[test]
@@ -307,8 +378,15 @@ mod tests {
     fn mld_through_hop_by_hop() {
         let all = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
         let g = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 1);
-        let query = eth(0x86dd, &ipv6_packet(all, true, &[130, 0, 0, 0, 0, 0, 0, 0]));
-        assert_eq!(classify(&query), Mcast::Query);
+        let mut q = vec![130, 0, 0, 0, 0x27, 0x10, 0, 0];
+        q.extend_from_slice(&[0; 20]);
+        let query = eth(0x86dd, &ipv6_packet(all, true, &q));
+        assert_eq!(
+            classify(&query),
+            Mcast::Query {
+                max_response_ms: 10_000
+            }
+        );
         let mut v1 = vec![131, 0, 0, 0, 0, 0, 0, 0];
         v1.extend_from_slice(&g.octets());
         let f = eth(0x86dd, &ipv6_packet(g, true, &v1));
