@@ -26,14 +26,13 @@
 //! `FLOOD_JSON` (results file, default target/flood/<unix time>.json).
 
 use serde_json::{json, Value};
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use switchd_testkit::measure::env_u64;
 use switchd_testkit::ovs::Ovs;
 use switchd_testkit::procfs::{cpu_secs, machine_ticks};
-use switchd_testkit::{run, unique_name, wait_until, ChildGuard, Daemon, Netns};
+use switchd_testkit::{run, run_with_input, unique_name, wait_until, ChildGuard, Daemon, Netns};
 
 const KINDS: &[&str] = &["bridge", "switchd", "switchd-user", "ovs"];
 const SAMPLES: usize = 8;
@@ -184,18 +183,10 @@ impl Topology {
 }
 
 fn ip_batch(commands: &str) {
-    let mut child = Command::new("ip")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(commands.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "ip -batch failed");
+    assert!(
+        run_with_input("ip", &["-batch", "-"], commands).success(),
+        "ip -batch failed"
+    );
 }
 
 fn counter(ns: &Netns, name: &str) -> u64 {

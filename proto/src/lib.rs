@@ -163,32 +163,8 @@ requests! {
         #[serde(default)]
         interface: Option<String>,
     }
-    SetBr = "set-br" {
-        bridge: String,
-        #[serde(default)]
-        mac_aging_time: Option<u64>,
-        #[serde(default)]
-        mac_table_size: Option<u32>,
-        /// Open vSwitch's `other_config:forward-bpdu`: relay every reserved
-        /// group address (sets `group_fwd_mask` to all ones, or to none).
-        #[serde(default)]
-        forward_bpdu: Option<bool>,
-        /// The kernel bridge's `group_fwd_mask`: bit N relays 01:80:C2:00:00:0N.
-        #[serde(default)]
-        group_fwd_mask: Option<u16>,
-        /// [`McastSnooping::enable`].
-        #[serde(default)]
-        mcast_snooping_enable: Option<bool>,
-        /// [`McastSnooping::aging_time`].
-        #[serde(default)]
-        mcast_snooping_aging_time: Option<u64>,
-        /// [`McastSnooping::table_size`].
-        #[serde(default)]
-        mcast_snooping_table_size: Option<u32>,
-        /// [`McastSnooping::disable_flood_unregistered`].
-        #[serde(default)]
-        mcast_snooping_disable_flood_unregistered: Option<bool>,
-    }
+    /// Changes bridge settings; each one absent is left as it is.
+    SetBr = "set-br" (SetBr)
     /// Reply: a list of [`MdbEntry`].
     MdbShow = "mdb-show" {
         bridge: String,
@@ -219,6 +195,36 @@ requests! {
     Batch = "batch" {
         commands: Vec<Request>,
     }
+}
+
+/// `set-br`'s settings (also `set bridge`'s columns); each `None` is left as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetBr {
+    pub bridge: String,
+    #[serde(default)]
+    pub mac_aging_time: Option<u64>,
+    #[serde(default)]
+    pub mac_table_size: Option<u32>,
+    /// Open vSwitch's `other_config:forward-bpdu`: relay every reserved
+    /// group address (sets `group_fwd_mask` to all ones, or to none).
+    #[serde(default)]
+    pub forward_bpdu: Option<bool>,
+    /// The kernel bridge's `group_fwd_mask`: bit N relays 01:80:C2:00:00:0N.
+    #[serde(default)]
+    pub group_fwd_mask: Option<u16>,
+    /// [`McastSnooping::enable`].
+    #[serde(default)]
+    pub mcast_snooping_enable: Option<bool>,
+    /// [`McastSnooping::aging_time`].
+    #[serde(default)]
+    pub mcast_snooping_aging_time: Option<u64>,
+    /// [`McastSnooping::table_size`].
+    #[serde(default)]
+    pub mcast_snooping_table_size: Option<u32>,
+    /// [`McastSnooping::disable_flood_unregistered`].
+    #[serde(default)]
+    pub mcast_snooping_disable_flood_unregistered: Option<bool>,
 }
 
 /// `add-ns-port`: creates a veth pair, moves one end into `netns` as `ifname`

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use switchd_proto::{
     call, AddNsPort, CounterLine, FdbEntry, FdbStats, McastSnooping, MdbEntry, MdbStats,
-    PortCounters, PortKind, Request, ShowReply, VlanConfig, DEFAULT_SOCKET, SOCKET_ENV,
+    PortCounters, PortKind, Request, SetBr, ShowReply, VlanConfig, DEFAULT_SOCKET, SOCKET_ENV,
 };
 
 #[derive(Parser)]
@@ -599,7 +599,7 @@ fn bridge_settings(bridge: &str, settings: &[String]) -> anyhow::Result<Request>
             ),
         }
     }
-    Ok(Request::SetBr {
+    Ok(Request::SetBr(SetBr {
         bridge: bridge.to_string(),
         mac_aging_time,
         mac_table_size,
@@ -609,7 +609,7 @@ fn bridge_settings(bridge: &str, settings: &[String]) -> anyhow::Result<Request>
         mcast_snooping_aging_time,
         mcast_snooping_table_size,
         mcast_snooping_disable_flood_unregistered,
-    })
+    }))
 }
 
 fn lines(names: Value) -> anyhow::Result<String> {

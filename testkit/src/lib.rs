@@ -82,6 +82,24 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     stdout_of_success(out, || format!("{cmd} {args:?}"))
 }
 
+/// Runs `cmd` with `input` on its stdin (a script or batch too long for one
+/// argument) and returns how it exited.
+pub fn run_with_input(cmd: &str, args: &[&str], input: &str) -> std::process::ExitStatus {
+    use std::io::Write;
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e} (is it installed?)"));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .unwrap_or_else(|e| panic!("writing to {cmd}: {e}"));
+    child.wait().unwrap()
+}
+
 /// The stdout of a command that succeeded; panics with all of its output, and
 /// `what` it was, if it did not.
 pub fn stdout_of_success(out: Output, what: impl FnOnce() -> String) -> String {

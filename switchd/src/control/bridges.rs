@@ -2,22 +2,10 @@
 
 use super::switch::{err, no_bridge, validate_name, PortState, RpcResult, Switch};
 use crate::config::{BridgeConfig, McastSnooping, PortConfig, PortKind};
-use switchd_proto::code;
+use switchd_proto::{code, SetBr};
 
 const MAX_MAC_AGING_SECS: u64 = 1_000_000;
 const MAX_MAC_TABLE_SIZE: u32 = 1_000_000;
-
-/// `set-br`'s settings; each `None` is left as it is.
-pub(super) struct BridgeSettings {
-    pub mac_aging_time: Option<u64>,
-    pub mac_table_size: Option<u32>,
-    pub forward_bpdu: Option<bool>,
-    pub group_fwd_mask: Option<u16>,
-    pub mcast_snooping_enable: Option<bool>,
-    pub mcast_snooping_aging_time: Option<u64>,
-    pub mcast_snooping_table_size: Option<u32>,
-    pub mcast_snooping_disable_flood_unregistered: Option<bool>,
-}
 
 impl Switch {
     pub(super) async fn add_br(
@@ -102,8 +90,9 @@ impl Switch {
         Ok(())
     }
 
-    pub(super) fn set_br(&mut self, bridge: &str, settings: BridgeSettings) -> RpcResult<()> {
-        let BridgeSettings {
+    pub(super) fn set_br(&mut self, settings: SetBr) -> RpcResult<()> {
+        let SetBr {
+            bridge,
             mac_aging_time: aging,
             mac_table_size: size,
             forward_bpdu,
@@ -113,6 +102,7 @@ impl Switch {
             mcast_snooping_table_size,
             mcast_snooping_disable_flood_unregistered,
         } = settings;
+        let bridge = bridge.as_str();
         self.bridge(bridge)?;
         let mask = match (forward_bpdu, group_fwd_mask) {
             (Some(_), Some(_)) => return Err(err(

@@ -7,7 +7,6 @@ use super::tunnels::TunnelPort;
 use crate::config::PortConfig;
 use crate::datapath::mcast::MdbRow;
 use crate::datapath::now_ms;
-use std::collections::BTreeMap;
 use switchd_proto::{
     code, BridgeInfo, FdbEntry, FdbFlushReply, FdbStats, MdbEntry, MdbStats, PortCounters,
     PortInfo, ShowReply, MAX_VLAN,
@@ -106,11 +105,7 @@ impl Switch {
 
     pub(super) fn fdb_show(&self, bridge: &str) -> RpcResult<Vec<FdbEntry>> {
         let b = self.bridge(bridge)?;
-        let names: BTreeMap<u32, &str> = b
-            .ports
-            .iter()
-            .filter_map(|(name, state)| Some((state.port()?.id, name.as_str())))
-            .collect();
+        let names = b.port_names();
         let now = now_ms();
         b.dp.refresh_seen(now);
         // Sweep first so the rows and the counters agree.
@@ -175,11 +170,7 @@ impl Switch {
 
     pub(super) fn mdb_show(&self, bridge: &str) -> RpcResult<Vec<MdbEntry>> {
         let b = self.bridge(bridge)?;
-        let names: BTreeMap<u32, &str> = b
-            .ports
-            .iter()
-            .filter_map(|(name, state)| Some((state.port()?.id, name.as_str())))
-            .collect();
+        let names = b.port_names();
         let now = now_ms();
         // Names are looked up after the lock is let go: a datapath thread
         // waiting for it holds the bridge's MAC table.
@@ -224,12 +215,11 @@ impl Switch {
 
     pub(super) fn mdb_stats(&self, bridge: &str) -> RpcResult<MdbStats> {
         let b = self.bridge(bridge)?;
-        let enabled = b.dp.snooping_table().is_some();
         let mut mdb = b.dp.mdb();
         mdb.expire(now_ms());
         let c = mdb.counters();
         Ok(MdbStats {
-            enabled,
+            enabled: mdb.enabled(),
             current: mdb.len() as u64,
             max: mdb.max_groups() as u64,
             joins: c.joins,

@@ -6,7 +6,6 @@
 //! Every change is validated, carried out, and saved to the database before the
 //! reply; if any step fails nothing of it remains.
 
-use super::bridges::BridgeSettings;
 use super::netlink::{Netlink, NetlinkError};
 use super::tunnels::TunnelState;
 use super::txn::BatchState;
@@ -83,6 +82,16 @@ impl PortState {
 pub(super) struct RunningBridge {
     pub(super) dp: Arc<Bridge>,
     pub(super) ports: BTreeMap<String, PortState>,
+}
+
+impl RunningBridge {
+    /// Each attached port's name by its datapath id, for the tables that key by id.
+    pub(super) fn port_names(&self) -> BTreeMap<u32, &str> {
+        self.ports
+            .iter()
+            .filter_map(|(name, state)| Some((state.port()?.id, name.as_str())))
+            .collect()
+    }
 }
 
 pub struct Switch {
@@ -263,29 +272,7 @@ impl Switch {
             Request::DumpPorts { bridge, interface } => {
                 reply(self.dump_ports(&bridge, interface.as_deref()))
             }
-            Request::SetBr {
-                bridge,
-                mac_aging_time,
-                mac_table_size,
-                forward_bpdu,
-                group_fwd_mask,
-                mcast_snooping_enable,
-                mcast_snooping_aging_time,
-                mcast_snooping_table_size,
-                mcast_snooping_disable_flood_unregistered,
-            } => reply(self.set_br(
-                &bridge,
-                BridgeSettings {
-                    mac_aging_time,
-                    mac_table_size,
-                    forward_bpdu,
-                    group_fwd_mask,
-                    mcast_snooping_enable,
-                    mcast_snooping_aging_time,
-                    mcast_snooping_table_size,
-                    mcast_snooping_disable_flood_unregistered,
-                },
-            )),
+            Request::SetBr(settings) => reply(self.set_br(settings)),
             Request::MdbShow { bridge } => reply(self.mdb_show(&bridge)),
             Request::MdbFlush { bridge } => reply(self.mdb_flush(bridge.as_deref())),
             Request::MdbStats { bridge } => reply(self.mdb_stats(&bridge)),
