@@ -371,7 +371,6 @@ impl Switch {
                 match &attached {
                     Ok(p) => {
                         self.refresh_tunnel_fast_path(bridge, &port.name, p.id);
-                        p.send_through_tc();
                     }
                     Err(_) => self.close_tunnel(&port.name).await,
                 }
@@ -392,7 +391,10 @@ impl Switch {
             .await?
             .ok_or_else(|| AttachError::NoSuchInterface(iface.to_string()))?;
         self.netlink.set_up(iface, index).await?;
-        let (port, generation) = self.datapath.add_port(bridge, iface, index, &port.vlan)?;
+        let tunnel = port.kind == PortKind::Vxlan;
+        let (port, generation) = self
+            .datapath
+            .add_port(bridge, iface, index, &port.vlan, tunnel)?;
         self.wait_applied(generation).await;
         Ok(port)
     }
