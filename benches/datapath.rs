@@ -97,7 +97,6 @@ fn forward_decision(c: &mut Criterion) {
             egress: &egress,
             group_fwd_mask: 0,
             mdb: None,
-            kernel_flood: &[],
         };
         group.bench_with_input(BenchmarkId::from_parameter(entries), &entries, |b, _| {
             let mut start = 0;
@@ -143,7 +142,6 @@ fn egress_stage(c: &mut Criterion) {
             egress: &egress,
             group_fwd_mask: 0,
             mdb: None,
-            kernel_flood: &[],
         };
         let mut head = [0; vlan::RETAG_HEAD_LEN];
         group.bench_function(name, |b| {

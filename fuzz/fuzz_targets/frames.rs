@@ -205,7 +205,6 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
         egress: &egress,
         group_fwd_mask: state.group_fwd_mask,
         mdb: state.snooping.enable.then_some(&state.mdb),
-        kernel_flood: &[],
     };
     let frames: Vec<Option<Vec<u8>>> = rx.into_iter().map(receive).collect();
     // The same frames decided one at a time on a copy of the tables: the batch

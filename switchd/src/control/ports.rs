@@ -239,8 +239,7 @@ impl Switch {
         self.drop_tunnel_fast_path(port);
         let generation = self.datapath.set_vlan(bridge, running.id, vlan);
         self.wait_applied(generation).await;
-        let generation = self.datapath.finish_set_vlan(bridge, running.id);
-        self.wait_applied(generation).await;
+        self.datapath.finish_set_vlan(bridge, running.id);
         self.refresh_tunnel_fast_path(bridge, port, running.id);
     }
 

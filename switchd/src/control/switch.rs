@@ -371,6 +371,7 @@ impl Switch {
                 match &attached {
                     Ok(p) => {
                         self.refresh_tunnel_fast_path(bridge, &port.name, p.id);
+                        p.send_through_tc();
                     }
                     Err(_) => self.close_tunnel(&port.name).await,
                 }
@@ -391,10 +392,7 @@ impl Switch {
             .await?
             .ok_or_else(|| AttachError::NoSuchInterface(iface.to_string()))?;
         self.netlink.set_up(iface, index).await?;
-        let tunnel = port.kind == PortKind::Vxlan;
-        let (port, generation) = self
-            .datapath
-            .add_port(bridge, iface, index, &port.vlan, tunnel)?;
+        let (port, generation) = self.datapath.add_port(bridge, iface, index, &port.vlan)?;
         self.wait_applied(generation).await;
         Ok(port)
     }

@@ -27,11 +27,6 @@ pub struct Ports<'a> {
     /// The bridge's multicast snooping table, when snooping is on. Locked (after
     /// the MAC table) only by a batch that holds IP multicast.
     pub mdb: Option<&'a Mutex<Mdb>>,
-    /// Per port of `ids` (or empty: none): the VLAN within which the kernel
-    /// floods broadcasts to and from it (`offload`'s flood domains). A
-    /// broadcast the kernel flooded from the ingress port goes from here only
-    /// to the ports outside its domain.
-    pub kernel_flood: &'a [Option<u16>],
 }
 
 /// A frame's VLAN as `decide` classified it, for the egress stage.
@@ -114,10 +109,6 @@ pub struct Decider {
     /// (egress index into the peer list, frame index), sorted after `decide`.
     out: Vec<(u32, u32)>,
     flood: Vec<u32>,
-    /// Broadcasts the kernel flooded to the ingress port's domain already.
-    kernel: Vec<u32>,
-    /// Their packets and bytes, sent by the kernel to each other port of the domain.
-    kernel_sent: (u64, u64),
     /// Per frame: its VLAN (VLAN 0, untagged, for a dropped one).
     vlans: Vec<FrameVlan>,
     /// One snooped frame's egress ports.
@@ -144,11 +135,8 @@ impl Decider {
             return counts;
         };
         let policy = &ports.egress[me].vlan;
-        let domain = ports.kernel_flood.get(me).copied().flatten();
         self.out.clear();
         self.flood.clear();
-        self.kernel.clear();
-        self.kernel_sent = (0, 0);
         self.vlans.clear();
         let mut mdb: Option<MutexGuard<Mdb>> = None;
         for (i, frame) in frames.enumerate() {
@@ -200,18 +188,6 @@ impl Decider {
                 },
             };
             fdb.learn(FdbKey { vlan, mac: src }, ingress, now_ms);
-            // The TC program's flood condition (`offload`): untagged, to the
-            // broadcast address, not GSO, from a port of a domain.
-            if domain == Some(vlan)
-                && dst.is_broadcast()
-                && tag.is_none()
-                && !VnetHeader::new_unchecked(header).is_gso()
-            {
-                self.kernel.push(i as u32);
-                self.kernel_sent.0 += 1;
-                self.kernel_sent.1 += frame.len() as u64;
-                continue;
-            }
             if dst.is_multicast() {
                 if let Some(table) = ports.mdb.filter(|_| mcast::is_ip_multicast(dst)) {
                     let mdb = mdb.get_or_insert_with(|| super::lock(table));
@@ -239,20 +215,18 @@ impl Decider {
                 None => self.flood.push(i as u32),
             }
         }
-        if !self.flood.is_empty() || !self.kernel.is_empty() {
+        if !self.flood.is_empty() {
             for (j, (&peer, egress)) in peers.iter().zip(ports.egress).enumerate() {
                 if peer == ingress {
                     continue;
                 }
-                let vlans = &self.vlans;
-                let in_domain = domain.is_some() && ports.kernel_flood.get(j) == Some(&domain);
-                let kernel: &[u32] = if in_domain { &[] } else { &self.kernel };
-                let frames = self.flood.iter().chain(kernel);
                 if egress.vlan.carries_all() {
-                    self.out.extend(frames.map(|&i| (j as u32, i)));
+                    self.out.extend(self.flood.iter().map(|&i| (j as u32, i)));
                 } else {
+                    let vlans = &self.vlans;
                     self.out.extend(
-                        frames
+                        self.flood
+                            .iter()
                             .filter(|&&i| {
                                 egress.vlan.carries(vlans[i as usize].tci & vlan::VID_MASK)
                             })
@@ -345,12 +319,6 @@ impl Decider {
         self.out.chunk_by(|a, b| a.0 == b.0)
     }
 
-    /// Packets and bytes of the last batch's broadcasts that the kernel sent to
-    /// each port of the ingress port's flood domain (but the ingress port).
-    pub fn kernel_sent(&self) -> (u64, u64) {
-        self.kernel_sent
-    }
-
     /// The VLAN of frame `i` of the last batch.
     #[inline]
     pub fn vlan(&self, i: u32) -> FrameVlan {
@@ -389,7 +357,6 @@ mod tests {
             egress,
             group_fwd_mask: 0,
             mdb: None,
-            kernel_flood: &[],
         }
     }
 
@@ -641,7 +608,6 @@ mod tests {
     ) -> Vec<u32> {
         let p = Ports {
             mdb: Some(mdb),
-            kernel_flood: &[],
             ..ports(ingress, &EGRESS)
         };
         d.decide(fdb, now_ms, &p, std::iter::once(Some(f)));

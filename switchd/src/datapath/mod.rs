@@ -219,8 +219,6 @@ struct Member {
     peer_ids: Arc<[PortId]>,
     /// What each of `peers` does to the frames it sends, in the same order.
     peer_egress: Arc<[Egress]>,
-    /// The kernel flood domain of each of `peers` (`offload`), in the same order.
-    peer_flood: Arc<[Option<u16>]>,
 }
 
 /// Everything one thread needs; replaced whole on every topology change.
@@ -366,60 +364,45 @@ impl Datapath {
     }
 
     /// Opens a socket on `ifindex` and starts forwarding on it as a port of
-    /// `bridge` with the VLAN settings `vlan` (checked by the control plane);
-    /// a `tunnel` port's frames leave through TC (`PacketSocket::send_through_tc`).
+    /// `bridge` with the VLAN settings `vlan` (checked by the control plane).
     pub fn add_port(
         &self,
         bridge: &str,
         name: &str,
         ifindex: u32,
         vlan: &VlanConfig,
-        tunnel: bool,
     ) -> Result<(Arc<Port>, u64), PortError> {
         let sock = PacketSocket::open(ifindex).map_err(|source| PortError::Open {
             name: name.to_string(),
             source,
         })?;
-        if tunnel {
-            sock.send_through_tc();
-        }
         let egress = Egress {
             vlan: PortVlan::new(vlan),
         };
-        let offload = self.offload(bridge, name, &sock, &egress, !tunnel);
+        let bridge_id = self
+            .topology()
+            .bridges
+            .get(bridge)
+            .and_then(|s| s.bridge.kernel().map(|k| k.bridge()));
+        let offload = bridge_id.and_then(|id| self.offload(id, bridge, name, &sock, &egress));
         Ok(self.insert_port(bridge, name, PortIo::Socket(sock), egress, offload))
     }
 
     /// The kernel fast path for a port on `sock`, if this kernel and the port's
-    /// settings allow it; with `flood`, its program floods broadcasts to the
-    /// other ports of its VLAN's flood domain (a tunnel's does not: what it
-    /// sends must pass its MTU check and encapsulation).
+    /// settings allow it.
     fn offload(
         &self,
+        bridge_id: u16,
         bridge: &str,
         name: &str,
         sock: &PacketSocket,
         egress: &Egress,
-        flood: bool,
     ) -> Option<PortOffload> {
-        let (bridge_id, flood) = {
-            let topo = self.topology();
-            let mut kernel = topo.bridges.get(bridge)?.bridge.kernel()?;
-            let domain = egress.vlan.untagged_domain().filter(|_| flood);
-            let map = domain.and_then(|vlan| match kernel.flood_map(vlan) {
-                Ok(map) => Some(map),
-                Err(e) => {
-                    tracing::warn!(bridge, port = name, "no kernel flooding: {e}");
-                    None
-                }
-            });
-            (kernel.bridge(), map)
-        };
         let mtu = crate::sys::mtu(name).unwrap_or(1500);
         match self
             .offload
             .as_ref()?
-            .attach(bridge_id, mtu, sock, &egress.vlan, flood)
+            .attach(bridge_id, mtu, sock, &egress.vlan)
         {
             Ok(port) => Some(port),
             Err(e) => {
@@ -500,34 +483,30 @@ impl Datapath {
 
     /// Completes `set_vlan`: drops what the threads learned under the old settings
     /// meanwhile, and gives the port its kernel fast path back.
-    /// The threads learn the port's new flood domain with the returned generation.
-    pub fn finish_set_vlan(&self, bridge: &str, id: PortId) -> u64 {
-        let (bridge_state, port, egress) = {
-            let topo = self.topology();
-            let Some(state) = topo.bridges.get(bridge) else {
-                return topo.generation;
-            };
-            let Some((port, egress)) = state.port(id) else {
-                return topo.generation;
-            };
-            (state.bridge.clone(), port.clone(), egress.clone())
+    pub fn finish_set_vlan(&self, bridge: &str, id: PortId) {
+        let topo = self.topology();
+        let Some(state) = topo.bridges.get(bridge) else {
+            return;
         };
-        bridge_state.fdb().remove_learned_on(id);
-        bridge_state.mdb().remove_port(id);
-        bridge_state.sync_kernel();
-        let Some(sock) = port.socket() else {
-            return self.topology().generation;
+        let Some((port, egress)) = state.port(id) else {
+            return;
+        };
+        state.bridge.fdb().remove_learned_on(id);
+        state.bridge.mdb().remove_port(id);
+        state.bridge.sync_kernel();
+        let (Some(bridge_id), Some(sock)) =
+            (state.bridge.kernel().map(|k| k.bridge()), port.socket())
+        else {
+            return;
         };
         // Attached without the kernel table's lock, which the datapath threads
         // take after every batch that learns: a TCX attach takes ~10 ms.
-        let flood = matches!(port.sink(), port::Sink::Direct(_));
-        if let Some(offload) = self.offload(bridge, &port.name, sock, &egress, flood) {
-            if let Some(mut kernel) = bridge_state.kernel() {
-                kernel.add_port(&bridge_state.fdb, id, &offload);
+        if let Some(offload) = self.offload(bridge_id, bridge, &port.name, sock, egress) {
+            if let Some(mut kernel) = state.bridge.kernel() {
+                kernel.add_port(&state.bridge.fdb, id, &offload);
             }
             *port.offload() = Some(offload);
         }
-        self.publish(&mut self.topology())
     }
 
     fn insert_port(
@@ -603,10 +582,6 @@ impl Datapath {
             ports.sort_by_key(|(p, _)| p.id);
             let peers: Arc<[Arc<Port>]> = ports.iter().map(|(p, _)| p.clone()).collect();
             let peer_ids: Arc<[PortId]> = peers.iter().map(|p| p.id).collect();
-            let peer_flood: Arc<[Option<u16>]> = match state.bridge.kernel() {
-                Some(kernel) => peer_ids.iter().map(|&id| kernel.flood_domain(id)).collect(),
-                None => Arc::new([]),
-            };
             let peer_egress: Arc<[Egress]> = ports.into_iter().map(|(_, e)| e).collect();
             for port in peers.iter() {
                 views[port.id as usize % self.workers.len()]
@@ -617,7 +592,6 @@ impl Datapath {
                         peers: peers.clone(),
                         peer_ids: peer_ids.clone(),
                         peer_egress: peer_egress.clone(),
-                        peer_flood: peer_flood.clone(),
                     });
             }
         }

@@ -22,16 +22,6 @@
 //! on access ports (dropped and counted there), priority tags, 802.1ad and
 //! double tags.
 //!
-//! Broadcasts: a port whose untagged frames are in a VLAN it also sends
-//! untagged (a port without VLAN settings, an access port, a native-untagged
-//! one) belongs to that VLAN's flood domain of its bridge, a BPF array of the
-//! members' ifindexes. Its TC program clones an untagged broadcast to every other
-//! member (`bpf_clone_redirect` in `bpf_loop`) in the sender's softirq, as the
-//! kernel bridge floods, and lets it go on to the userspace datapath, which
-//! learns its source and sends it only to the ports outside the domain (those
-//! tagging the VLAN, tunnels, the internal port). 999 clones cost the machine
-//! less than 999 frames handed down by `sendmmsg` (docs/PERFORMANCE.md).
-//!
 //! AF_PACKET sees a frame before TC does, so each port's socket carries a filter
 //! generated from the same code: it skips exactly the frames the TC program takes.
 //! Programs are generated per port with its ifindex, counter slot and bridge id as
@@ -73,9 +63,6 @@ pub struct Offload {
     counters: Map,
     /// The MTU of each port slot's interface.
     mtus: Map,
-    /// Per port slot: until when (CLOCK_MONOTONIC ns) the loop guard keeps the
-    /// port from flooding in the kernel.
-    blocks: Map,
     cpus: usize,
     ids: Mutex<Ids>,
 }
@@ -138,7 +125,6 @@ impl Offload {
             )?,
             counters: Map::create(bpf::MAP_PERCPU_ARRAY, 4, COUNTER_BYTES as u32, PORT_SLOTS)?,
             mtus: Map::create(bpf::MAP_ARRAY, 4, 4, PORT_SLOTS)?,
-            blocks: Map::create(bpf::MAP_ARRAY, 4, 8, PORT_SLOTS)?,
             cpus: bpf::possible_cpus()?,
             ids: Mutex::default(),
         };
@@ -147,11 +133,9 @@ impl Offload {
             tag: Some(1),
             ..VlanConfig::default()
         });
-        let domain = FloodDomain::new()?;
         for vlan in [&PortVlan::TRUNK_ALL, &access] {
-            offload.load(Hook::Socket, 1, 0, 0, vlan, None)?;
-            offload.load(Hook::Tc, 1, 0, 0, vlan, None)?;
-            offload.load(Hook::Tc, 1, 0, 0, vlan, Some(&domain.map))?;
+            offload.load(Hook::Socket, 1, 0, 0, vlan)?;
+            offload.load(Hook::Tc, 1, 0, 0, vlan)?;
         }
         Ok(Arc::new(offload))
     }
@@ -175,7 +159,6 @@ impl Offload {
             offload: self.clone(),
             bridge: id,
             ports: HashMap::new(),
-            floods: HashMap::new(),
             changes: Vec::new(),
             pending: HashMap::default(),
             keys: Vec::new(),
@@ -184,9 +167,8 @@ impl Offload {
     }
 
     /// Starts the fast path on a port of MTU `mtu` and VLAN policy `vlan`:
-    /// filters its socket `sock`, attaches the TC program to its interface,
-    /// which floods broadcasts to `flood` (a domain of `KernelFdb::flood_map`).
-    /// The port forwards nothing in the kernel until the bridge's table knows it
+    /// filters its socket `sock`, attaches the TC program to its interface. The
+    /// port forwards nothing in the kernel until the bridge's table knows it
     /// (`KernelFdb::add_port`).
     pub fn attach(
         self: &Arc<Self>,
@@ -194,7 +176,6 @@ impl Offload {
         mtu: u32,
         sock: &PacketSocket,
         vlan: &PortVlan,
-        flood: Option<(u16, Arc<Map>)>,
     ) -> io::Result<PortOffload> {
         let ifindex = sock.ifindex();
         let slot = self
@@ -208,20 +189,16 @@ impl Offload {
             slot,
             ifindex,
             vlan: vlan.clone(),
-            flood: flood.as_ref().map(|(vlan, _)| *vlan),
             link: None,
         };
-        // A slot may have counted, or been blocked, for a port that is gone.
+        // A slot may have counted for a port that is gone.
         self.counters
             .update(&slot.to_ne_bytes(), &vec![0; COUNTER_BYTES * self.cpus])?;
-        self.blocks
-            .update(&slot.to_ne_bytes(), &0u64.to_ne_bytes())?;
         port.set_mtu(mtu)?;
-        self.load(Hook::Socket, ifindex, slot, bridge, vlan, None)?
+        self.load(Hook::Socket, ifindex, slot, bridge, vlan)?
             .attach_socket_filter(sock)?;
-        let domain = flood.as_ref().map(|(_, map)| &**map);
         port.link = Some(
-            self.load(Hook::Tc, ifindex, slot, bridge, vlan, domain)?
+            self.load(Hook::Tc, ifindex, slot, bridge, vlan)?
                 .attach_tcx_ingress(ifindex)?,
         );
         Ok(port)
@@ -234,7 +211,6 @@ impl Offload {
         slot: u32,
         bridge: u16,
         vlan: &PortVlan,
-        flood: Option<&Map>,
     ) -> io::Result<Program> {
         let maps = [&self.table, &self.counters, &self.mtus];
         let me = ThisPort {
@@ -243,17 +219,13 @@ impl Offload {
             bridge,
             ingress: Ingress::of(vlan),
             decline_to: None,
-            flood: flood.map(|domain| Flood {
-                domain,
-                blocks: &self.blocks,
-            }),
         };
-        let (insns, callback) = program(hook, &me, maps);
+        let insns = program(hook, &me, maps);
         let (kind, name) = match hook {
             Hook::Socket => (bpf::PROG_SOCKET_FILTER, "switchd_skip"),
             Hook::Tc => (bpf::PROG_SCHED_CLS, "switchd_fwd"),
         };
-        Program::load_with_callback(kind, name, &insns, callback)
+        Program::load(kind, name, &insns)
     }
 }
 
@@ -270,9 +242,8 @@ impl Offload {
             bridge,
             ingress: Ingress::of(&port.vlan),
             decline_to: Some(far),
-            flood: None,
         };
-        let (insns, _) = program(Hook::Tc, &me, [&self.table, &self.counters, &self.mtus]);
+        let insns = program(Hook::Tc, &me, [&self.table, &self.counters, &self.mtus]);
         Program::load(bpf::PROG_SCHED_CLS, "switchd_tunnel", &insns)
     }
 }
@@ -284,8 +255,6 @@ pub struct PortOffload {
     ifindex: u32,
     /// The policy the programs were built for; entries on the port follow it.
     vlan: PortVlan,
-    /// The VLAN of the flood domain its TC program floods broadcasts to.
-    flood: Option<u16>,
     link: Option<OwnedFd>,
 }
 
@@ -308,15 +277,6 @@ impl PortOffload {
             tx_packets,
             tx_bytes,
         }
-    }
-
-    /// Keeps the TC program from flooding the port's broadcasts for `time`: the
-    /// loop guard's block, which the userspace datapath keeps by itself.
-    pub fn block_flood(&self, time: Duration) -> io::Result<()> {
-        let until = monotonic_ns().saturating_add(time.as_nanos() as u64);
-        self.offload
-            .blocks
-            .update(&self.slot.to_ne_bytes(), &until.to_ne_bytes())
     }
 
     /// Tells the programs the port's MTU (at attach, and when it changes).
@@ -348,8 +308,6 @@ pub struct KernelFdb {
     bridge: u16,
     /// Ports with the fast path.
     ports: HashMap<PortId, KernelPort>,
-    /// The flood domains, by VLAN.
-    floods: HashMap<u16, FloodDomain>,
     /// Scratch, kept between calls so replaying allocates only while growing:
     /// the journal taken from the table, each key's last state in it (a value to
     /// write, or `None` to delete), and the batches for the syscalls.
@@ -364,51 +322,6 @@ struct KernelPort {
     ifindex: u32,
     slot: u32,
     vlan: PortVlan,
-    flood: Option<u16>,
-}
-
-/// The ports among which the kernel floods a VLAN's untagged broadcasts: a BPF
-/// array, entry 0 the number of members, entries 1.. their ifindexes.
-struct FloodDomain {
-    map: Arc<Map>,
-    /// The members in their array order.
-    members: Vec<(PortId, u32)>,
-}
-
-impl FloodDomain {
-    fn new() -> io::Result<FloodDomain> {
-        Ok(FloodDomain {
-            map: Arc::new(Map::create(bpf::MAP_ARRAY, 4, 4, PORT_SLOTS + 1)?),
-            members: Vec::new(),
-        })
-    }
-
-    fn set(&self, entry: usize, value: u32) -> io::Result<()> {
-        self.map
-            .update(&(entry as u32).to_ne_bytes(), &value.to_ne_bytes())
-    }
-
-    /// Adds a member: its entry first, then the count that makes programs read it.
-    fn add(&mut self, port: PortId, ifindex: u32) -> io::Result<()> {
-        self.set(self.members.len() + 1, ifindex)?;
-        self.members.push((port, ifindex));
-        self.set(0, self.members.len() as u32)
-    }
-
-    /// Removes a member: the count first, then the last member moves into its
-    /// entry, so that a program reading meanwhile may miss the last member once
-    /// but never sends a frame twice.
-    fn remove(&mut self, port: PortId) -> io::Result<()> {
-        let Some(at) = self.members.iter().position(|&(p, _)| p == port) else {
-            return Ok(());
-        };
-        self.members.swap_remove(at);
-        self.set(0, self.members.len() as u32)?;
-        match self.members.get(at) {
-            Some(&(_, ifindex)) => self.set(at + 1, ifindex),
-            None => Ok(()),
-        }
-    }
 }
 
 /// A BPF table key: MAC, bridge id, VLAN.
@@ -435,42 +348,15 @@ impl KernelFdb {
         self.ports.contains_key(&port)
     }
 
-    /// The flood domain of `vlan`, made if it has no member yet, for a port's
-    /// program (`Offload::attach`).
-    pub fn flood_map(&mut self, vlan: u16) -> io::Result<(u16, Arc<Map>)> {
-        let domain = match self.floods.entry(vlan) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(FloodDomain::new()?),
-        };
-        Ok((vlan, domain.map.clone()))
-    }
-
-    /// The VLAN whose broadcasts the kernel floods to and from `port`, if any.
-    pub fn flood_domain(&self, port: PortId) -> Option<u16> {
-        self.ports.get(&port)?.flood
-    }
-
-    /// Lets the kernel forward to and from `port`: copies its entries there, and
-    /// makes it a member of the flood domain its program floods to.
+    /// Lets the kernel forward to and from `port`: copies its entries there.
     pub fn add_port(&mut self, fdb: &Mutex<Fdb>, port: PortId, offload: &PortOffload) {
         self.sync(fdb);
-        let flood = offload.flood.filter(|vlan| {
-            let added = self.flood_map(*vlan).and_then(|_| {
-                let domain = self.floods.get_mut(vlan).expect("made above");
-                domain.add(port, offload.ifindex)
-            });
-            if let Err(e) = &added {
-                tracing::warn!("kernel flood domain of VLAN {vlan}: cannot add a port: {e}");
-            }
-            added.is_ok()
-        });
         self.ports.insert(
             port,
             KernelPort {
                 ifindex: offload.ifindex,
                 slot: offload.slot,
                 vlan: offload.vlan.clone(),
-                flood,
             },
         );
         let keys: Vec<FdbKey> = lock(fdb).keys_on(port).collect();
@@ -494,26 +380,11 @@ impl KernelFdb {
         self.apply(&changes);
         changes.clear();
         self.changes = changes;
-        if let Some(gone) = self.ports.remove(&port) {
-            if let Some(vlan) = gone.flood {
-                self.leave_flood(port, vlan);
-            }
+        if self.ports.remove(&port).is_some() {
             for key in keys {
                 self.stage_delete(&key);
             }
             self.flush();
-        }
-    }
-
-    fn leave_flood(&mut self, port: PortId, vlan: u16) {
-        let Some(domain) = self.floods.get_mut(&vlan) else {
-            return;
-        };
-        if let Err(e) = domain.remove(port) {
-            tracing::warn!("kernel flood domain of VLAN {vlan}: cannot remove a port: {e}");
-        }
-        if domain.members.is_empty() {
-            self.floods.remove(&vlan);
         }
     }
 
@@ -712,7 +583,7 @@ impl Ingress {
 }
 
 /// What a port's programs are built for, as constants.
-struct ThisPort<'a> {
+struct ThisPort {
     ifindex: u32,
     slot: u32,
     bridge: u16,
@@ -721,24 +592,15 @@ struct ThisPort<'a> {
     /// this interface (a tunnel port's veth peer, for the program that runs on
     /// the vxlan device: `tunnel_program`).
     decline_to: Option<u32>,
-    /// Where TC floods untagged broadcasts, for a member of a flood domain.
-    flood: Option<Flood<'a>>,
-}
-
-struct Flood<'a> {
-    domain: &'a Map,
-    /// `Offload::blocks`.
-    blocks: &'a Map,
 }
 
 // Stack layout: the Ethernet header at fp-16..fp-2; the source key at fp-32 and
 // the destination key at fp-48 (MAC, bridge id, VLAN: KEY_BYTES each); a
-// counter slot or MTU key at fp-52; the skb pointer for the flood loop at fp-64.
+// counter slot or MTU key at fp-52.
 const ETH: i16 = -16;
 const SRC_KEY: i16 = -32;
 const DST_KEY: i16 = -48;
 pub(super) const SLOT_KEY: i16 = -52;
-const LOOP_CTX: i16 = -64;
 // __sk_buff fields.
 pub(super) const SKB_LEN: i16 = 0;
 pub(super) const SKB_VLAN_PRESENT: i16 = 20;
@@ -756,19 +618,7 @@ const ETH_P_8021AD_LE: i32 = 0xa888;
 /// port) with a unicast destination, whose source the table puts on this port and
 /// whose destination on another port of the same bridge, both in the frame's
 /// VLAN; TC then gives it the tag the destination's entry says and redirects it.
-///
-/// A member of a flood domain's TC program also floods an untagged broadcast
-/// (not GSO, from a unicast source, the port not blocked by the loop guard) to
-/// the domain's other members, then lets it go on; `decide` knows the same
-/// condition.
-///
-/// Returns the instructions and where the flood loop's callback starts, if
-/// there is one.
-fn program(
-    hook: Hook,
-    me: &ThisPort,
-    [table, counters, mtus]: [&Map; 3],
-) -> (Vec<Insn>, Option<usize>) {
+fn program(hook: Hook, me: &ThisPort, [table, counters, mtus]: [&Map; 3]) -> Vec<Insn> {
     let mut a = Asm::default();
     const PASS: usize = 0;
     const TX: usize = 1;
@@ -781,11 +631,6 @@ fn program(
     const SHOT: usize = 8;
     const WANT_TAG: usize = 9;
     const OUT: usize = 10;
-    const FLOOD: usize = 11;
-    const CLONE: usize = 12;
-    const NEXT: usize = 13;
-    const LAST: usize = 14;
-    let flood = me.flood.as_ref().filter(|_| hook == Hook::Tc);
     let ifindex = me.ifindex as i32;
     let vlan_at = |key: i16| key + 8;
     a.op(Insn::mov(R6, R1));
@@ -824,7 +669,7 @@ fn program(
     a.jeq(R2, ETH_P_8021AD_LE, PASS);
     a.op(Insn::load(Size::B, R2, FP, ETH));
     a.op(Insn::and_imm(R2, 1));
-    a.jne(R2, 0, if flood.is_some() { FLOOD } else { PASS });
+    a.jne(R2, 0, PASS);
     for i in 0..6 {
         a.op(Insn::load(Size::B, R2, FP, ETH + 6 + i));
         a.op(Insn::store(Size::B, FP, SRC_KEY + i, R2));
@@ -917,73 +762,18 @@ fn program(
         a.op(Insn::mov_imm(R0, 2));
         a.op(Insn::exit());
     }
-    if let Some(flood) = flood {
-        a.label(FLOOD);
-        a.op(Insn::load(Size::W, R2, R6, SKB_VLAN_PRESENT));
-        a.jne(R2, 0, PASS);
-        for off in [0, 2, 4] {
-            a.op(Insn::load(Size::H, R2, FP, ETH + off));
-            a.jne(R2, 0xffff, PASS);
-        }
-        a.op(Insn::load(Size::B, R2, FP, ETH + 6));
-        a.op(Insn::and_imm(R2, 1));
-        a.jne(R2, 0, PASS);
-        a.op(Insn::load(Size::W, R2, R6, SKB_GSO_SIZE));
-        a.jne(R2, 0, PASS);
-        a.op(Insn::store_imm(Size::W, FP, SLOT_KEY, me.slot as i32));
-        lookup(&mut a, flood.blocks, SLOT_KEY, PASS);
-        a.op(Insn::load(Size::DW, R7, R0, 0));
-        a.op(Insn::call(helper::KTIME_GET_NS));
-        a.jlt_reg(R0, R7, PASS);
-        // Entry 0: how many members.
-        a.op(Insn::store_imm(Size::W, FP, SLOT_KEY, 0));
-        lookup(&mut a, flood.domain, SLOT_KEY, PASS);
-        a.op(Insn::load(Size::W, R1, R0, 0));
-        a.op(Insn::store(Size::DW, FP, LOOP_CTX, R6));
-        a.load_func(R2, CLONE);
-        a.op(Insn::mov(R3, FP));
-        a.op(Insn::add_imm(R3, LOOP_CTX.into()));
-        a.op(Insn::mov_imm(R4, 0));
-        a.op(Insn::call(helper::LOOP));
-        a.ja(PASS);
-    }
     a.label(PASS);
     if let (Hook::Tc, Some(far)) = (hook, me.decline_to) {
         a.op(Insn::mov_imm(R1, far as i32));
         a.op(Insn::mov_imm(R2, 0));
         a.op(Insn::call(helper::REDIRECT));
         a.op(Insn::exit());
-        return (a.finish(), None);
+        return a.finish();
     }
     // TCX_NEXT for TC; for the socket, keep the whole frame (u32 max).
     a.op(Insn::mov_imm(R0, -1));
     a.op(Insn::exit());
-    if let Some(flood) = flood {
-        // bpf_loop's callback (r1: the iteration, r2: &skb): clone the frame out
-        // of member r1 + 1 unless that is this port; stop past the array.
-        a.label(CLONE);
-        a.op(Insn::mov(R6, R2));
-        a.op(Insn::add_imm(R1, 1));
-        a.op(Insn::store(Size::W, FP, -4, R1));
-        a.ops(&Insn::load_map(R1, flood.domain));
-        a.op(Insn::mov(R2, FP));
-        a.op(Insn::add_imm(R2, -4));
-        a.op(Insn::call(helper::MAP_LOOKUP_ELEM));
-        a.jeq(R0, 0, LAST);
-        a.op(Insn::load(Size::W, R2, R0, 0));
-        a.jeq(R2, ifindex, NEXT);
-        a.op(Insn::load(Size::DW, R1, R6, 0));
-        a.op(Insn::mov_imm(R3, 0));
-        a.op(Insn::call(helper::CLONE_REDIRECT));
-        a.label(NEXT);
-        a.op(Insn::mov_imm(R0, 0));
-        a.op(Insn::exit());
-        a.label(LAST);
-        a.op(Insn::mov_imm(R0, 1));
-        a.op(Insn::exit());
-    }
-    let callback = a.at(CLONE);
-    (a.finish(), callback)
+    a.finish()
 }
 
 /// `r0 = map[key at fp+key]`; jumps to `missing` if there is no such entry.
@@ -1014,8 +804,6 @@ pub(super) struct Asm {
     insns: Vec<Insn>,
     labels: HashMap<usize, usize>,
     jumps: Vec<(usize, usize)>,
-    /// Function addresses (`Insn::load_func`) to resolve: instruction, label.
-    funcs: Vec<(usize, usize)>,
 }
 
 impl Asm {
@@ -1052,34 +840,15 @@ impl Asm {
         self.jump(Insn::jlt_imm(reg, imm, 0), label);
     }
 
-    pub(super) fn jlt_reg(&mut self, a: bpf::Reg, b: bpf::Reg, label: usize) {
-        self.jump(Insn::jlt(a, b, 0), label);
-    }
-
-    /// `reg = &function at label` (a later label: functions follow the program).
-    pub(super) fn load_func(&mut self, reg: bpf::Reg, label: usize) {
-        self.funcs.push((self.insns.len(), label));
-        self.ops(&Insn::load_func(reg));
-    }
-
     pub(super) fn label(&mut self, label: usize) {
         let old = self.labels.insert(label, self.insns.len());
         debug_assert!(old.is_none(), "label {label} placed twice");
-    }
-
-    /// Where `label` was placed, if it was.
-    pub(super) fn at(&self, label: usize) -> Option<usize> {
-        self.labels.get(&label).copied()
     }
 
     pub(super) fn finish(mut self) -> Vec<Insn> {
         for (at, label) in self.jumps {
             let target = self.labels[&label];
             self.insns[at].set_offset((target - at - 1) as i16);
-        }
-        for (at, label) in self.funcs {
-            let target = self.labels[&label];
-            self.insns[at].set_imm((target - at - 1) as i32);
         }
         self.insns
     }
@@ -1115,14 +884,9 @@ mod tests {
                 vlan_mode: Some(mode),
             };
             let vlan = PortVlan::new(&config.check().unwrap());
-            let domain = FloodDomain::new().unwrap();
-            for (hook, flood) in [
-                (Hook::Socket, None),
-                (Hook::Tc, None),
-                (Hook::Tc, Some(&*domain.map)),
-            ] {
+            for hook in [Hook::Socket, Hook::Tc] {
                 offload
-                    .load(hook, 1, 0, 0, &vlan, flood)
+                    .load(hook, 1, 0, 0, &vlan)
                     .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
             }
             // A tunnel port's, run on its vxlan device.
@@ -1131,7 +895,6 @@ mod tests {
                 slot: 0,
                 ifindex: 1,
                 vlan: vlan.clone(),
-                flood: None,
                 link: None,
             };
             offload
@@ -1203,7 +966,6 @@ mod tests {
             slot,
             ifindex,
             vlan: PortVlan::TRUNK_ALL,
-            flood: None,
             link: None,
         }
     }

@@ -108,6 +108,13 @@ impl Port {
         }
     }
 
+    /// What the port sends passes its interface's TC egress (`PacketSocket::send_through_tc`).
+    pub fn send_through_tc(&self) {
+        if let Some(s) = self.socket() {
+            s.send_through_tc();
+        }
+    }
+
     /// The packet socket, for a port that has one.
     pub(super) fn socket(&self) -> Option<&PacketSocket> {
         match &self.io {

@@ -129,14 +129,6 @@ impl PortVlan {
         }
     }
 
-    /// The VLAN the port's untagged frames are in, if it also sends that VLAN
-    /// untagged: the ports sharing one make a domain within which the kernel can
-    /// flood broadcasts as they came (`offload`).
-    pub fn untagged_domain(&self) -> Option<u16> {
-        let vlan = self.classify(None).ok()?;
-        (!self.tags(vlan)).then_some(vlan)
-    }
-
     /// Whether the port carries every VLAN (no settings): floods need no check.
     #[inline]
     pub fn carries_all(&self) -> bool {

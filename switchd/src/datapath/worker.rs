@@ -502,7 +502,6 @@ impl Forwarder {
             egress: &member.peer_egress,
             group_fwd_mask: member.bridge.group_fwd_mask(),
             mdb: member.bridge.snooping_table(),
-            kernel_flood: &member.peer_flood,
         };
         let (counts, learned) = {
             let mut fdb = member.bridge.fdb();
@@ -528,12 +527,6 @@ impl Forwarder {
                 super::LOOP_MOVES_PER_SEC,
                 super::LOOP_BLOCK_MS / 1000
             );
-            if let Some(offload) = ingress.offload().as_ref() {
-                let time = Duration::from_millis(super::LOOP_BLOCK_MS);
-                if let Err(e) = offload.block_flood(time) {
-                    self.log_error(&member.bridge.name, &ingress.name, "loop guard", &e);
-                }
-            }
         }
         stats.add(&counts.port);
 
@@ -555,32 +548,6 @@ impl Forwarder {
         }
         if let Some((name, e)) = failed {
             self.log_error(&member.bridge.name, &name, "send", &e);
-        }
-        self.count_kernel_flood(member);
-    }
-
-    /// Counts the broadcasts the ingress port's TC program flooded as sent by
-    /// each other port of its domain.
-    fn count_kernel_flood(&self, member: &Member) {
-        let (packets, bytes) = self.decider.kernel_sent();
-        if packets == 0 {
-            return;
-        }
-        let domain = member
-            .peer_ids
-            .binary_search(&member.port.id)
-            .ok()
-            .and_then(|me| member.peer_flood.get(me).copied().flatten());
-        let sent = Counters {
-            tx_packets: packets,
-            tx_bytes: bytes,
-            tx_kernel: packets,
-            ..Counters::default()
-        };
-        for (peer, flood) in member.peers.iter().zip(member.peer_flood.iter()) {
-            if peer.id != member.port.id && domain.is_some() && *flood == domain {
-                peer.stats.add(&sent);
-            }
         }
     }
 

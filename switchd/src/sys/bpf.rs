@@ -13,7 +13,6 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_BTF_LOAD: libc::c_long = 18;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -204,76 +203,6 @@ pub fn possible_cpus() -> io::Result<usize> {
     Ok(n)
 }
 
-/// BTF type ids of `load_btf`'s two functions.
-const BTF_MAIN: u32 = 6;
-const BTF_CALLBACK: u32 = 7;
-
-/// Loads the BTF a program with one `bpf_loop` callback needs: `int
-/// switchd_main(void *ctx)` and `int switchd_each(u64 index, void *ctx)`, both
-/// static. The kernel reads it while loading the program and frees it after.
-fn load_btf() -> io::Result<OwnedFd> {
-    const INT: u32 = 1;
-    const PTR: u32 = 2;
-    const FUNC: u32 = 12;
-    const FUNC_PROTO: u32 = 13;
-    let strings = b"\0int\0u64\0ctx\0index\0switchd_main\0switchd_each\0";
-    let name = |s: &str| {
-        let at = strings
-            .windows(s.len() + 2)
-            .position(|w| w[0] == 0 && &w[1..=s.len()] == s.as_bytes() && w[s.len() + 1] == 0)
-            .expect("name in the string table");
-        at as u32 + 1
-    };
-    let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
-    #[rustfmt::skip]
-    let types: Vec<u32> = vec![
-        // 1: int
-        name("int"), info(INT, 0), 4, (1 << 24) | 32,
-        // 2: u64
-        name("u64"), info(INT, 0), 8, 64,
-        // 3: void *
-        0, info(PTR, 0), 0,
-        // 4: int (void *ctx)
-        0, info(FUNC_PROTO, 1), 1, name("ctx"), 3,
-        // 5: int (u64 index, void *ctx)
-        0, info(FUNC_PROTO, 2), 1, name("index"), 2, name("ctx"), 3,
-        // 6, 7: the functions, static linkage
-        name("switchd_main"), info(FUNC, 0), 4,
-        name("switchd_each"), info(FUNC, 0), 5,
-    ];
-    let mut blob = Vec::new();
-    let type_len = (types.len() * 4) as u32;
-    for v in [
-        0x0001_eb9f_u32,
-        24,
-        0,
-        type_len,
-        type_len,
-        strings.len() as u32,
-    ] {
-        // magic (u16) with version 1 and flags 0, then hdr_len and the offsets.
-        blob.extend_from_slice(&v.to_ne_bytes());
-    }
-    for v in types {
-        blob.extend_from_slice(&v.to_ne_bytes());
-    }
-    blob.extend_from_slice(strings);
-    let mut log = vec![0u8; 4096];
-    let mut attr = Attr::new();
-    attr.u64(0, blob.as_ptr() as u64)
-        .u64(8, log.as_mut_ptr() as u64)
-        .u32(16, blob.len() as u32)
-        .u32(20, log.len() as u32)
-        .u32(24, 1);
-    attr.call_fd(BPF_BTF_LOAD).map_err(|e| {
-        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-        io::Error::new(
-            e.kind(),
-            format!("BTF: {e}: {}", String::from_utf8_lossy(&log[..end]).trim()),
-        )
-    })
-}
-
 /// A loaded program, unloaded once closed and detached everywhere.
 pub struct Program {
     fd: OwnedFd,
@@ -282,28 +211,12 @@ pub struct Program {
 impl Program {
     /// Loads `insns`; on a verifier rejection the error carries the verifier's log.
     pub fn load(prog_type: u32, name: &str, insns: &[Insn]) -> io::Result<Program> {
-        Program::load_with_callback(prog_type, name, insns, None)
-    }
-
-    /// Loads `insns`, whose instructions from `callback` on are a `bpf_loop`
-    /// callback (`long f(u64 index, void *ctx)`). The verifier wants such a
-    /// program to describe its functions in BTF, so it gets a minimal one.
-    pub fn load_with_callback(
-        prog_type: u32,
-        name: &str,
-        insns: &[Insn],
-        callback: Option<usize>,
-    ) -> io::Result<Program> {
         let license = c"Apache-2.0";
         let mut log = vec![0u8; 64 * 1024];
         let mut pname = [0u8; 16];
         for (d, s) in pname.iter_mut().zip(name.bytes().take(15)) {
             *d = s;
         }
-        let btf = callback.map(|_| load_btf()).transpose()?;
-        let func_info: Vec<u32> = callback
-            .map(|at| vec![0, BTF_MAIN, at as u32, BTF_CALLBACK])
-            .unwrap_or_default();
         let mut attr = Attr::new();
         attr.u32(0, prog_type)
             .u32(4, insns.len() as u32)
@@ -313,12 +226,6 @@ impl Program {
             .u32(28, log.len() as u32)
             .u64(32, log.as_mut_ptr() as u64);
         attr.0[48..64].copy_from_slice(&pname);
-        if let Some(btf) = &btf {
-            attr.u32(72, btf.as_raw_fd() as u32)
-                .u32(76, 8)
-                .u64(80, func_info.as_ptr() as u64)
-                .u32(88, (func_info.len() / 2) as u32);
-        }
         match attr.call_fd(BPF_PROG_LOAD) {
             Ok(fd) => Ok(Program { fd }),
             Err(e) => {
@@ -424,8 +331,6 @@ pub mod helper {
     pub const SKB_SET_TUNNEL_KEY: i32 = 21;
     pub const REDIRECT: i32 = 23;
     pub const SKB_LOAD_BYTES: i32 = 26;
-    pub const CLONE_REDIRECT: i32 = 13;
-    pub const LOOP: i32 = 181;
 }
 
 impl Insn {
@@ -505,11 +410,6 @@ impl Insn {
         Insn::new(0xa5, dst, 0, off, imm)
     }
 
-    /// Skips `off` instructions if `dst < src` (unsigned).
-    pub const fn jlt(dst: Reg, src: Reg, off: i16) -> Insn {
-        Insn::new(0xad, dst, src, off, 0)
-    }
-
     /// Skips `off` instructions if `dst <= src` (unsigned).
     pub const fn jle(dst: Reg, src: Reg, off: i16) -> Insn {
         Insn::new(0xbd, dst, src, off, 0)
@@ -536,20 +436,6 @@ impl Insn {
             Insn::new(0x18, dst, BPF_PSEUDO_MAP_FD, 0, map_fd),
             Insn::new(0, 0, 0, 0, 0),
         ]
-    }
-
-    /// `dst = &function`, the function starting `imm + 1` instructions after
-    /// this one (`set_imm`): a callback for `bpf_loop`.
-    pub const fn load_func(dst: Reg) -> [Insn; 2] {
-        const BPF_PSEUDO_FUNC: Reg = 4;
-        [
-            Insn::new(0x18, dst, BPF_PSEUDO_FUNC, 0, 0),
-            Insn::new(0, 0, 0, 0, 0),
-        ]
-    }
-
-    pub fn set_imm(&mut self, imm: i32) {
-        self.imm = imm;
     }
 
     #[cfg(test)]
