@@ -443,9 +443,10 @@ fn main() {
         let fixed = phase(&topo, pid, Load::Rate(rate), secs, &arp, &samples);
         let top = phase(&topo, pid, Load::FlatOut, secs, &arp, &samples);
         eprintln!("flood: {kind}: a query, then the group at {rate}/s and flat out");
-        // As a querier starts (RFC 3376 8.7, Startup Query Count: the
-        // robustness variable, 2), once the flat-out phase has drained: a
-        // single query lost behind it would leave the group unsnooped.
+        // Two queries, as a querier starts (RFC 3376 8.7, Startup Query Count:
+        // the robustness variable, 2), after a pause for the flat-out phase.
+        // A switch still flooding that phase's backlog sees them late and
+        // leaks meanwhile (docs/PERFORMANCE.md, "a busy port's backlog").
         std::thread::sleep(Duration::from_secs(2));
         for _ in 0..2 {
             send_once(&topo, &query_config());
