@@ -85,6 +85,10 @@ requests! {
         /// The Interface's `options` column (`remote_ip`, `key`, ... for vxlan).
         #[serde(default)]
         options: BTreeMap<String, String>,
+        /// The Interface's `external_ids`: what the caller records about the
+        /// port (a container's id, as ovs-docker and CNI runtimes do).
+        #[serde(default)]
+        external_ids: BTreeMap<String, String>,
     }
     /// Changes an interface's columns, as `ovs-vsctl set interface I
     /// type=vxlan options:remote_ip=...` does. Within a batch after the
@@ -96,6 +100,9 @@ requests! {
         /// Options to set; the others keep their values.
         #[serde(default)]
         options: BTreeMap<String, String>,
+        /// `external_ids` keys to set; the others keep their values.
+        #[serde(default)]
+        external_ids: BTreeMap<String, String>,
     }
     /// Changes a port's columns, as `ovs-vsctl set port P k=v` and
     /// `clear port P col` do: `clear` first, then `set`.
@@ -112,6 +119,12 @@ requests! {
         interface: String,
         #[serde(default)]
         if_exists: bool,
+    }
+    /// Reply: [`FoundPort`]s, every port whose `external_ids` hold all of
+    /// these pairs (`ovs-vsctl find interface external_ids:K=V ...`).
+    FindPorts = "find-ports" {
+        #[serde(default)]
+        external_ids: BTreeMap<String, String>,
     }
     /// Reply: the ports' names.
     ListPorts = "list-ports" {
@@ -256,6 +269,9 @@ pub struct AddNsPort {
     /// The port's VLAN columns, as `add-port` takes them.
     #[serde(default)]
     pub vlan: VlanConfig,
+    /// [`PortConfig::external_ids`].
+    #[serde(default)]
+    pub external_ids: BTreeMap<String, String>,
 }
 
 /// A request line that cannot be run: the request's `id` (null when it could not
@@ -549,6 +565,10 @@ pub struct PortConfig {
     /// For a vxlan port: its remote and key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelConfig>,
+    /// Open vSwitch's Interface `external_ids`: keys and values switchd keeps
+    /// for the caller and never interprets (`container_id`, `container_iface`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
 }
 
 impl PortConfig {
@@ -559,6 +579,7 @@ impl PortConfig {
             netns: None,
             vlan: VlanConfig::default(),
             tunnel: None,
+            external_ids: BTreeMap::new(),
         }
     }
 }
@@ -760,6 +781,22 @@ pub struct PortInfo {
     /// For a tunnel: the largest inner frame's MTU (the underlay's minus 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// One answer of `find-ports`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundPort {
+    pub bridge: String,
+    pub port: String,
+    /// For an `add-ns-port` port: its namespace, as given, and the name inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    #[serde(default)]
+    pub external_ids: BTreeMap<String, String>,
 }
 
 /// What `add-ns-port` made.
@@ -1194,8 +1231,10 @@ mod tests {
             vlan: VlanConfig::default(),
             kind: PortKind::Vxlan,
             options: options(&[("remote_ip", "192.0.2.2")]),
+            external_ids: options(&[("container_id", "c1")]),
         };
         let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["params"]["external_ids"]["container_id"], "c1");
         assert_eq!(json["params"]["kind"], "vxlan");
         assert_eq!(json["params"]["options"]["remote_ip"], "192.0.2.2");
         assert_eq!(json["method"], "add-port");
@@ -1355,7 +1394,7 @@ mod tests {
 
     #[test]
     fn methods_are_the_requests_names() {
-        assert_eq!(Request::METHODS.len(), 24);
+        assert_eq!(Request::METHODS.len(), 25);
         let show = Request::Show {};
         assert_eq!(show.method(), "show");
         let json = serde_json::to_value(&show).unwrap();

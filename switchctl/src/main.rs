@@ -8,6 +8,8 @@
 //! Like ovs-vsctl, commands can be chained with `--` (`switchctl add-br br0 --
 //! add-port br0 veth1`); a chain is one transaction: all of it or none.
 
+mod ovs_vsctl;
+
 use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
@@ -95,6 +97,25 @@ enum Command {
         #[arg(required = true, value_name = "COLUMN")]
         columns: Vec<String>,
     },
+    /// Find ports by their columns, as ovs-vsctl does: find interface|port
+    /// [name=NAME] [external_ids:KEY=VALUE]... (ovs-vsctl's list layout).
+    Find {
+        #[arg(value_name = "TABLE")]
+        table: String,
+        #[arg(value_name = "COLUMN[:KEY]=VALUE")]
+        conditions: Vec<String>,
+    },
+    /// Print columns of a record, as ovs-vsctl does: get interface IFACE
+    /// external_ids[:KEY]|options[:KEY]|type|name|mtu, get port PORT
+    /// tag|trunks|vlan_mode, get bridge BRIDGE name|protocols.
+    Get {
+        #[arg(value_name = "TABLE")]
+        table: String,
+        #[arg(value_name = "RECORD")]
+        record: String,
+        #[arg(required = true, value_name = "COLUMN[:KEY]")]
+        columns: Vec<String>,
+    },
     /// Detach an interface: del-port [BRIDGE] INTERFACE.
     DelPort {
         #[arg(num_args = 1..=2, value_names = ["BRIDGE", "INTERFACE"], required = true)]
@@ -177,6 +198,9 @@ enum Command {
         /// access, trunk, native-tagged or native-untagged.
         #[arg(long, value_name = "MODE")]
         vlan_mode: Option<String>,
+        /// Record KEY=VALUE in the port's external_ids (repeatable).
+        #[arg(long = "external-id", value_name = "KEY=VALUE")]
+        external_ids: Vec<String>,
     },
     /// Undo add-ns-port: remove the port and delete its veth pair.
     DelNsPort {
@@ -203,6 +227,11 @@ fn main() -> ExitCode {
         Some((program, rest)) => (program.as_str(), rest),
         None => ("switchctl", &[][..]),
     };
+    // Installed (or linked) under that name, this binary is ovs-vsctl's
+    // stand-in for the tools that call it.
+    if std::path::Path::new(program).file_name() == Some("ovs-vsctl".as_ref()) {
+        return ovs_vsctl::main(rest);
+    }
     // Split the chain at `--`; each later part is parsed as a command line of its
     // own, of which only the command and its --may-exist/--if-exists count.
     let parsed = rest
@@ -235,6 +264,38 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // find and get are ovs-vsctl's, with its output: its stand-in runs them.
+    let words = match &cli.command {
+        Command::Find { table, conditions } => Some(
+            ["find", table.as_str()]
+                .into_iter()
+                .map(str::to_string)
+                .chain(conditions.iter().cloned())
+                .collect::<Vec<_>>(),
+        ),
+        Command::Get {
+            table,
+            record,
+            columns,
+        } => Some(
+            ["get", table.as_str(), record.as_str()]
+                .into_iter()
+                .map(str::to_string)
+                .chain(columns.iter().cloned())
+                .collect(),
+        ),
+        _ => None,
+    };
+    if let Some(mut words) = words {
+        if cli.if_exists {
+            words.insert(0, "--if-exists".to_string());
+        }
+        words.insert(0, format!("--timeout={}", cli.timeout));
+        if cli.format == Format::Json {
+            words.insert(0, "--format=json".to_string());
+        }
+        return ovs_vsctl::run_with(&words, &cli.socket);
+    }
     let request = to_request(&cli)?;
     let result = call(&cli.socket, &request, Duration::from_secs(cli.timeout))?;
     let exit = match (&cli.command, &result) {
@@ -292,6 +353,7 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             tag,
             trunks,
             vlan_mode,
+            external_ids,
         } => Request::AddNsPort(AddNsPort {
             bridge: bridge.clone(),
             netns: netns.clone(),
@@ -311,6 +373,14 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
                     .transpose()
                     .map_err(|e: String| anyhow!(e))?,
             },
+            external_ids: external_ids
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| anyhow!("--external-id {kv:?}: expected KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<_>>()?,
         }),
         Command::DelNsPort {
             bridge,
@@ -341,6 +411,7 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             vlan: port_columns(settings)?,
             kind: PortKind::System,
             options: BTreeMap::new(),
+            external_ids: BTreeMap::new(),
         },
         Command::Set {
             table,
@@ -360,11 +431,12 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
                 bridge_settings(record, &settings)?
             }
             "interface" => {
-                let (kind, options) = interface_columns(settings)?;
+                let (kind, options, external_ids) = interface_columns(settings)?;
                 Request::SetInterface {
                     interface: record.clone(),
                     kind,
                     options,
+                    external_ids,
                 }
             }
             _ => {
@@ -463,6 +535,9 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             interface: interface.clone(),
         },
         Command::SetBr { bridge, settings } => bridge_settings(bridge, settings)?,
+        Command::Find { .. } | Command::Get { .. } => {
+            bail!("find and get cannot be chained with other commands in switchctl (ovs-vsctl can)")
+        }
     })
 }
 
@@ -482,13 +557,20 @@ fn port_table(table: &str) -> anyhow::Result<()> {
     }
 }
 
-/// `type=vxlan options:remote_ip=192.0.2.2 options:key=42`, as ovs-vsctl
-/// writes the Interface table's columns; the daemon checks the options.
-fn interface_columns(
-    settings: &[String],
-) -> anyhow::Result<(Option<PortKind>, BTreeMap<String, String>)> {
+/// An Interface's `type`, `options` and `external_ids` as a `set` gives them.
+type InterfaceColumns = (
+    Option<PortKind>,
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+);
+
+/// `type=vxlan options:remote_ip=192.0.2.2 options:key=42
+/// external_ids:container_id=c1`, as ovs-vsctl writes the Interface table's
+/// columns; the daemon checks the options.
+fn interface_columns(settings: &[String]) -> anyhow::Result<InterfaceColumns> {
     let mut kind = None;
     let mut options = BTreeMap::new();
+    let mut external_ids = BTreeMap::new();
     for setting in settings {
         let (key, value) = setting
             .split_once('=')
@@ -499,11 +581,16 @@ fn interface_columns(
             Some(("options", option)) => {
                 options.insert(option.to_string(), value.to_string());
             }
+            Some(("external_ids" | "external-ids", id)) => {
+                external_ids.insert(id.to_string(), value.to_string());
+            }
             None if key == "type" => kind = Some(value.parse().map_err(|e: String| anyhow!(e))?),
-            _ => bail!("unknown interface column {key:?} (known: type, options:KEY)"),
+            _ => bail!(
+                "unknown interface column {key:?} (known: type, options:KEY, external_ids:KEY)"
+            ),
         }
     }
-    Ok((kind, options))
+    Ok((kind, options, external_ids))
 }
 
 /// `tag=10 trunks=10,20 vlan_mode=native-untagged`, as ovs-vsctl writes the
@@ -523,6 +610,8 @@ fn port_columns(settings: &[String]) -> anyhow::Result<VlanConfig> {
             "tag" => vlan.tag = Some(vlan_id("tag", value)?),
             "trunks" => {
                 let list = value.trim().trim_start_matches('[').trim_end_matches(']');
+                // LXC writes `trunks=10,20,`.
+                let list = list.strip_suffix(',').unwrap_or(list);
                 vlan.trunks = list
                     .split(',')
                     .map(|v| vlan_id("trunks", v))
@@ -642,7 +731,9 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
         | Command::DelPort { .. }
         | Command::AddNsPort { .. }
         | Command::DelNsPort { .. }
-        | Command::SetBr { .. } => String::new(),
+        | Command::SetBr { .. }
+        | Command::Find { .. }
+        | Command::Get { .. } => String::new(),
     })
 }
 
@@ -690,6 +781,13 @@ fn render_show(show: &ShowReply) -> String {
             }
             if let Some(mtu) = p.mtu {
                 let _ = writeln!(out, "        mtu: {mtu}");
+            }
+            if !p.external_ids.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "        external_ids: {}",
+                    ovs_vsctl::map(&p.external_ids)
+                );
             }
             if let (Some(netns), Some(peer)) = (&p.netns, &p.peer) {
                 let _ = writeln!(out, "        netns: {netns} ({peer})");
@@ -838,8 +936,12 @@ mod tests {
     use switchd_proto::Counters;
 
     /// Methods reached through ovs-vsctl's generic commands, not one of their own.
-    const GENERIC: &[(&str, &[&str])] =
-        &[("set-port", &["set", "clear"]), ("set-interface", &["set"])];
+    const GENERIC: &[(&str, &[&str])] = &[
+        ("set-port", &["set", "clear"]),
+        ("set-interface", &["set"]),
+        ("find-ports", &["find"]),
+        ("show", &["show", "get"]),
+    ];
 
     /// The CLI's grammar is ovs-vsctl's, not the wire's (`del-port [BR] IF`,
     /// `set-br BR KEY=VALUE`, `set port P k=v`), so it is written apart from
@@ -884,6 +986,10 @@ mod tests {
             port_columns(&strings(&["trunks=10,20,30"])).unwrap().trunks,
             vec![10, 20, 30]
         );
+        assert_eq!(
+            port_columns(&strings(&["trunks=10,20,"])).unwrap().trunks,
+            vec![10, 20]
+        );
         for (bad, why) in [
             ("tag=ten", "not a VLAN id"),
             ("tag=70000", "not a VLAN id"),
@@ -902,15 +1008,17 @@ mod tests {
     #[test]
     fn interface_columns_parse_as_ovs_vsctl_writes_them() {
         let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let (kind, options) = interface_columns(&strings(&[
+        let (kind, options, ids) = interface_columns(&strings(&[
             "type=vxlan",
             "options:remote_ip=\"192.0.2.2\"",
             "options:key=42",
+            "external_ids:container_id=c1",
         ]))
         .unwrap();
         assert_eq!(kind, Some(PortKind::Vxlan));
         assert_eq!(options["remote_ip"], "192.0.2.2");
         assert_eq!(options["key"], "42");
+        assert_eq!(ids["container_id"], "c1");
         assert!(interface_columns(&strings(&["type=gre"])).is_err());
         assert!(interface_columns(&strings(&["mtu_request=9000"])).is_err());
         assert!(interface_columns(&strings(&["options:key"])).is_err());

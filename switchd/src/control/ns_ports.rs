@@ -4,9 +4,11 @@
 
 use super::netlink::{NetlinkError, VethSpec};
 use super::netns;
+use super::ports::check_external_ids;
 use super::switch::{err, validate_name, RpcResult, Switch};
 use crate::config::{NsEnd, PortConfig};
 use crate::wire::MacAddr;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use switchd_proto::{code, AddNsPort, AddNsPortReply, VlanConfig};
 
@@ -20,6 +22,7 @@ struct NsPortSpec {
     mac: Option<String>,
     mtu: Option<u32>,
     vlan: VlanConfig,
+    external_ids: BTreeMap<String, String>,
 }
 
 impl NsPortSpec {
@@ -36,6 +39,7 @@ impl NsPortSpec {
             mac: params.mac,
             mtu: params.mtu,
             vlan: params.vlan,
+            external_ids: params.external_ids,
         }
     }
 }
@@ -101,6 +105,7 @@ impl Switch {
         let mut spec = NsPortSpec::new(params);
         let invalid = |message: String| err(code::INVALID_PARAMS, message);
         spec.vlan = spec.vlan.clone().check().map_err(invalid)?;
+        check_external_ids(&spec.external_ids)?;
         self.bridge(bridge)?;
         validate_name("interface", &spec.ifname)?;
         validate_name("interface", &spec.host)?;
@@ -196,6 +201,7 @@ impl Switch {
                 ifname: spec.ifname.clone(),
             }),
             vlan: spec.vlan.clone(),
+            external_ids: spec.external_ids.clone(),
             ..PortConfig::system(&spec.host)
         };
         let port = self

@@ -3,7 +3,7 @@
 use super::switch::{err, validate_name, AttachError, PortState, RpcResult, Switch};
 use crate::config::{PortConfig, PortKind};
 use std::collections::BTreeMap;
-use switchd_proto::{code, PortColumn, TunnelConfig, VlanConfig};
+use switchd_proto::{code, FoundPort, PortColumn, TunnelConfig, VlanConfig};
 
 /// A port's tunnel settings from its `type` and `options`, checked.
 fn tunnel_of(
@@ -54,33 +54,31 @@ impl Switch {
         Ok(false)
     }
 
+    /// `add-port`: `config` as the request gave it (name, kind, VLAN columns,
+    /// external_ids); its tunnel comes from `options`.
     pub(super) async fn add_port(
         &mut self,
         bridge: &str,
-        iface: &str,
         may_exist: bool,
-        vlan: VlanConfig,
-        kind: PortKind,
+        mut config: PortConfig,
         options: BTreeMap<String, String>,
     ) -> RpcResult<()> {
+        let iface = config.name.clone();
+        let iface = iface.as_str();
         validate_name("interface", iface)?;
-        let vlan = vlan
+        config.vlan = config
+            .vlan
             .check()
             .map_err(|m| err(code::INVALID_PARAMS, format!("port {iface}: {m}")))?;
-        let tunnel = tunnel_of(iface, kind, &options)?;
+        check_external_ids(&config.external_ids)?;
+        config.tunnel = tunnel_of(iface, config.kind, &options)?;
         self.bridge(bridge)?;
         if self.check_port_name(bridge, iface, may_exist)? {
             return Ok(());
         }
-        if let Some(t) = &tunnel {
+        if let Some(t) = &config.tunnel {
             self.check_tunnel_clash(iface, t)?;
         }
-        let config = PortConfig {
-            vlan,
-            kind,
-            tunnel,
-            ..PortConfig::system(iface)
-        };
         let port = self.attach(bridge, &config).await.map_err(|e| match e {
             AttachError::NoSuchInterface(_) => err(code::NOT_FOUND, e.to_string()),
             _ => err(code::FAILED, e.to_string()),
@@ -110,10 +108,12 @@ impl Switch {
         iface: &str,
         kind: Option<PortKind>,
         options: BTreeMap<String, String>,
+        external_ids: BTreeMap<String, String>,
     ) -> RpcResult<()> {
         let Some(bridge) = self.bridge_of(iface).map(str::to_string) else {
             return Err(err(code::NOT_FOUND, format!("no interface named {iface}")));
         };
+        check_external_ids(&external_ids)?;
         let old = self
             .port_config(&bridge, iface)
             .cloned()
@@ -136,14 +136,28 @@ impl Switch {
         merged.extend(options);
         let tunnel = tunnel_of(iface, old.kind, &merged)?;
         if tunnel == old.tunnel {
-            return Ok(());
+            // Only bookkeeping changes: the running port stays as it is.
+            if external_ids
+                .iter()
+                .all(|(k, v)| old.external_ids.get(k) == Some(v))
+            {
+                return Ok(());
+            }
+            return self.change(|db| {
+                let b = db.bridges.get_mut(&bridge).expect("bridge exists");
+                if let Some(p) = b.ports.iter_mut().find(|p| p.name == iface) {
+                    p.external_ids.extend(external_ids);
+                }
+            });
         }
+        let mut old_with_ids = old.clone();
+        old_with_ids.external_ids.extend(external_ids);
         if let Some(t) = &tunnel {
             self.check_tunnel_clash(iface, t)?;
         }
         let config = PortConfig {
             tunnel,
-            ..old.clone()
+            ..old_with_ids
         };
         if let Some(state) = self.bridge_mut(&bridge).ports.remove(iface) {
             self.detach(&bridge, state).await;
@@ -180,6 +194,23 @@ impl Switch {
             tracing::info!(bridge, port = iface, "interface options changed");
         }
         result
+    }
+
+    /// `find-ports`: the ports whose external_ids hold every pair of `wanted`.
+    pub(super) fn find_ports(&self, wanted: &BTreeMap<String, String>) -> Vec<FoundPort> {
+        self.db
+            .bridges
+            .iter()
+            .flat_map(|(bridge, config)| config.ports.iter().map(move |p| (bridge, p)))
+            .filter(|(_, p)| wanted.iter().all(|(k, v)| p.external_ids.get(k) == Some(v)))
+            .map(|(bridge, p)| FoundPort {
+                bridge: bridge.clone(),
+                port: p.name.clone(),
+                netns: p.netns.as_ref().map(|n| n.netns.clone()),
+                ifname: p.netns.as_ref().map(|n| n.ifname.clone()),
+                external_ids: p.external_ids.clone(),
+            })
+            .collect()
     }
 
     async fn reattach(&mut self, bridge: &str, config: &PortConfig) -> PortState {
@@ -296,4 +327,24 @@ impl Switch {
         tracing::info!(bridge = %owner, port = iface, "port deleted");
         Ok(())
     }
+}
+
+/// external_ids are the caller's; switchd only refuses what no caller can
+/// mean (an empty key) and what would bloat every save of the database.
+pub(super) fn check_external_ids(ids: &BTreeMap<String, String>) -> RpcResult<()> {
+    const MAX_BYTES: usize = 4096;
+    if ids.keys().any(String::is_empty) {
+        return Err(err(
+            code::INVALID_PARAMS,
+            "external_ids: a key cannot be empty",
+        ));
+    }
+    let bytes: usize = ids.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_BYTES {
+        return Err(err(
+            code::INVALID_PARAMS,
+            format!("external_ids: {bytes} bytes, more than the {MAX_BYTES} a port may keep"),
+        ));
+    }
+    Ok(())
 }

@@ -55,6 +55,7 @@ fn port_info(
             .map(|t| t.options())
             .unwrap_or_default(),
         mtu: tunnel.map(|t| t.mtu),
+        external_ids: config.map(|c| c.external_ids.clone()).unwrap_or_default(),
         name: name.to_string(),
         kind: config.map(|c| c.kind).unwrap_or_default(),
         netns: netns.map(|n| n.netns.clone()),

@@ -225,15 +225,25 @@ impl Switch {
                 vlan,
                 kind,
                 options,
-            } => reply(
-                self.add_port(&bridge, &interface, may_exist, vlan, kind, options)
-                    .await,
-            ),
+                external_ids,
+            } => {
+                let config = PortConfig {
+                    vlan,
+                    kind,
+                    external_ids,
+                    ..PortConfig::system(&interface)
+                };
+                reply(self.add_port(&bridge, may_exist, config, options).await)
+            }
             Request::SetInterface {
                 interface,
                 kind,
                 options,
-            } => reply(self.set_interface(&interface, kind, options).await),
+                external_ids,
+            } => reply(
+                self.set_interface(&interface, kind, options, external_ids)
+                    .await,
+            ),
             Request::SetPort { port, set, clear } => {
                 reply(self.set_port(&port, &set, &clear).await)
             }
@@ -249,6 +259,7 @@ impl Switch {
                 self.bridge(&bridge)
                     .map(|b| b.ports.keys().collect::<Vec<_>>()),
             ),
+            Request::FindPorts { external_ids } => reply(Ok(self.find_ports(&external_ids))),
             Request::PortToBr { interface } => reply(
                 self.bridge_of(&interface)
                     .ok_or_else(|| err(code::NOT_FOUND, format!("no port named {interface}"))),

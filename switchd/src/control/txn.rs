@@ -162,24 +162,29 @@ fn fold_port_settings(commands: Vec<Request>) -> Vec<Option<Request>> {
                 interface,
                 kind,
                 options,
+                external_ids,
             } => match interfaces.get(&interface) {
                 Some(&i) => {
                     match &mut out[i] {
                         Some(Request::AddPort {
                             kind: first,
                             options: opts,
+                            external_ids: ids,
                             ..
                         }) => {
                             *first = kind.unwrap_or(*first);
                             opts.extend(options);
+                            ids.extend(external_ids);
                         }
                         Some(Request::SetInterface {
                             kind: first,
                             options: opts,
+                            external_ids: ids,
                             ..
                         }) => {
                             *first = kind.or(*first);
                             opts.extend(options);
+                            ids.extend(external_ids);
                         }
                         _ => {}
                     }
@@ -191,6 +196,7 @@ fn fold_port_settings(commands: Vec<Request>) -> Vec<Option<Request>> {
                         interface,
                         kind,
                         options,
+                        external_ids,
                     }));
                 }
             },
@@ -212,6 +218,7 @@ fn fold_port_settings(commands: Vec<Request>) -> Vec<Option<Request>> {
                 vlan,
                 kind,
                 options,
+                external_ids,
             } => {
                 // --may-exist on a port that exists leaves it as it is; a later
                 // `set` must then change it for real.
@@ -226,6 +233,7 @@ fn fold_port_settings(commands: Vec<Request>) -> Vec<Option<Request>> {
                     vlan,
                     kind,
                     options,
+                    external_ids,
                 }));
             }
             other => {
@@ -277,6 +285,7 @@ mod tests {
             },
             kind: PortKind::System,
             options: BTreeMap::new(),
+            external_ids: BTreeMap::new(),
         }
     }
 
@@ -288,6 +297,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            external_ids: BTreeMap::new(),
         }
     }
 
