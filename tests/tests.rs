@@ -26,6 +26,7 @@ macro_rules! on_both_datapaths {
 mod cli;
 mod forwarding;
 mod lifecycle;
+mod mininet;
 mod namespaces;
 mod offload;
 mod ovs_vsctl;
