@@ -29,6 +29,7 @@ mod forwarding;
 mod lifecycle;
 mod namespaces;
 mod offload;
+mod ovs_vsctl;
 mod snooping;
 mod tunnel;
 mod vlan;

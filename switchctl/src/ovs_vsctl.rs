@@ -230,8 +230,12 @@ pub fn run_with(args: &[String], socket: &std::path::Path) -> anyhow::Result<Exi
     for (op, result) in ops.iter().zip(results) {
         match op {
             Op::Change(_) => {}
-            Op::Names(_) => {
+            Op::Names(request) => {
                 let mut names: Vec<String> = serde_json::from_value(result)?;
+                // ovs-vsctl leaves the bridge's own (internal) port out.
+                if let Request::ListPorts { bridge } = request {
+                    names.retain(|n| n != bridge);
+                }
                 names.sort();
                 names.iter().for_each(|n| {
                     let _ = writeln!(out, "{n}");

@@ -31,6 +31,13 @@ const WAKE_TOKEN: u64 = u64::MAX;
 /// after a pass that found nothing, and at least once per this many passes.
 const PASSES_PER_EPOLL_CHECK: u32 = 64;
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest a busy port's backlog is forwarded before its receive ring is
+/// set up; what is still queued after it has waited at least that long, and is
+/// dropped and counted as `queue-full` instead of forwarded late. Unbounded,
+/// a backlog of broadcasts on a 1000-port bridge (4 MB of small frames, about
+/// 2 ms each to flood) held the thread for seconds while the other ports
+/// waited, and the frames went out seconds stale (docs/PERFORMANCE.md).
+const RING_ATTACH_DRAIN: Duration = Duration::from_millis(2);
 /// One failed receive.
 const RX_ERROR: Counters = Counters {
     rx_errors: 1,
@@ -317,7 +324,8 @@ fn process_port(member: &Member, s: &mut Scratch) -> bool {
 }
 
 /// Moves a busy port to a receive ring. Setting one up purges the socket's
-/// queue (`packet_set_ring`), so the queue is drained right before; the kernel
+/// queue (`packet_set_ring`), so the queue is drained right before, for at most
+/// `RING_ATTACH_DRAIN`, and what is left is counted as lost; the kernel
 /// also unhooks the socket for an RCU grace period meanwhile, and what the
 /// interface receives then never reaches it: a one-off loss per port, in the
 /// first burst that fills a batch (docs/ARCHITECTURE.md, "Receive rings").
@@ -325,8 +333,13 @@ fn attach_ring(member: &Member, s: &mut Scratch) {
     let port = &member.port;
     // Bounded: under a stream the queue never quite empties. 64 calls of 8
     // batches is more than the 4 MB socket queue holds of the smallest frames.
+    let deadline = Instant::now() + RING_ATTACH_DRAIN;
     for _ in 0..64 {
         if !process_queue(member, |rx| port.recv(rx), s).busy {
+            break;
+        }
+        if Instant::now() >= deadline {
+            discard_queue(member, s);
             break;
         }
     }
@@ -339,6 +352,29 @@ fn attach_ring(member: &Member, s: &mut Scratch) {
             .fwd
             .log_error(&member.bridge.name, &port.name, "receive ring setup", &e),
     }
+}
+
+/// Reads what is left of a port's queue without forwarding it, and counts it
+/// as lost to a full queue: the ring setup would purge it unseen.
+fn discard_queue(member: &Member, s: &mut Scratch) {
+    let mut dropped = 0;
+    for _ in 0..64 * MAX_BATCHES_PER_WAKEUP {
+        match member.port.recv(&mut s.rx) {
+            Ok(n) => {
+                dropped += n as u64;
+                if n < BATCH {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    member.port.stats.add(&Counters {
+        rx_drops: dropped,
+        rx_queue_full: dropped,
+        ..Counters::ZERO
+    });
 }
 
 /// What one `process_queue` call saw.
