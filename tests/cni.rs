@@ -700,3 +700,163 @@ fn concurrent_adds_on_a_new_bridge() {
     }
     assert!(net.ports().is_empty());
 }
+
+/// Runs podman (Debian's 4.3, CNI backend) on private storage and a private
+/// network directory, bounded in time.
+struct Podman {
+    scratch: Scratch,
+}
+
+impl Podman {
+    /// A containers.conf that finds the plugin where cargo built it.
+    fn new(network: &Value) -> Podman {
+        let scratch = Scratch::new();
+        let dir = &scratch.0;
+        let plugin_dir = bin("switchd-cni").parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(dir.join("net.d")).unwrap();
+        std::fs::write(
+            dir.join("net.d").join("switchd.conflist"),
+            serde_json::to_string_pretty(network).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("containers.conf"),
+            format!(
+                "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [{:?}, \"/usr/lib/cni\"]\n\
+                 network_config_dir = {:?}\n[engine]\ncgroup_manager = \"cgroupfs\"\n\
+                 events_logger = \"file\"\n",
+                plugin_dir,
+                dir.join("net.d")
+            ),
+        )
+        .unwrap();
+        // An image-less container: busybox-static and its applets.
+        let rootfs = dir.join("rootfs");
+        for sub in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
+            std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for applet in ["sh", "ip", "ping", "sleep", "true", "cat"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        Podman { scratch }
+    }
+
+    fn rootfs(&self) -> String {
+        self.scratch.0.join("rootfs").display().to_string()
+    }
+
+    /// `podman GLOBAL_FLAGS args...` within 120 s.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let dir = &self.scratch.0;
+        let (root, runroot) = (dir.join("storage"), dir.join("run"));
+        Command::new("timeout")
+            .args(["120", "podman", "--root"])
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&runroot)
+            // runc: crun refuses this machine's hybrid cgroup hierarchy.
+            .args(["--runtime", "runc", "--events-backend", "file"])
+            .args(args)
+            .env("CONTAINERS_CONF", dir.join("containers.conf"))
+            .output()
+            .expect("run podman")
+    }
+
+    /// `run` with what every container here needs: explicit limits, as root
+    /// here lacks CAP_SYS_RESOURCE to raise them to podman's defaults.
+    fn container(&self, args: &[&str], command: &[&str]) -> std::process::Output {
+        let rootfs = self.rootfs();
+        let mut all = vec![
+            "run",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--rootfs", &rootfs]);
+        all.extend_from_slice(command);
+        self.run(&all)
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.run(&["rm", "--all", "--force", "--time", "0"]);
+    }
+}
+
+/// Debian's podman 4.3 with a conflist naming switchd-cni: a container gets an
+/// address, another pings it, and removing them leaves no port or address.
+#[test]
+fn podman_containers_on_a_switchd_network() {
+    let _machine = shared_machine();
+    for (tool, package) in [
+        ("/usr/bin/podman", "podman"),
+        ("/usr/sbin/runc", "runc"),
+        ("/bin/busybox", "busybox-static"),
+    ] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: apt-get install {package}"
+        );
+    }
+    let net = Network::new();
+    let mut plugin_config = net.config("1.0.0", json!({}));
+    let plugin_config = plugin_config.as_object_mut().unwrap();
+    plugin_config.remove("cniVersion");
+    plugin_config.remove("name");
+    let conflist = json!({"cniVersion": "1.0.0", "name": net.name, "plugins": [plugin_config]});
+    let podman = Podman::new(&conflist);
+
+    let probe = podman.container(&["--rm", "--network", "none"], &["/bin/true"]);
+    if !probe.status.success() {
+        eprintln!(
+            "SKIPPED: podman cannot run a container here: {}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+        return;
+    }
+
+    let web = unique_name("web");
+    let out = podman.container(
+        &["-d", "--name", &web, "--network", &net.name],
+        &["/bin/sleep", "600"],
+    );
+    let id = crate::util::stdout_of_success(out, || "podman run -d".into());
+    let id = id.trim();
+    let ports = net.ports();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(ports[0]["external_ids"]["container_id"], id);
+    let ip = crate::util::stdout_of_success(
+        podman.run(&[
+            "inspect",
+            &web,
+            "--format",
+            &format!(
+                "{{{{(index .NetworkSettings.Networks {:?}).IPAddress}}}}",
+                net.name
+            ),
+        ]),
+        || "podman inspect".into(),
+    );
+    assert_eq!(ip.trim(), "10.99.0.2");
+    assert!(net.allocated("10.99.0.2"));
+
+    let ping = podman.container(
+        &["--rm", "--network", &net.name],
+        &["/bin/ping", "-c", "1", "-W", "2", "10.99.0.2"],
+    );
+    let ping = crate::util::stdout_of_success(ping, || "ping from a second container".into());
+    assert!(ping.contains("1 packets received"), "{ping}");
+    // The pinging container is gone with --rm: its port and address too.
+    assert_eq!(net.ports().len(), 1);
+    assert!(!net.allocated("10.99.0.3"));
+
+    crate::util::stdout_of_success(podman.run(&["rm", "--force", "--time", "0", &web]), || {
+        "podman rm".into()
+    });
+    assert!(net.ports().is_empty(), "{:?}", net.ports());
+    assert!(!net.allocated("10.99.0.2"));
+}
