@@ -66,7 +66,8 @@ fn run(plugin: &str, command: &str, path: &[PathBuf], config: &[u8]) -> CniResul
 }
 
 /// The delegated plugin's own error result, passed on with its code (a runtime
-/// reacts to 11 the same whoever says it), or one of ours if it gave none.
+/// reacts to 11 the same whoever says it) and words, or one of ours if it gave
+/// none.
 fn plugin_error(
     plugin: &str,
     exe: &Path,
@@ -84,15 +85,12 @@ fn plugin_error(
     match serde_json::from_slice::<Error>(stdout) {
         Ok(e) => CniError::new(
             e.code,
-            e.msg.clone(),
-            format!(
-                "IPAM plugin {plugin}: {}",
-                if e.details.is_empty() {
-                    e.msg
-                } else {
-                    e.details
-                }
-            ),
+            format!("IPAM plugin {plugin} failed"),
+            if e.details.is_empty() {
+                e.msg
+            } else {
+                format!("{}: {}", e.msg, e.details)
+            },
         ),
         Err(_) => CniError::new(
             code::IPAM,
