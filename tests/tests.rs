@@ -24,6 +24,7 @@ macro_rules! on_both_datapaths {
 }
 
 mod cli;
+mod cni;
 mod forwarding;
 mod lifecycle;
 mod mininet;
