@@ -539,7 +539,7 @@ def _reap_dead_runs():
             if bridge in live_bridges:
                 continue
             try:
-                _reap_bridge(socket, bridge, set(links))
+                _reap_bridge(socket, bridge, links)
             except Exception as e:  # pylint: disable=broad-except
                 error("*** switchd: could not check bridge %s: %s\n" % (bridge, e))
         sessions = {pid for pid, start in state.get("shells", []) if _alive(pid, start)}
@@ -554,9 +554,7 @@ def _reap_dead_runs():
             deadline = time.time() + _STOP_TIMEOUT_SECS
             while _alive(daemon["pid"], daemon.get("start")) and time.time() < deadline:
                 time.sleep(0.05)
-        if daemon.get("dir", "").startswith(
-            os.path.join(_tempfile.gettempdir(), "switchd-mininet-")
-        ):
+        if _is_owned_dir(daemon.get("dir", "")):
             _shutil.rmtree(daemon["dir"], ignore_errors=True)
         try:
             os.unlink(path)
@@ -564,9 +562,21 @@ def _reap_dead_runs():
             pass
 
 
+def _is_owned_dir(path):
+    """True for a directory this class makes for its daemon: directly in the
+    temporary directory, named switchd-mininet-*, whatever the path says."""
+    real = os.path.realpath(path) if path else ""
+    return (
+        os.path.dirname(real) == os.path.realpath(_tempfile.gettempdir())
+        and os.path.basename(real).startswith("switchd-mininet-")
+    )
+
+
 def _reap_bridge(socket, bridge, run_links):
-    """Deletes a dead run's bridge unless it now has a port the run did not make
-    (someone else's bridge of the same name)."""
+    """Deletes a dead run's bridge only if it has ports and every one is a
+    link the run made: by name and interface index, or by name alone once the
+    interface is gone (a dead host's namespace takes its veth pair along). An
+    empty bridge of that name, or one with other ports, is someone else's."""
     result = _ctl(socket, ["--format", "json", "show"], check=False)
     if result.returncode != 0:
         return
@@ -577,8 +587,12 @@ def _reap_bridge(socket, bridge, run_links):
     for b in shown.get("bridges", []):
         if b.get("name") != bridge:
             continue
-        ports = {p.get("name") for p in b.get("ports", [])}
-        if ports <= run_links:
+        ports = b.get("ports", [])
+        if ports and all(
+            p.get("name") in run_links
+            and p.get("ifindex") in (None, run_links[p.get("name")])
+            for p in ports
+        ):
             _ctl(socket, ["--if-exists", "del-br", bridge], check=False)
         else:
             warn(

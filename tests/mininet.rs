@@ -493,28 +493,24 @@ fn a_failed_run_removes_only_what_it_made() {
     run.assert_clean(&text);
 }
 
-#[test]
-fn a_killed_run_is_finished_by_a_safe_mn_c() {
-    let _machine = exclusive_machine();
-    let run = Run::new();
-    let decoy = Decoy::new();
-    // The run pauses in the CLI after pingall, then is SIGKILLed: nothing of
-    // it runs. Its switchd dies with it; its links between switches stay
-    // until `mn --custom integrations/mininet.py -c`.
+/// Starts `mn ... --topo linear,3 --test pingall` with a CLI that waits, on
+/// `socket` (or a daemon of its own), and returns it once in the CLI, with its
+/// log: the caller SIGKILLs it, so nothing of the run's own cleanup runs.
+fn mn_in_cli(run: &Run, socket: Option<&Path>, switch: &str) -> (ChildGuard, PathBuf) {
     let post = run.script(&["py __import__('time').sleep(120)"]);
     let log = run.state_dir.join("mn.log");
     let custom = custom();
-    // No timeout wrapper: the pid to kill is mn's. Bounded by the waits below
+    // No timeout wrapper: the pid to kill is mn's. Bounded by the wait below
     // and by the guard.
     let mut mn = Command::new(MN);
-    run.environment(&mut mn, None);
+    run.environment(&mut mn, socket);
     mn.args([
         "--custom",
         custom.to_str().unwrap(),
         "--controller",
         "none",
         "--switch",
-        "switchd",
+        switch,
         "--topo",
         "linear,3",
         "--test",
@@ -528,13 +524,26 @@ fn a_killed_run_is_finished_by_a_safe_mn_c() {
         .stderr(file)
         .spawn()
         .expect("start mn");
-    let mut guard = ChildGuard(child);
+    let guard = ChildGuard(child);
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         wait_until(Duration::from_secs(120), || read().contains("Starting CLI")),
         "mn did not reach its CLI:\n{}",
         read()
     );
+    (guard, log)
+}
+
+#[test]
+fn a_killed_run_is_finished_by_a_safe_mn_c() {
+    let _machine = exclusive_machine();
+    let run = Run::new();
+    let decoy = Decoy::new();
+    // The run is SIGKILLed in its CLI after pingall. Its switchd dies with
+    // it; its links between switches stay until
+    // `mn --custom integrations/mininet.py -c`.
+    let (mut guard, log) = mn_in_cli(&run, None, "switchd");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
     let (pid, socket) = owned_daemon(&read());
     let _ = guard.0.kill();
     let _ = guard.0.wait();
@@ -559,4 +568,35 @@ fn a_killed_run_is_finished_by_a_safe_mn_c() {
         "owned daemon's directory left"
     );
     run.assert_clean(&format!("{}\n{text}", read()));
+}
+
+/// A killed run on a shared daemon leaves its bridges there; the safe `mn -c`
+/// deletes those whose every port is a link the run made, and leaves a bridge
+/// of the same name that someone made since (here empty, as a new one is).
+#[test]
+fn a_killed_run_on_a_shared_daemon_takes_only_its_own_bridges() {
+    let _machine = exclusive_machine();
+    let run = Run::new();
+    let d = Daemon::start();
+    let (mut guard, log) = mn_in_cli(&run, Some(&d.socket), "switchd,prefix=k-");
+    let _ = guard.0.kill();
+    let _ = guard.0.wait();
+    assert_eq!(
+        d.ctl_ok(&["list-br"]),
+        "k-s1\nk-s2\nk-s3\n",
+        "a killed run's bridges stay on the shared daemon"
+    );
+    // Someone takes the name k-s2 for a bridge of their own.
+    d.ctl_ok(&["del-br", "k-s2"]);
+    d.ctl_ok(&["add-br", "k-s2", "--no-internal"]);
+
+    let (out, text) = run.mn(Some(&d.socket), &["-c"]);
+    assert!(out.status.success(), "mn -c failed:\n{text}");
+    assert_eq!(
+        d.ctl_ok(&["list-br"]),
+        "k-s2\n",
+        "mn -c took a bridge that was not the run's, or left one that was:\n{text}"
+    );
+    let read = std::fs::read_to_string(&log).unwrap_or_default();
+    run.assert_clean(&format!("{read}\n{text}"));
 }

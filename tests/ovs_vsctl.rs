@@ -291,3 +291,86 @@ fn what_switchd_does_not_do_fails_loudly_and_changes_nothing() {
     assert_eq!(d.ctl_ok(&["get", "bridge", &br, "protocols"]), "[]\n");
     assert_eq!(d.ctl_ok(&["find", "interface", "external_ids:x=y"]), "");
 }
+
+#[test]
+fn get_and_external_ids_follow_ovs_vsctl_at_the_edges() {
+    let _machine = shared_machine();
+    let d = Daemon::start();
+    let ovs = Vsctl::new(&d);
+    let br = unique_name("edb");
+    let h = Host::new("10.80.0.1/24");
+    ovs.ok(&["add-br", &br, "--", "add-port", &br, &h.port]);
+    // A set column is bracketed even with one member; a scalar is not.
+    ovs.ok(&["set", "port", &h.port, "vlan_mode=trunk", "trunks=10"]);
+    assert_eq!(ovs.ok(&["get", "port", &h.port, "trunks"]), "[10]\n");
+    assert_eq!(ovs.ok(&["get", "port", &h.port, "tag"]), "[]\n");
+    // switchd refuses trunks on an access port (docs/VLANS.md); `[]` empties.
+    ovs.fails(
+        &["set", "port", &h.port, "vlan_mode=access", "tag=7"],
+        1,
+        "an access port has no trunks",
+    );
+    ovs.ok(&[
+        "set",
+        "port",
+        &h.port,
+        "vlan_mode=access",
+        "tag=7",
+        "trunks=[]",
+    ]);
+    assert_eq!(ovs.ok(&["get", "port", &h.port, "tag"]), "7\n");
+    // --if-exists: a missing record or key prints nothing and succeeds.
+    assert_eq!(
+        ovs.ok(&["--if-exists", "get", "interface", "nosuch0", "name"]),
+        ""
+    );
+    assert_eq!(
+        ovs.ok(&["--if-exists", "get", "bridge", "nosuch0", "name"]),
+        ""
+    );
+    assert_eq!(
+        ovs.ok(&["--if-exists", "get", "interface", &h.port, "external_ids:k"]),
+        ""
+    );
+    ovs.fails(
+        &["get", "interface", "nosuch0", "name"],
+        1,
+        "no row \"nosuch0\" in table Interface",
+    );
+    // The bridge's internal port takes external_ids like any other.
+    ovs.ok(&["set", "interface", &br, "external_ids:owner=lab"]);
+    assert_eq!(
+        ovs.ok(&["get", "interface", &br, "external_ids:owner"]),
+        "lab\n"
+    );
+    // Keys are merged; the bound is on what the port keeps, not one request.
+    let big = "x".repeat(1500);
+    for k in ["a", "b"] {
+        ovs.ok(&[
+            "set",
+            "interface",
+            &h.port,
+            &format!("external_ids:{k}={big}"),
+        ]);
+    }
+    ovs.fails(
+        &[
+            "set",
+            "interface",
+            &h.port,
+            &format!("external_ids:c={big}"),
+        ],
+        1,
+        "more than the 4096 a port may keep",
+    );
+    let ids = ovs.ok(&["get", "interface", &h.port, "external_ids"]);
+    assert!(
+        ids.contains("a=") && ids.contains("b=") && !ids.contains("c="),
+        "{ids}"
+    );
+    ovs.fails(
+        &["set", "interface", &h.port, "external_ids:=v"],
+        1,
+        "a key cannot be empty",
+    );
+}

@@ -781,6 +781,7 @@ pub struct PortInfo {
     /// For a tunnel: the largest inner frame's MTU (the underlay's minus 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// [`PortConfig::external_ids`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub external_ids: BTreeMap<String, String>,
 }
@@ -789,6 +790,7 @@ pub struct PortInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FoundPort {
     pub bridge: String,
+    /// The port's (and its host interface's) name.
     pub port: String,
     /// For an `add-ns-port` port: its namespace, as given, and the name inside.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,7 +20,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 use switchd_proto::{
     call, AddNsPort, CounterLine, FdbEntry, FdbStats, McastSnooping, MdbEntry, MdbStats,
-    PortCounters, PortKind, Request, SetBr, ShowReply, VlanConfig, DEFAULT_SOCKET, SOCKET_ENV,
+    PortColumn, PortCounters, PortKind, Request, SetBr, ShowReply, VlanConfig, DEFAULT_SOCKET,
+    SOCKET_ENV,
 };
 
 #[derive(Parser)]
@@ -441,10 +442,11 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             }
             _ => {
                 port_table(table)?;
+                let (set, clear) = port_set(settings)?;
                 Request::SetPort {
                     port: record.clone(),
-                    set: port_columns(settings)?,
-                    clear: Vec::new(),
+                    set,
+                    clear,
                 }
             }
         },
@@ -622,6 +624,22 @@ fn port_columns(settings: &[String]) -> anyhow::Result<VlanConfig> {
         }
     }
     Ok(vlan)
+}
+
+/// `set port`'s columns: as `port_columns`, and `COLUMN=[]` empties one, as
+/// in ovs-vsctl (`set port p vlan_mode=access tag=7 trunks=[]`).
+fn port_set(settings: &[String]) -> anyhow::Result<(VlanConfig, Vec<PortColumn>)> {
+    let mut clear = Vec::new();
+    let mut set = Vec::new();
+    for setting in settings {
+        match setting.split_once('=') {
+            Some((column, value)) if value.trim() == "[]" => {
+                clear.push(column.parse().map_err(|e: String| anyhow!(e))?)
+            }
+            _ => set.push(setting.clone()),
+        }
+    }
+    Ok((port_columns(&set)?, clear))
 }
 
 /// `set-br`'s KEY=VALUE settings (also `set bridge`'s columns) as a request.

@@ -6,7 +6,7 @@
 //! code 1, never silently. docs/OVS-VSCTL.md lists the subset and the command
 //! lines recorded from each tool's source (tests/ovs_vsctl.rs runs them).
 
-use crate::{bridge_settings, interface_columns, port_columns};
+use crate::{bridge_settings, interface_columns, port_columns, port_set};
 use anyhow::{anyhow, bail};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -14,9 +14,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use switchd_proto::{
-    call, FoundPort, PortInfo, PortKind, Request, ShowReply, DEFAULT_SOCKET, SOCKET_ENV,
-};
+use switchd_proto::{call, FoundPort, PortKind, Request, ShowReply, DEFAULT_SOCKET, SOCKET_ENV};
 
 /// What ovs-vsctl does with no `--timeout`: wait for the database as long as
 /// it takes. A day stands for that, so a stuck daemon still ends the call.
@@ -99,6 +97,8 @@ impl Table {
 }
 
 /// A `find` condition: `name=P` or `external_ids:K=V` (only `=` is supported).
+/// switchd has one record per port, so a Port's and an Interface's
+/// external_ids are the same map.
 enum Condition {
     Name(String),
     ExternalId(String, String),
@@ -382,11 +382,14 @@ fn parse_command(part: &[String]) -> anyhow::Result<Op> {
                         .collect();
                     bridge_settings(&record, &settings)?
                 }
-                Table::Port => Request::SetPort {
-                    port: record,
-                    set: port_columns(&settings)?,
-                    clear: Vec::new(),
-                },
+                Table::Port => {
+                    let (set, clear) = port_set(&settings)?;
+                    Request::SetPort {
+                        port: record,
+                        set,
+                        clear,
+                    }
+                }
                 Table::Interface => {
                     let (kind, options, external_ids) = interface_columns(&settings)?;
                     Request::SetInterface {
@@ -512,8 +515,12 @@ pub fn map(m: &BTreeMap<String, String>) -> String {
 enum Cell {
     Str(String),
     Map(BTreeMap<String, String>),
+    /// An optional integer column (`tag`, `mtu`): bare when set.
+    Int(u64),
+    /// A set column (`trunks`): always bracketed, as ovsdb prints any column
+    /// that may hold more than one value.
     Ints(Vec<u64>),
-    /// An optional string column with no value (`[]`).
+    /// An optional column with no value (`[]`).
     Empty,
 }
 
@@ -529,7 +536,7 @@ impl Cell {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(" "),
-            (Cell::Ints(v), Data::String) if v.len() == 1 => v[0].to_string(),
+            (Cell::Int(i), _) => i.to_string(),
             (Cell::Ints(v), Data::String) => format!(
                 "[{}]",
                 v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
@@ -551,7 +558,7 @@ impl Cell {
                 "map",
                 m.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()
             ]),
-            Cell::Ints(v) if v.len() == 1 => json!(v[0]),
+            Cell::Int(i) => json!(i),
             Cell::Ints(v) => json!(["set", v]),
             Cell::Empty => json!(["set", []]),
         }
@@ -669,10 +676,10 @@ fn get(
     let no_row = || anyhow!("no row \"{record}\" in table {}", table.name());
     let mut out = String::new();
     if table == Table::Bridge {
-        show.bridges
-            .iter()
-            .find(|b| b.name == record)
-            .ok_or_else(no_row)?;
+        if !show.bridges.iter().any(|b| b.name == record) {
+            // As ovs-vsctl's get: --if-exists makes a missing record print nothing.
+            return if if_exists { Ok(out) } else { Err(no_row()) };
+        }
         for column in columns {
             let cell = match column.as_str() {
                 "name" => Cell::Str(record.to_string()),
@@ -687,12 +694,14 @@ fn get(
         }
         return Ok(out);
     }
-    let port: &PortInfo = show
+    let Some(port) = show
         .bridges
         .iter()
         .flat_map(|b| &b.ports)
         .find(|p| p.name == record)
-        .ok_or_else(no_row)?;
+    else {
+        return if if_exists { Ok(out) } else { Err(no_row()) };
+    };
     for column in columns {
         let (name, key) = match column.split_once(':') {
             Some((n, k)) => (n, Some(unquote(k))),
@@ -709,11 +718,11 @@ fn get(
                 kind => kind.as_str().to_string(),
             }),
             (Table::Interface, "mtu") => match port.mtu {
-                Some(mtu) => Cell::Ints(vec![u64::from(mtu)]),
+                Some(mtu) => Cell::Int(u64::from(mtu)),
                 None => Cell::Empty,
             },
             (Table::Port, "tag") => match port.vlan.tag {
-                Some(tag) => Cell::Ints(vec![u64::from(tag)]),
+                Some(tag) => Cell::Int(u64::from(tag)),
                 None => Cell::Empty,
             },
             (Table::Port, "trunks") => {

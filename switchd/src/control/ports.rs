@@ -100,9 +100,10 @@ impl Switch {
         Ok(())
     }
 
-    /// `set interface I type=.. options:k=v`: a tunnel port's options change
-    /// (the tunnel is made anew, and the old one kept if the new one fails);
-    /// a port's type cannot.
+    /// `set interface I type=.. options:k=v external_ids:k=v`: a tunnel port's
+    /// options change (the tunnel is made anew, and the old one kept if the new
+    /// one fails); a port's type cannot; external_ids given are merged into the
+    /// port's, without touching the running port.
     pub(super) async fn set_interface(
         &mut self,
         iface: &str,
@@ -113,11 +114,13 @@ impl Switch {
         let Some(bridge) = self.bridge_of(iface).map(str::to_string) else {
             return Err(err(code::NOT_FOUND, format!("no interface named {iface}")));
         };
-        check_external_ids(&external_ids)?;
         let old = self
             .port_config(&bridge, iface)
             .cloned()
             .unwrap_or_else(|| PortConfig::system(iface));
+        let mut ids = old.external_ids.clone();
+        ids.extend(external_ids);
+        check_external_ids(&ids)?;
         if let Some(kind) = kind.filter(|k| *k != old.kind) {
             return Err(err(
                 code::INVALID_PARAMS,
@@ -128,30 +131,35 @@ impl Switch {
                 ),
             ));
         }
-        let mut merged = old
-            .tunnel
-            .as_ref()
-            .map(TunnelConfig::options)
-            .unwrap_or_default();
-        merged.extend(options);
-        let tunnel = tunnel_of(iface, old.kind, &merged)?;
+        // No options: no tunnel to check or remake (any kind, the internal
+        // port's included), only bookkeeping.
+        let tunnel = if options.is_empty() {
+            old.tunnel.clone()
+        } else {
+            let mut merged = old
+                .tunnel
+                .as_ref()
+                .map(TunnelConfig::options)
+                .unwrap_or_default();
+            merged.extend(options);
+            tunnel_of(iface, old.kind, &merged)?
+        };
         if tunnel == old.tunnel {
-            // Only bookkeeping changes: the running port stays as it is.
-            if external_ids
-                .iter()
-                .all(|(k, v)| old.external_ids.get(k) == Some(v))
-            {
+            // The running port stays as it is.
+            if ids == old.external_ids {
                 return Ok(());
             }
             return self.change(|db| {
                 let b = db.bridges.get_mut(&bridge).expect("bridge exists");
                 if let Some(p) = b.ports.iter_mut().find(|p| p.name == iface) {
-                    p.external_ids.extend(external_ids);
+                    p.external_ids = ids;
                 }
             });
         }
-        let mut old_with_ids = old.clone();
-        old_with_ids.external_ids.extend(external_ids);
+        let old_with_ids = PortConfig {
+            external_ids: ids,
+            ..old.clone()
+        };
         if let Some(t) = &tunnel {
             self.check_tunnel_clash(iface, t)?;
         }

@@ -32,11 +32,11 @@ const WAKE_TOKEN: u64 = u64::MAX;
 const PASSES_PER_EPOLL_CHECK: u32 = 64;
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest a busy port's backlog is forwarded before its receive ring is
-/// set up; what is still queued after it has waited at least that long, and is
-/// dropped and counted as `queue-full` instead of forwarded late. Unbounded,
-/// a backlog of broadcasts on a 1000-port bridge (4 MB of small frames, about
-/// 2 ms each to flood) held the thread for seconds while the other ports
-/// waited, and the frames went out seconds stale (docs/PERFORMANCE.md).
+/// set up. What is still queued then is dropped and counted as `queue-full`
+/// rather than forwarded late: unbounded, a backlog of broadcasts on a
+/// 1000-port bridge (4 MB of small frames, about 2 ms each to flood) held the
+/// thread for seconds while the other ports waited (docs/PERFORMANCE.md).
+/// Checked after each batch, so a batch of such broadcasts may overrun it.
 const RING_ATTACH_DRAIN: Duration = Duration::from_millis(2);
 /// One failed receive.
 const RX_ERROR: Counters = Counters {
@@ -331,18 +331,7 @@ fn process_port(member: &Member, s: &mut Scratch) -> bool {
 /// first burst that fills a batch (docs/ARCHITECTURE.md, "Receive rings").
 fn attach_ring(member: &Member, s: &mut Scratch) {
     let port = &member.port;
-    // Bounded: under a stream the queue never quite empties. 64 calls of 8
-    // batches is more than the 4 MB socket queue holds of the smallest frames.
-    let deadline = Instant::now() + RING_ATTACH_DRAIN;
-    for _ in 0..64 {
-        if !process_queue(member, |rx| port.recv(rx), s).busy {
-            break;
-        }
-        if Instant::now() >= deadline {
-            discard_queue(member, s);
-            break;
-        }
-    }
+    drain_until(member, s, Instant::now() + RING_ATTACH_DRAIN);
     match port.attach_ring(s.ring_frames) {
         Ok(false) => {}
         Ok(true) => {
@@ -354,20 +343,36 @@ fn attach_ring(member: &Member, s: &mut Scratch) {
     }
 }
 
-/// Reads what is left of a port's queue without forwarding it, and counts it
-/// as lost to a full queue: the ring setup would purge it unseen.
-fn discard_queue(member: &Member, s: &mut Scratch) {
+/// Forwards a port's queue a batch at a time until it is empty or `deadline`
+/// passes, then reads what is left without forwarding it and counts it as
+/// lost to a full queue (the ring setup would purge it unseen). Bounded by
+/// rounds too: 512 batches are more than the 4 MB queue holds of the smallest
+/// frames.
+fn drain_until(member: &Member, s: &mut Scratch, deadline: Instant) {
     let mut dropped = 0;
     for _ in 0..64 * MAX_BATCHES_PER_WAKEUP {
+        let forward = Instant::now() < deadline;
         match member.port.recv(&mut s.rx) {
+            Ok(n) if forward => {
+                forward_received(member, s, n);
+                if n < BATCH {
+                    break;
+                }
+            }
             Ok(n) => {
                 dropped += n as u64;
                 if n < BATCH {
                     break;
                 }
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(e) => {
+                member.port.stats.add(&RX_ERROR);
+                s.fwd
+                    .log_error(&member.bridge.name, &member.port.name, "receive", &e);
+                break;
+            }
         }
     }
     member.port.stats.add(&Counters {
@@ -375,6 +380,24 @@ fn discard_queue(member: &Member, s: &mut Scratch) {
         rx_queue_full: dropped,
         ..Counters::ZERO
     });
+}
+
+/// Forwards the `n` frames just received into `s.rx`.
+fn forward_received(member: &Member, s: &mut Scratch, n: usize) {
+    s.srcs.clear();
+    s.srcs.extend((0..n).map(|i| {
+        if s.rx.frame(i).truncated {
+            Src::Bad
+        } else {
+            Src::Queue(i)
+        }
+    }));
+    let frames = Frames {
+        ring: None,
+        rx: &s.rx,
+        srcs: &s.srcs,
+    };
+    s.fwd.forward_batch(member, &frames);
 }
 
 /// What one `process_queue` call saw.
@@ -480,20 +503,7 @@ fn process_queue(
             Ok(n) => {
                 received = true;
                 busy |= n == BATCH;
-                s.srcs.clear();
-                s.srcs.extend((0..n).map(|i| {
-                    if s.rx.frame(i).truncated {
-                        Src::Bad
-                    } else {
-                        Src::Queue(i)
-                    }
-                }));
-                let frames = Frames {
-                    ring: None,
-                    rx: &s.rx,
-                    srcs: &s.srcs,
-                };
-                s.fwd.forward_batch(member, &frames);
+                forward_received(member, s, n);
                 if n < BATCH {
                     break;
                 }
