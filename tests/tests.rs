@@ -32,6 +32,7 @@ mod namespaces;
 mod offload;
 mod ovs_vsctl;
 mod snooping;
+mod trace;
 mod tunnel;
 mod vlan;
 use switchd_testkit as util;

@@ -126,6 +126,23 @@ requests! {
         #[serde(default)]
         external_ids: BTreeMap<String, String>,
     }
+    /// Reply: [`TraceReply`]: what the bridge would do now with a frame of
+    /// these fields arriving on `in_port`, and why, without sending anything
+    /// (`ovs-appctl ofproto/trace`). Absent addresses are 00:00:00:00:00:00, an
+    /// absent `dl_type` 0, as in Open vSwitch; `dl_vlan` makes the frame tagged.
+    Trace = "trace" {
+        bridge: String,
+        in_port: String,
+        #[serde(default)]
+        dl_src: Option<String>,
+        #[serde(default)]
+        dl_dst: Option<String>,
+        #[serde(default)]
+        dl_vlan: Option<u16>,
+        /// A number (`0x0800`, `2054`) or `ip`, `arp`, `ipv6`.
+        #[serde(default)]
+        dl_type: Option<String>,
+    }
     /// Reply: the ports' names.
     ListPorts = "list-ports" {
         bridge: String,
@@ -786,6 +803,28 @@ pub struct PortInfo {
     pub external_ids: BTreeMap<String, String>,
 }
 
+/// What `trace` found, step by step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceReply {
+    pub bridge: String,
+    /// The frame traced, as `ovs-appctl ofproto/trace` writes a flow.
+    pub flow: String,
+    /// One line per stage: ingress, learn, lookup, egress, datapath.
+    pub steps: Vec<String>,
+    /// The VLAN the frame is in; absent when the ingress port refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Where the frame would go, in port order; empty when it goes nowhere.
+    pub output_ports: Vec<String>,
+    /// `kernel` (the TC fast path forwards it) or `userspace`; absent when
+    /// the frame goes nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath: Option<String>,
+    /// Why the frame goes nowhere, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop: Option<String>,
+}
+
 /// One answer of `find-ports`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FoundPort {
@@ -1396,7 +1435,7 @@ mod tests {
 
     #[test]
     fn methods_are_the_requests_names() {
-        assert_eq!(Request::METHODS.len(), 25);
+        assert_eq!(Request::METHODS.len(), 26);
         let show = Request::Show {};
         assert_eq!(show.method(), "show");
         let json = serde_json::to_value(&show).unwrap();

@@ -20,8 +20,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 use switchd_proto::{
     call, AddNsPort, CounterLine, FdbEntry, FdbStats, McastSnooping, MdbEntry, MdbStats,
-    PortColumn, PortCounters, PortKind, Request, SetBr, ShowReply, VlanConfig, DEFAULT_SOCKET,
-    SOCKET_ENV,
+    PortColumn, PortCounters, PortKind, Request, SetBr, ShowReply, TraceReply, VlanConfig,
+    DEFAULT_SOCKET, SOCKET_ENV,
 };
 
 #[derive(Parser)]
@@ -159,6 +159,15 @@ enum Command {
         bridge: String,
         #[arg(num_args = 1..=2, required = true, value_names = ["MAC", "VLAN"])]
         args: Vec<String>,
+    },
+    /// What the bridge would do now with a frame, and why, without sending
+    /// it (ovs-appctl ofproto/trace): trace BRIDGE in_port=PORT
+    /// [dl_src=MAC] [dl_dst=MAC] [dl_vlan=VLAN] [dl_type=0x0800|ip|arp|ipv6];
+    /// also as one argument, in_port=p1,dl_dst=...
+    Trace {
+        bridge: String,
+        #[arg(required = true, value_name = "FIELD=VALUE")]
+        fields: Vec<String>,
     },
     /// Show per-port packet counters.
     DumpPorts {
@@ -532,6 +541,7 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
                 if_exists,
             }
         }
+        Command::Trace { bridge, fields } => trace_request(bridge, fields)?,
         Command::DumpPorts { bridge, interface } => Request::DumpPorts {
             bridge: bridge.clone(),
             interface: interface.clone(),
@@ -540,6 +550,40 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
         Command::Find { .. } | Command::Get { .. } => {
             bail!("find and get cannot be chained with other commands in switchctl (ovs-vsctl can)")
         }
+    })
+}
+
+/// `in_port=p1 dl_dst=...`, or ovs-appctl's one flow argument `in_port=p1,dl_dst=...`.
+fn trace_request(bridge: &str, fields: &[String]) -> anyhow::Result<Request> {
+    let (mut in_port, mut dl_src, mut dl_dst, mut dl_vlan, mut dl_type) =
+        (None, None, None, None, None);
+    for field in fields.iter().flat_map(|f| f.split(',')) {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{field:?}: expected FIELD=VALUE"))?;
+        let value = value.to_string();
+        match key {
+            "in_port" => in_port = Some(value),
+            "dl_src" => dl_src = Some(value),
+            "dl_dst" => dl_dst = Some(value),
+            "dl_vlan" => {
+                dl_vlan = Some(
+                    value
+                        .parse()
+                        .map_err(|_| anyhow!("dl_vlan: {value:?} is not a VLAN id"))?,
+                )
+            }
+            "dl_type" => dl_type = Some(value),
+            _ => bail!("unknown field {key:?} (known: in_port, dl_src, dl_dst, dl_vlan, dl_type)"),
+        }
+    }
+    Ok(Request::Trace {
+        bridge: bridge.to_string(),
+        in_port: in_port.ok_or_else(|| anyhow!("trace needs in_port=PORT"))?,
+        dl_src,
+        dl_dst,
+        dl_vlan,
+        dl_type,
     })
 }
 
@@ -738,6 +782,7 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
         Command::DumpPorts { bridge, .. } => {
             render_ports(bridge, &serde_json::from_value::<Vec<_>>(result)?)
         }
+        Command::Trace { .. } => render_trace(&serde_json::from_value(result)?),
         Command::AddBr { .. }
         | Command::DelBr { .. }
         | Command::BrExists { .. }
@@ -753,6 +798,33 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
         | Command::Find { .. }
         | Command::Get { .. } => String::new(),
     })
+}
+
+/// As `ovs-appctl ofproto/trace` lays a trace out: the flow, the bridge's
+/// numbered steps, then the outcome.
+fn render_trace(t: &TraceReply) -> String {
+    let mut out = format!("Flow: {}\n\n", t.flow);
+    let title = format!("bridge(\"{}\")", t.bridge);
+    let _ = writeln!(out, "{title}\n{}", "-".repeat(title.len()));
+    for (i, step) in t.steps.iter().enumerate() {
+        let _ = writeln!(out, "{:2}. {step}", i + 1);
+    }
+    out.push('\n');
+    match (&t.drop, t.output_ports.is_empty()) {
+        (Some(why), _) => {
+            let _ = writeln!(out, "Output ports: none (drop: {why})");
+        }
+        (None, true) => {
+            let _ = writeln!(out, "Output ports: none");
+        }
+        (None, false) => {
+            let _ = writeln!(out, "Output ports: {}", t.output_ports.join(", "));
+        }
+    }
+    if let Some(datapath) = &t.datapath {
+        let _ = writeln!(out, "Datapath: {datapath}");
+    }
+    out
 }
 
 /// A tree like `ovs-vsctl show`, 4-space indents.

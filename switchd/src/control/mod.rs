@@ -12,6 +12,7 @@ mod reports;
 mod server;
 mod statics;
 mod switch;
+mod trace;
 mod tunnels;
 mod txn;
 

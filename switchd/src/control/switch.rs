@@ -260,6 +260,23 @@ impl Switch {
                     .map(|b| b.ports.keys().collect::<Vec<_>>()),
             ),
             Request::FindPorts { external_ids } => reply(Ok(self.find_ports(&external_ids))),
+            Request::Trace {
+                bridge,
+                in_port,
+                dl_src,
+                dl_dst,
+                dl_vlan,
+                dl_type,
+            } => reply(self.trace(
+                &bridge,
+                &in_port,
+                super::trace::TraceFields {
+                    dl_src,
+                    dl_dst,
+                    dl_vlan,
+                    dl_type,
+                },
+            )),
             Request::PortToBr { interface } => reply(
                 self.bridge_of(&interface)
                     .ok_or_else(|| err(code::NOT_FOUND, format!("no port named {interface}"))),
