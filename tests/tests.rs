@@ -27,6 +27,7 @@ mod cli;
 mod cni;
 mod forwarding;
 mod lifecycle;
+mod metrics;
 mod mininet;
 mod namespaces;
 mod offload;

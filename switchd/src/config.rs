@@ -22,6 +22,8 @@ pub struct Config {
     pub socket_group: Option<String>,
     pub db: PathBuf,
     pub datapath: crate::datapath::DatapathConfig,
+    /// Where to serve Prometheus metrics (`--metrics`); nowhere by default.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Version 2: each port is a [`PortConfig`] (name, kind, where an add-ns-port

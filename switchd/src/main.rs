@@ -43,6 +43,10 @@ struct Args {
     /// datapath for every frame.
     #[arg(long, value_enum, default_value = "tc")]
     offload: Offload,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477);
+    /// off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
             ring_frames: args.rx_ring_frames as usize,
             offload: matches!(args.offload, Offload::Tc),
         },
+        metrics: args.metrics,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -4,6 +4,7 @@
 
 mod bridges;
 mod links;
+mod metrics;
 mod netlink;
 mod netns;
 mod ns_ports;
@@ -45,9 +46,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ),
         None => None,
     };
+    // Bound before anything runs, so a taken address is an error at start.
+    let metrics = match config.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let listener = bind(&config.socket, group)?;
     let socket = config.socket.clone();
-    let result = serve(config, db, &listener, shutdown).await;
+    let result = serve(config, db, &listener, metrics, shutdown).await;
     let _ = std::fs::remove_file(&socket);
     result
 }
@@ -56,6 +66,7 @@ async fn serve(
     config: Config,
     db: Db,
     listener: &UnixListener,
+    metrics: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let datapath = Datapath::start(&config.datapath).context("cannot start the datapath")?;
@@ -69,6 +80,12 @@ async fn serve(
     let aging = tokio::spawn(age_out(switch.clone()));
     let follow = tokio::spawn(follow_links(switch.clone(), links));
     let underlay = tokio::spawn(follow_underlay(switch.clone()));
+    let metrics = metrics.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving /metrics");
+        }
+        tokio::spawn(metrics::serve(listener, switch.clone()))
+    });
     let access = server::Access {
         group: match &config.socket_group {
             Some(name) => crate::sys::group_id(name)?,
@@ -79,6 +96,10 @@ async fn serve(
     aging.abort();
     follow.abort();
     underlay.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+        let _ = metrics.await;
+    }
     // Dropping the last handle stops and joins the datapath threads.
     let _ = aging.await;
     let _ = follow.await;

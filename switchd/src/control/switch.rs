@@ -6,6 +6,7 @@
 //! Every change is validated, carried out, and saved to the database before the
 //! reply; if any step fails nothing of it remains.
 
+use super::metrics::RequestCounts;
 use super::netlink::{Netlink, NetlinkError};
 use super::tunnels::TunnelState;
 use super::txn::BatchState;
@@ -105,6 +106,8 @@ pub struct Switch {
     pub(super) batch: Option<BatchState>,
     /// The kernel side of the tunnel ports.
     pub(super) tunnels: TunnelState,
+    /// What `--metrics` reports of the requests answered.
+    pub(super) requests: RequestCounts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +137,7 @@ impl Switch {
             netlink,
             batch: None,
             tunnels: TunnelState::default(),
+            requests: RequestCounts::default(),
         };
         switch.reconcile(&db).await;
         switch.db = db;
@@ -209,6 +213,13 @@ impl Switch {
     }
 
     pub async fn handle(&mut self, request: Request) -> RpcResult {
+        let method = request.method();
+        let result = self.run(request).await;
+        self.requests.count(method, result.is_ok());
+        result
+    }
+
+    async fn run(&mut self, request: Request) -> RpcResult {
         match request {
             Request::AddBr {
                 bridge,

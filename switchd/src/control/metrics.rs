@@ -1,0 +1,298 @@
+//! `switchd --metrics ADDR`: what switchd counts, at `http://ADDR/metrics`,
+//! in the exposition format of Prometheus (OpenMetrics text, which Prometheus
+//! and its client libraries read), written by Prometheus's own Rust client
+//! (`prometheus-client`) and served by hyper on the control plane's runtime.
+//!
+//! A scrape reads what `dump-ports`, `fdb-stats` and `mdb-stats` read, by the
+//! same functions, under the control plane's lock: the counters are atomics
+//! and the tables' locks are held only to read their counts, so forwarding
+//! does not wait for a scrape; a scrape waits at most `LOCK_WAIT` for a long
+//! request (a chain of thousands of ports) and answers 503 past it.
+
+use super::switch::Switch;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use switchd_proto::CounterLine;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Semaphore};
+
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// Scrapers are few; more connections than this wait.
+const MAX_CONNECTIONS: usize = 16;
+/// A connection that has not sent its request headers by then is closed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(String, String)>;
+
+/// Requests the control plane answered, by method and outcome.
+#[derive(Default)]
+pub(super) struct RequestCounts(BTreeMap<(&'static str, &'static str), u64>);
+
+impl RequestCounts {
+    pub(super) fn count(&mut self, method: &'static str, ok: bool) {
+        *self
+            .0
+            .entry((method, if ok { "ok" } else { "error" }))
+            .or_default() += 1;
+    }
+}
+
+/// Serves `/metrics` until the task is aborted.
+pub(super) async fn serve(listener: TcpListener, switch: Arc<Mutex<Switch>>) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("metrics: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let switch = switch.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let switch = switch.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(request, &switch).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!("metrics connection: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *response.status_mut() = status;
+    response
+}
+
+async fn answer(request: Request<Incoming>, switch: &Mutex<Switch>) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/metrics" {
+        return plain(StatusCode::NOT_FOUND, "switchd serves /metrics only");
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics");
+    }
+    let registry = match tokio::time::timeout(LOCK_WAIT, switch.lock()).await {
+        Ok(switch) => registry(&switch),
+        Err(_) => {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "switchd is busy with a long request; scrape again",
+            )
+        }
+    };
+    let mut text = String::new();
+    if let Err(e) = encode(&mut text, &registry) {
+        tracing::error!("metrics: cannot encode: {e}");
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics",
+        );
+    }
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(CONTENT_TYPE),
+    );
+    response
+}
+
+/// A counter family filled with one scrape's values. Counters are created per
+/// scrape because ports come and go; `inc_by` on a fresh one sets its value.
+fn counters(
+    registry: &mut Registry,
+    families: &mut BTreeMap<String, Family<Labels, Counter>>,
+    name: &str,
+    help: &str,
+    labels: Labels,
+    value: u64,
+) {
+    let family = families.entry(name.to_string()).or_insert_with(|| {
+        let family = Family::<Labels, Counter>::default();
+        registry.register(name, help, family.clone());
+        family
+    });
+    family.get_or_create(&labels).inc_by(value);
+}
+
+fn gauge(
+    registry: &mut Registry,
+    families: &mut BTreeMap<String, Family<Labels, Gauge>>,
+    name: &str,
+    help: &str,
+    labels: Labels,
+    value: u64,
+) {
+    let family = families.entry(name.to_string()).or_insert_with(|| {
+        let family = Family::<Labels, Gauge>::default();
+        registry.register(name, help, family.clone());
+        family
+    });
+    family
+        .get_or_create(&labels)
+        .set(i64::try_from(value).unwrap_or(i64::MAX));
+}
+
+fn label(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// One scrape: every port's counters as `dump-ports` has them, every bridge's
+/// MAC and snooping tables' counts, the control requests, the build.
+fn registry(switch: &Switch) -> Registry {
+    let mut registry = Registry::default();
+    let mut c = BTreeMap::new();
+    let mut g = BTreeMap::new();
+    gauge(
+        &mut registry,
+        &mut g,
+        "switchd_build_info",
+        "switchd's version (the value is 1)",
+        label(&[("version", env!("CARGO_PKG_VERSION"))]),
+        1,
+    );
+    for ((method, outcome), n) in &switch.requests.0 {
+        counters(
+            &mut registry,
+            &mut c,
+            "switchd_control_requests",
+            "Control requests answered, by method and outcome",
+            label(&[("method", method), ("outcome", outcome)]),
+            *n,
+        );
+    }
+    for bridge in switch.bridges.keys() {
+        let b = |extra: &[(&str, &str)]| {
+            let mut l = label(&[("bridge", bridge)]);
+            l.extend(label(extra));
+            l
+        };
+        if let Ok(ports) = switch.dump_ports(bridge, None) {
+            for p in ports {
+                for (field, line, reason, value) in p.counters.fields() {
+                    let port = p.port.as_str();
+                    let (name, help, labels) = match line {
+                        CounterLine::Totals => (
+                            format!("switchd_port_{field}"),
+                            "Port counters as dump-ports has them (kernel fast path included)",
+                            b(&[("port", port)]),
+                        ),
+                        CounterLine::Kernel => (
+                            format!("switchd_port_{field}"),
+                            "Of the port's packets, those the kernel fast path forwarded",
+                            b(&[("port", port)]),
+                        ),
+                        CounterLine::Reasons if matches!(field, "rx_runts" | "rx_truncated") => (
+                            "switchd_port_rx_error_reasons".to_string(),
+                            "Receive errors by reason (part of rx_errors)",
+                            b(&[("port", port), ("reason", reason)]),
+                        ),
+                        CounterLine::Reasons => (
+                            "switchd_port_rx_drop_reasons".to_string(),
+                            "Receive drops by reason (part of rx_drops)",
+                            b(&[("port", port), ("reason", reason)]),
+                        ),
+                        CounterLine::TxReasons => (
+                            "switchd_port_tx_drop_reasons".to_string(),
+                            "Transmit drops by reason (part of tx_drops)",
+                            b(&[("port", port), ("reason", reason)]),
+                        ),
+                    };
+                    counters(&mut registry, &mut c, &name, help, labels, value);
+                }
+            }
+        }
+        if let Ok(s) = switch.fdb_stats(bridge) {
+            gauge(
+                &mut registry,
+                &mut g,
+                "switchd_fdb_entries",
+                "MAC table entries now",
+                b(&[]),
+                s.current,
+            );
+            gauge(
+                &mut registry,
+                &mut g,
+                "switchd_fdb_max_entries",
+                "MAC table size (mac-table-size)",
+                b(&[]),
+                s.max,
+            );
+            for (name, help, v) in [
+                ("switchd_fdb_learned", "MAC entries learned", s.learned),
+                ("switchd_fdb_aged", "MAC entries that aged out", s.aged),
+                (
+                    "switchd_fdb_evicted",
+                    "MAC entries evicted from a full table",
+                    s.evicted,
+                ),
+                (
+                    "switchd_fdb_moved",
+                    "MAC entries moved to another port",
+                    s.moved,
+                ),
+            ] {
+                counters(&mut registry, &mut c, name, help, b(&[]), v);
+            }
+        }
+        if let Ok(s) = switch.mdb_stats(bridge) {
+            gauge(
+                &mut registry,
+                &mut g,
+                "switchd_mdb_groups",
+                "Multicast snooping groups now",
+                b(&[]),
+                s.current,
+            );
+            for (name, help, v) in [
+                (
+                    "switchd_mdb_joins",
+                    "Multicast memberships reported",
+                    s.joins,
+                ),
+                ("switchd_mdb_leaves", "Multicast memberships left", s.leaves),
+                (
+                    "switchd_mdb_aged",
+                    "Multicast memberships and router ports aged out",
+                    s.aged,
+                ),
+                (
+                    "switchd_mdb_table_full",
+                    "Reports not learned: the table was full",
+                    s.table_full,
+                ),
+                ("switchd_mdb_queries", "IGMP/MLD queries seen", s.queries),
+            ] {
+                counters(&mut registry, &mut c, name, help, b(&[]), v);
+            }
+        }
+    }
+    registry
+}
