@@ -19,21 +19,26 @@
 //! VLANs: the same figures through two bridges joined by a veth trunk, once
 //! untagged (`switchd-trunk`) and once access VLAN 10 -> trunk of 10,20 -> access
 //! VLAN 10 (`switchd-vlan`), and that tagged topology on Open vSwitch
-//! (`ovs-vlan`); a second table gives switchd-vlan's ratios to both.
+//! (`ovs-vlan`); a second table gives switchd-vlan's ratios to both. And
+//! switchd with `--metrics` scraped every 100 ms throughout
+//! (`switchd-scraped`), against switchd unscraped: what scraping costs.
 //!
 //! Run as root: `scripts/bench` (installs iperf3, netsniff-ng and
 //! openvswitch-switch if missing, builds the release binaries, runs this).
 //! Environment: `COMPARE_ROUNDS` (default 3), `COMPARE_SECS` (seconds per
 //! throughput test, default 4), `COMPARE_ONLY` (comma list of
 //! veth,bridge,ovs,switchd,switchd-user,switchd-trunk,switchd-vlan,ovs-vlan,
-//! vxlan-switchd,vxlan-kernel,vxlan-ovs),
+//! vxlan-switchd,vxlan-kernel,vxlan-ovs,switchd-scraped),
 //! `COMPARE_JSON` (results file, default target/compare/<unix time>.json),
 //! `SWITCHD_ARGS` (extra switchd flags, e.g. `--datapath-threads 2 --spin-us 1000`).
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use switchd_testkit::measure::{self, env_u64, median};
 use switchd_testkit::ovs::Ovs;
@@ -62,10 +67,12 @@ enum Kind {
     VxlanKernel,
     /// The same with Open vSwitch's userspace datapath on both hosts.
     VxlanOvs,
+    /// `Switchd` with `--metrics`, scraped every 100 ms throughout.
+    SwitchdScraped,
 }
 
 impl Kind {
-    const ALL: [Kind; 11] = [
+    const ALL: [Kind; 12] = [
         Kind::Veth,
         Kind::Bridge,
         Kind::Ovs,
@@ -77,6 +84,7 @@ impl Kind {
         Kind::VxlanSwitchd,
         Kind::VxlanKernel,
         Kind::VxlanOvs,
+        Kind::SwitchdScraped,
     ];
 
     fn name(self) -> &'static str {
@@ -92,6 +100,7 @@ impl Kind {
             Kind::VxlanSwitchd => "vxlan-switchd",
             Kind::VxlanKernel => "vxlan-kernel",
             Kind::VxlanOvs => "vxlan-ovs",
+            Kind::SwitchdScraped => "switchd-scraped",
         }
     }
 
@@ -108,6 +117,7 @@ impl Kind {
             Kind::VxlanSwitchd => "vxlan sd-kernel",
             Kind::VxlanKernel => "vxlan kern-kern",
             Kind::VxlanOvs => "vxlan OVS-OVS",
+            Kind::SwitchdScraped => "sd scraped",
         }
     }
 }
@@ -129,6 +139,53 @@ struct Topology {
     _ovs: Vec<Ovs>,
     /// The hosts of a tunnel topology.
     _hosts: Vec<Netns>,
+    /// The metrics scraper of `SwitchdScraped`, stopped on drop.
+    scraper: Option<Scraper>,
+}
+
+/// GETs `/metrics` every 100 ms, as a Prometheus scraping hard would, until
+/// dropped; counts the scrapes that got a 200.
+struct Scraper {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Scraper {
+    fn start(addr: String) -> Scraper {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut ok = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let reply = std::net::TcpStream::connect(&addr).and_then(|mut s| {
+                    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                    let mut text = String::new();
+                    s.read_to_string(&mut text)?;
+                    Ok(text)
+                });
+                if reply.is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
+                    ok += 1;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            ok
+        });
+        Scraper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            if let Ok(n) = t.join() {
+                eprintln!("metrics scraper: {n} scrapes answered");
+            }
+        }
+    }
 }
 
 impl Drop for Topology {
@@ -173,6 +230,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
         _wire: None,
         _ovs: Vec::new(),
         _hosts: Vec::new(),
+        scraper: None,
     };
     match kind {
         Kind::Veth => {
@@ -217,8 +275,19 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             }
             topo.switch_pid = Some(ovs.vswitchd_pid());
         }
-        Kind::Switchd | Kind::SwitchdUser => {
-            let daemon = Daemon::start_with(&switchd_args(kind == Kind::SwitchdUser));
+        Kind::Switchd | Kind::SwitchdUser | Kind::SwitchdScraped => {
+            let mut args = switchd_args(kind == Kind::SwitchdUser);
+            let addr = format!(
+                "127.0.0.1:{}",
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map_err(|e| e.to_string())?
+                    .port()
+            );
+            if kind == Kind::SwitchdScraped {
+                args.extend(["--metrics", addr.clone().leak()]);
+            }
+            let daemon = Daemon::start_with(&args);
             daemon.ctl_ok(&["add-br", "--no-internal", "br0"]);
             for ns in [&topo.a, &topo.b] {
                 let port = uplink(ns);
@@ -227,6 +296,9 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             }
             topo.switch_pid = Some(daemon.pid());
             topo.daemon = Some(daemon);
+            if kind == Kind::SwitchdScraped {
+                topo.scraper = Some(Scraper::start(addr));
+            }
         }
         Kind::SwitchdTrunk | Kind::SwitchdVlan | Kind::OvsVlan => {
             let wire = Wire::new();
@@ -553,6 +625,15 @@ fn print_table(medians: &BTreeMap<Kind, BTreeMap<&str, f64>>, rounds: u64) {
         "VLANs: switchd access 10 -> trunk -> access 10 over two bridges, / the same untagged, / Open vSwitch tagged",
         Kind::SwitchdVlan,
         [(Kind::SwitchdTrunk, "vlan/untagged"), (Kind::OvsVlan, "vlan/ovs-vlan")],
+    );
+    print_ratios(
+        medians,
+        "Metrics: switchd scraped every 100 ms, / switchd unscraped, / the kernel bridge",
+        Kind::SwitchdScraped,
+        [
+            (Kind::Switchd, "scraped/not"),
+            (Kind::Bridge, "scraped/bridge"),
+        ],
     );
 }
 
