@@ -144,6 +144,18 @@ fn metrics_parse_and_equal_dump_ports() {
         Some(1)
     );
     assert!(sample(&samples, "switchd_build_info", &[]).is_some());
+    // The thread forwarded the ARP and the first frames of the pings.
+    let busy = samples
+        .iter()
+        .find(|s| {
+            s["name"] == "switchd_datapath_busy_seconds_total" && s["labels"]["thread"] == "0"
+        })
+        .map(|s| s["value"].as_f64().unwrap())
+        .expect("no busy time for datapath thread 0");
+    assert!(busy > 0.0 && busy < 60.0, "{busy}");
+    assert!(samples
+        .iter()
+        .any(|s| s["name"] == "switchd_datapath_poll_seconds_total"));
 
     // Only /metrics, only reads.
     assert!(http(

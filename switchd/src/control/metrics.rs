@@ -20,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use switchd_proto::CounterLine;
@@ -169,6 +170,7 @@ fn registry(switch: &Switch) -> Registry {
     let mut registry = Registry::default();
     let mut c = BTreeMap::new();
     let mut g = BTreeMap::new();
+    let mut f = BTreeMap::new();
     gauge(
         &mut registry,
         &mut g,
@@ -186,6 +188,29 @@ fn registry(switch: &Switch) -> Registry {
             label(&[("method", method), ("outcome", outcome)]),
             *n,
         );
+    }
+    let seconds = |ns: u64| ns as f64 / 1e9;
+    for (i, (busy, poll)) in switch.datapath.thread_times().into_iter().enumerate() {
+        let thread = label(&[("thread", &i.to_string())]);
+        for (name, help, value) in [
+            (
+                "switchd_datapath_busy_seconds",
+                "Time a datapath thread spent in passes that forwarded frames",
+                busy,
+            ),
+            (
+                "switchd_datapath_poll_seconds",
+                "Time a datapath thread spent polling without finding frames (--spin-us)",
+                poll,
+            ),
+        ] {
+            let family = f.entry(name).or_insert_with(|| {
+                let family = Family::<Labels, Counter<f64, AtomicU64>>::default();
+                registry.register(name, help, family.clone());
+                family
+            });
+            family.get_or_create(&thread).inc_by(seconds(value));
+        }
     }
     for bridge in switch.bridges.keys() {
         let b = |extra: &[(&str, &str)]| {

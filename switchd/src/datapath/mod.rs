@@ -235,11 +235,22 @@ enum WorkerMsg {
     Stop,
 }
 
+/// Where a datapath thread's time went, for `--metrics`: written by the
+/// thread once per pass of its loop, read by a scrape.
+#[derive(Default)]
+pub struct ThreadTimes {
+    /// Passes that forwarded frames.
+    pub busy_ns: AtomicU64,
+    /// Passes that polled and found nothing (`--spin-us`).
+    pub poll_ns: AtomicU64,
+}
+
 struct WorkerHandle {
     tx: mpsc::Sender<WorkerMsg>,
     wake: Arc<EventFd>,
     /// Last topology generation the thread has switched to.
     applied: Arc<AtomicU64>,
+    times: Arc<ThreadTimes>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -292,18 +303,21 @@ impl Datapath {
             let (tx, rx) = mpsc::channel();
             let wake = Arc::new(EventFd::new()?);
             let applied = Arc::new(AtomicU64::new(0));
+            let times = Arc::new(ThreadTimes::default());
             let thread = {
                 let wake = wake.clone();
                 let applied = applied.clone();
+                let times = times.clone();
                 let spin = spin::Spin::new(config.spin, config.spin_budget_pct, Instant::now());
                 std::thread::Builder::new()
                     .name(format!("datapath-{n}"))
-                    .spawn(move || worker::run(rx, &wake, &applied, spin, ring_frames))?
+                    .spawn(move || worker::run(rx, &wake, &applied, &times, spin, ring_frames))?
             };
             workers.push(WorkerHandle {
                 tx,
                 wake,
                 applied,
+                times,
                 thread: Some(thread),
             });
         }
@@ -601,6 +615,19 @@ impl Datapath {
             && offloaded(ingress)
             && traced.outputs.iter().all(|o| offloaded(o.port));
         Some((traced, kernel))
+    }
+
+    /// Each datapath thread's busy and polling time so far, in nanoseconds.
+    pub fn thread_times(&self) -> Vec<(u64, u64)> {
+        self.workers
+            .iter()
+            .map(|w| {
+                (
+                    w.times.busy_ns.load(Ordering::Relaxed),
+                    w.times.poll_ns.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     /// True once every thread runs generation `generation` or later.

@@ -10,7 +10,7 @@ use super::egress;
 use super::fdb::PortId;
 use super::port::Sink;
 use super::spin::{Pass, Spin};
-use super::{now_ms, Member, WorkerMsg, WorkerView};
+use super::{now_ms, Member, ThreadTimes, WorkerMsg, WorkerView};
 use crate::sys::{Epoll, EpollEvents, EventFd, RingBatch, RingSlot, RxBatch, RxRing, Sender};
 use crate::sys::{TxBatch, TxFrame, TxOutcome};
 use crate::wire::vnet;
@@ -129,6 +129,7 @@ pub(super) fn run(
     rx: Receiver<WorkerMsg>,
     wake: &EventFd,
     applied: &AtomicU64,
+    times: &ThreadTimes,
     mut spin: Spin,
     ring_frames: usize,
 ) {
@@ -245,11 +246,19 @@ pub(super) fn run(
                 spin.woke_after(start.duration_since(last_forward));
             }
             let frames = std::mem::take(&mut scratch.fwd.frames);
-            spin.account(Pass::Worked, end.duration_since(start), frames, end);
+            let took = end.duration_since(start);
+            times
+                .busy_ns
+                .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+            spin.account(Pass::Worked, took, frames, end);
             last_forward = end;
             spin_until = Some(end + spin.window());
         } else if spinning {
-            spin.account(Pass::Polled, end.duration_since(start), 0, end);
+            let took = end.duration_since(start);
+            times
+                .poll_ns
+                .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+            spin.account(Pass::Polled, took, 0, end);
         } else {
             spin.account(Pass::Slept, Duration::ZERO, 0, end);
         }
