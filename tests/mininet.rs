@@ -170,6 +170,24 @@ impl Run {
         (out, text)
     }
 
+    /// `mn --switch SWITCH --topo TOPO --test TEST`, with a `--post` script
+    /// of `post` lines if there are any.
+    fn mn_test(
+        &self,
+        socket: Option<&Path>,
+        switch: &str,
+        topo: &str,
+        test: &str,
+        post: &[&str],
+    ) -> (Output, String) {
+        let script = (!post.is_empty()).then(|| self.script(post));
+        let mut args = vec!["--switch", switch, "--topo", topo, "--test", test];
+        if let Some(script) = &script {
+            args.extend(["--post", script.to_str().unwrap()]);
+        }
+        self.mn(socket, &args)
+    }
+
     /// A CLI script for `mn --post`: `lines` written to the state directory.
     fn script(&self, lines: &[&str]) -> PathBuf {
         let path = self.state_dir.join(unique_name("cli"));
@@ -260,19 +278,12 @@ fn pingall_linear_3_over_a_shared_daemon() {
     let _machine = exclusive_machine();
     let run = Run::new();
     let d = Daemon::start();
-    let post = run.script(&["sh \"$SWITCHCTL\" show"]);
-    let (out, text) = run.mn(
+    let (out, text) = run.mn_test(
         Some(&d.socket),
-        &[
-            "--switch",
-            "switchd",
-            "--topo",
-            "linear,3",
-            "--test",
-            "pingall",
-            "--post",
-            post.to_str().unwrap(),
-        ],
+        "switchd",
+        "linear,3",
+        "pingall",
+        &["sh \"$SWITCHCTL\" show"],
     );
     assert_pingall_ok(&out, &text);
     // During the run (after pingall, before stop): three bridges, each with
@@ -309,19 +320,12 @@ fn pingall_tree_2_3_with_a_prefix_beside_another_users_bridge() {
     // Someone else's bridge named like a Mininet switch: the prefix keeps
     // the run off it, and nothing of the run touches it.
     d.ctl_ok(&["add-br", "s1", "--no-internal"]);
-    let post = run.script(&["sh \"$SWITCHCTL\" list-br"]);
-    let (out, text) = run.mn(
+    let (out, text) = run.mn_test(
         Some(&d.socket),
-        &[
-            "--switch",
-            "switchd,prefix=t1-",
-            "--topo",
-            "tree,2,3",
-            "--test",
-            "pingall",
-            "--post",
-            post.to_str().unwrap(),
-        ],
+        "switchd,prefix=t1-",
+        "tree,2,3",
+        "pingall",
+        &["sh \"$SWITCHCTL\" list-br"],
     );
     assert_pingall_ok(&out, &text);
     assert!(
@@ -342,19 +346,12 @@ fn owned_daemon_starts_and_stops_with_the_run() {
     let run = Run::new();
     // While the owned daemon runs, SWITCHD_SOCKET names it for commands
     // started from the run.
-    let post = run.script(&["sh \"$SWITCHCTL\" show"]);
-    let (out, text) = run.mn(
+    let (out, text) = run.mn_test(
         None,
-        &[
-            "--switch",
-            "switchd",
-            "--topo",
-            "linear,2",
-            "--test",
-            "pingall",
-            "--post",
-            post.to_str().unwrap(),
-        ],
+        "switchd",
+        "linear,2",
+        "pingall",
+        &["sh \"$SWITCHCTL\" show"],
     );
     assert_pingall_ok(&out, &text);
     let (pid, socket) = owned_daemon(&text);
@@ -449,12 +446,7 @@ fn a_failed_run_removes_only_what_it_made() {
         "s1",
         &peer,
     ]);
-    let (_, text) = run.mn(
-        Some(&d.socket),
-        &[
-            "--switch", "switchd", "--topo", "linear,3", "--test", "pingall",
-        ],
-    );
+    let (_, text) = run.mn_test(Some(&d.socket), "switchd", "linear,3", "pingall", &[]);
     assert!(
         text.contains("Caught exception") && text.contains("a bridge named s1 already exists"),
         "no clash reported:\n{text}"
@@ -467,17 +459,7 @@ fn a_failed_run_removes_only_what_it_made() {
 
     // Fails after the switches started (an unknown test): mn calls cleanup()
     // instead of stopping the network, and gets ours.
-    let (_, text) = run.mn(
-        None,
-        &[
-            "--switch",
-            "switchd",
-            "--topo",
-            "linear,3",
-            "--test",
-            "pingall+nosuchtest",
-        ],
-    );
+    let (_, text) = run.mn_test(None, "switchd", "linear,3", "pingall+nosuchtest", &[]);
     assert!(
         text.contains("Results: 0% dropped") && text.contains("Test nosuchtest is unknown"),
         "run did not fail after pingall:\n{text}"

@@ -10,6 +10,8 @@
 
 mod ovs_vsctl;
 
+use ovs_vsctl::Table;
+
 use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
@@ -427,38 +429,17 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             table,
             record,
             settings,
-        } => match table.to_ascii_lowercase().as_str() {
-            "bridge" => {
-                let settings: Vec<String> = settings
-                    .iter()
-                    .map(|s| {
-                        s.strip_prefix("other_config:")
-                            .or_else(|| s.strip_prefix("other-config:"))
-                            .unwrap_or(s)
-                            .to_string()
-                    })
-                    .collect();
-                bridge_settings(record, &settings)?
-            }
-            "interface" => {
-                let (kind, options, external_ids) = interface_columns(settings)?;
-                Request::SetInterface {
-                    interface: record.clone(),
-                    kind,
-                    options,
-                    external_ids,
+        } => {
+            let table = match table.to_ascii_lowercase().as_str() {
+                "bridge" => Table::Bridge,
+                "interface" => Table::Interface,
+                _ => {
+                    port_table(table)?;
+                    Table::Port
                 }
-            }
-            _ => {
-                port_table(table)?;
-                let (set, clear) = port_set(settings)?;
-                Request::SetPort {
-                    port: record.clone(),
-                    set,
-                    clear,
-                }
-            }
-        },
+            };
+            set_request(table, record, settings)?
+        }
         Command::Clear {
             table,
             record,
@@ -590,6 +571,43 @@ fn trace_request(bridge: &str, fields: &[String]) -> anyhow::Result<Request> {
 fn vlan_arg(v: &str) -> anyhow::Result<u16> {
     v.parse()
         .map_err(|_| anyhow!("VLAN {v:?} is not a VLAN id (0 to 4094)"))
+}
+
+/// `set TABLE RECORD COLUMN=VALUE...` once the table is known: switchctl's
+/// `set` and ovs-vsctl's make the same request.
+fn set_request(table: Table, record: &str, settings: &[String]) -> anyhow::Result<Request> {
+    let record = record.to_string();
+    Ok(match table {
+        Table::Bridge => {
+            let settings: Vec<String> = settings
+                .iter()
+                .map(|s| {
+                    s.strip_prefix("other_config:")
+                        .or_else(|| s.strip_prefix("other-config:"))
+                        .unwrap_or(s)
+                        .to_string()
+                })
+                .collect();
+            bridge_settings(&record, &settings)?
+        }
+        Table::Port => {
+            let (set, clear) = port_set(settings)?;
+            Request::SetPort {
+                port: record,
+                set,
+                clear,
+            }
+        }
+        Table::Interface => {
+            let (kind, options, external_ids) = interface_columns(settings)?;
+            Request::SetInterface {
+                interface: record,
+                kind,
+                options,
+                external_ids,
+            }
+        }
+    })
 }
 
 /// The tables `set` and `clear` know (ovs-vsctl's names, any case).

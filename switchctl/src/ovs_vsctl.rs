@@ -6,7 +6,7 @@
 //! code 1, never silently. docs/OVS-VSCTL.md lists the subset and the command
 //! lines recorded from each tool's source (tests/ovs_vsctl.rs runs them).
 
-use crate::{bridge_settings, interface_columns, port_columns, port_set};
+use crate::{port_columns, set_request};
 use anyhow::{anyhow, bail};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -62,7 +62,7 @@ enum Op {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Table {
+pub(crate) enum Table {
     Bridge,
     Port,
     Interface,
@@ -368,38 +368,7 @@ fn parse_command(part: &[String]) -> anyhow::Result<Op> {
                 bail!("'set' command requires at least 3 arguments: TABLE RECORD COLUMN[:KEY]=VALUE...");
             }
             let settings: Vec<String> = args[2..].iter().map(|s| s.to_string()).collect();
-            let record = args[1].to_string();
-            Op::Change(match Table::parse(args[0])? {
-                Table::Bridge => {
-                    let settings: Vec<String> = settings
-                        .iter()
-                        .map(|s| {
-                            s.strip_prefix("other_config:")
-                                .or_else(|| s.strip_prefix("other-config:"))
-                                .unwrap_or(s)
-                                .to_string()
-                        })
-                        .collect();
-                    bridge_settings(&record, &settings)?
-                }
-                Table::Port => {
-                    let (set, clear) = port_set(&settings)?;
-                    Request::SetPort {
-                        port: record,
-                        set,
-                        clear,
-                    }
-                }
-                Table::Interface => {
-                    let (kind, options, external_ids) = interface_columns(&settings)?;
-                    Request::SetInterface {
-                        interface: record,
-                        kind,
-                        options,
-                        external_ids,
-                    }
-                }
-            })
+            Op::Change(set_request(Table::parse(args[0])?, args[1], &settings)?)
         }
         "get" => {
             if args.len() < 3 {

@@ -18,7 +18,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -121,8 +121,31 @@ async fn answer(request: Request<Incoming>, switch: &Mutex<Switch>) -> Response<
     response
 }
 
-/// A counter family filled with one scrape's values. Counters are created per
-/// scrape because ports come and go; `inc_by` on a fresh one sets its value.
+/// The member of family `name` (registered on first use) for `labels`. Metrics
+/// are made per scrape because ports come and go; a fresh counter's `inc_by`
+/// sets its value. A clone shares the registered member's value.
+fn member<M>(
+    registry: &mut Registry,
+    families: &mut BTreeMap<String, Family<Labels, M>>,
+    name: &str,
+    help: &str,
+    labels: &Labels,
+) -> M
+where
+    M: Default + Clone,
+    Family<Labels, M>: Metric + Clone,
+{
+    families
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            let family = Family::<Labels, M>::default();
+            registry.register(name, help, family.clone());
+            family
+        })
+        .get_or_create(labels)
+        .clone()
+}
+
 fn counters(
     registry: &mut Registry,
     families: &mut BTreeMap<String, Family<Labels, Counter>>,
@@ -131,12 +154,7 @@ fn counters(
     labels: Labels,
     value: u64,
 ) {
-    let family = families.entry(name.to_string()).or_insert_with(|| {
-        let family = Family::<Labels, Counter>::default();
-        registry.register(name, help, family.clone());
-        family
-    });
-    family.get_or_create(&labels).inc_by(value);
+    member(registry, families, name, help, &labels).inc_by(value);
 }
 
 fn gauge(
@@ -147,14 +165,7 @@ fn gauge(
     labels: Labels,
     value: u64,
 ) {
-    let family = families.entry(name.to_string()).or_insert_with(|| {
-        let family = Family::<Labels, Gauge>::default();
-        registry.register(name, help, family.clone());
-        family
-    });
-    family
-        .get_or_create(&labels)
-        .set(i64::try_from(value).unwrap_or(i64::MAX));
+    member(registry, families, name, help, &labels).set(i64::try_from(value).unwrap_or(i64::MAX));
 }
 
 fn label(pairs: &[(&str, &str)]) -> Labels {
@@ -204,12 +215,9 @@ fn registry(switch: &Switch) -> Registry {
                 poll,
             ),
         ] {
-            let family = f.entry(name).or_insert_with(|| {
-                let family = Family::<Labels, Counter<f64, AtomicU64>>::default();
-                registry.register(name, help, family.clone());
-                family
-            });
-            family.get_or_create(&thread).inc_by(seconds(value));
+            let counter: Counter<f64, AtomicU64> =
+                member(&mut registry, &mut f, name, help, &thread);
+            counter.inc_by(seconds(value));
         }
     }
     for bridge in switch.bridges.keys() {

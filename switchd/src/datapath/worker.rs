@@ -325,7 +325,7 @@ fn process_port(member: &Member, s: &mut Scratch) -> bool {
     if let Some(ring) = port.rx_ring() {
         return process_ring(member, ring, s);
     }
-    let drained = process_queue(member, |rx| port.recv(rx), s);
+    let drained = process_queue(member, s, MAX_BATCHES_PER_WAKEUP, || true);
     if drained.busy && s.ring_frames > 0 {
         attach_ring(member, s);
     }
@@ -340,7 +340,12 @@ fn process_port(member: &Member, s: &mut Scratch) -> bool {
 /// first burst that fills a batch (docs/ARCHITECTURE.md, "Receive rings").
 fn attach_ring(member: &Member, s: &mut Scratch) {
     let port = &member.port;
-    drain_until(member, s, Instant::now() + RING_ATTACH_DRAIN);
+    // Bounded by rounds too: 512 batches are more than the 4 MB queue holds
+    // of the smallest frames.
+    let deadline = Instant::now() + RING_ATTACH_DRAIN;
+    process_queue(member, s, 64 * MAX_BATCHES_PER_WAKEUP, || {
+        Instant::now() < deadline
+    });
     match port.attach_ring(s.ring_frames) {
         Ok(false) => {}
         Ok(true) => {
@@ -350,45 +355,6 @@ fn attach_ring(member: &Member, s: &mut Scratch) {
             .fwd
             .log_error(&member.bridge.name, &port.name, "receive ring setup", &e),
     }
-}
-
-/// Forwards a port's queue a batch at a time until it is empty or `deadline`
-/// passes, then reads what is left without forwarding it and counts it as
-/// lost to a full queue (the ring setup would purge it unseen). Bounded by
-/// rounds too: 512 batches are more than the 4 MB queue holds of the smallest
-/// frames.
-fn drain_until(member: &Member, s: &mut Scratch, deadline: Instant) {
-    let mut dropped = 0;
-    for _ in 0..64 * MAX_BATCHES_PER_WAKEUP {
-        let forward = Instant::now() < deadline;
-        match member.port.recv(&mut s.rx) {
-            Ok(n) if forward => {
-                forward_received(member, s, n);
-                if n < BATCH {
-                    break;
-                }
-            }
-            Ok(n) => {
-                dropped += n as u64;
-                if n < BATCH {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                member.port.stats.add(&RX_ERROR);
-                s.fwd
-                    .log_error(&member.bridge.name, &member.port.name, "receive", &e);
-                break;
-            }
-        }
-    }
-    member.port.stats.add(&Counters {
-        rx_drops: dropped,
-        rx_queue_full: dropped,
-        ..Counters::ZERO
-    });
 }
 
 /// Forwards the `n` frames just received into `s.rx`.
@@ -498,21 +464,29 @@ fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
     received
 }
 
-/// Drains a port without a ring: `recv` fills `Scratch::rx` from its socket queue
-/// or its TAP.
+/// Receives a port's socket queue (or TAP) a batch at a time, at most `batches`
+/// batches, until it is empty. Each batch is forwarded while `forward()` says
+/// so; after that, what is read is dropped and counted as lost to a full queue
+/// (the ring setup that follows would purge it unseen).
 fn process_queue(
     member: &Member,
-    mut recv: impl FnMut(&mut RxBatch) -> io::Result<usize>,
     s: &mut Scratch,
+    batches: usize,
+    forward: impl Fn() -> bool,
 ) -> Drained {
     let mut received = false;
     let mut busy = false;
-    for _ in 0..MAX_BATCHES_PER_WAKEUP {
-        match recv(&mut s.rx) {
+    let mut dropped = 0;
+    for _ in 0..batches {
+        match member.port.recv(&mut s.rx) {
             Ok(n) => {
                 received = true;
                 busy |= n == BATCH;
-                forward_received(member, s, n);
+                if forward() {
+                    forward_received(member, s, n);
+                } else {
+                    dropped += n as u64;
+                }
                 if n < BATCH {
                     break;
                 }
@@ -528,6 +502,13 @@ fn process_queue(
                 break;
             }
         }
+    }
+    if dropped > 0 {
+        member.port.stats.add(&Counters {
+            rx_drops: dropped,
+            rx_queue_full: dropped,
+            ..Counters::ZERO
+        });
     }
     Drained { received, busy }
 }
