@@ -225,6 +225,48 @@ requests! {
     Batch = "batch" {
         commands: Vec<Request>,
     }
+    /// Streams the frames seen on `ports` (all of the bridge's when empty), both
+    /// directions, fast path included. Reply: [`CaptureReply`]; then the
+    /// connection carries pcapng (docs/OBSERVABILITY.md) until `count` frames,
+    /// the client hanging up or sending anything (which ends it cleanly, with
+    /// the statistics blocks), or the bridge going away.
+    Capture = "capture" {
+        bridge: String,
+        #[serde(default)]
+        ports: Vec<String>,
+        #[serde(default)]
+        count: Option<u64>,
+        /// Bytes kept of each frame (default and most [`MAX_SNAPLEN`]).
+        #[serde(default)]
+        snaplen: Option<u32>,
+        /// A filter in tcpdump's language (pcap-filter(7)).
+        #[serde(default)]
+        filter: Option<String>,
+    }
+}
+
+impl Request {
+    /// Whether the reply is followed by a stream (`capture`, `monitor`) that
+    /// takes over the connection; such a request cannot be part of a batch.
+    pub fn is_stream(&self) -> bool {
+        matches!(self, Request::Capture { .. })
+    }
+}
+
+/// The longest capture snapshot: a whole 64 KB GSO frame with its headers.
+pub const MAX_SNAPLEN: u32 = 65_535 + 14 + 4;
+
+/// `capture`'s reply, before the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureReply {
+    /// The ports captured, in the order of the stream's interface blocks
+    /// (interface id N is `ports[N]`).
+    pub ports: Vec<String>,
+    pub snaplen: u32,
+    /// Ports of the bridge left out, with the reason (a tunnel port's frames
+    /// never cross its interface; a port that is not running).
+    #[serde(default)]
+    pub skipped: Vec<(String, String)>,
 }
 
 /// `set-br`'s settings (also `set bridge`'s columns); each `None` is left as it is.
@@ -1116,6 +1158,34 @@ impl std::error::Error for CallError {}
 
 /// Sends one request over a fresh connection and waits for its reply.
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Value, CallError> {
+    exchange(socket, request, timeout).map(|(reply, _)| reply)
+}
+
+/// Sends a streaming request ([`Request::is_stream`]) and waits for its reply;
+/// then the stream follows on the returned reader (no read timeout). Sending
+/// anything on it, or shutting down its writing side, asks switchd to end the
+/// stream cleanly.
+pub fn open_stream(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(Value, BufReader<UnixStream>), CallError> {
+    let (reply, reader) = exchange(socket, request, timeout)?;
+    reader
+        .get_ref()
+        .set_read_timeout(None)
+        .map_err(|source| CallError::Io {
+            socket: socket.display().to_string(),
+            source,
+        })?;
+    Ok((reply, reader))
+}
+
+fn exchange(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(Value, BufReader<UnixStream>), CallError> {
     let io_err = |source| CallError::Io {
         socket: socket.display().to_string(),
         source,
@@ -1131,7 +1201,8 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Value
     // so the write can fail while its answer waits to be read: read it anyway.
     let written = stream.write_all(&line);
     let mut reply = String::new();
-    let read = BufReader::new(&stream).read_line(&mut reply);
+    let mut reader = BufReader::new(stream);
+    let read = reader.read_line(&mut reply);
     match (written, read) {
         (Err(e), _) if reply.is_empty() => return Err(io_err(e)),
         (_, Err(e))
@@ -1154,7 +1225,7 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Value
             "connection closed without a reply".into(),
         ));
     }
-    parse_reply(&reply)
+    Ok((parse_reply(&reply)?, reader))
 }
 
 /// Splits a JSON-RPC reply line into its result or error.

@@ -3,6 +3,7 @@
 //! changes what the datapath threads do through [`crate::datapath::Datapath`].
 
 mod bridges;
+mod capture;
 mod links;
 mod metrics;
 mod netlink;
@@ -11,6 +12,7 @@ mod ns_ports;
 mod ports;
 mod reports;
 mod server;
+mod stream;
 mod statics;
 mod switch;
 mod trace;

@@ -5,6 +5,7 @@
 //! to its newline without being buffered, and answered with an error. Requests run one
 //! at a time against the switch, so configuration changes never interleave.
 
+use super::stream::Stream;
 use super::Switch;
 use serde_json::{json, Value};
 use std::future::Future;
@@ -144,14 +145,78 @@ async fn handle_connection(stream: UnixStream, switch: Arc<Mutex<Switch>>) {
         } else if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         } else {
-            dispatch(&line, &switch).await
+            match dispatch(&line, &switch).await {
+                Answer::Reply(reply) => reply,
+                Answer::Stream(reply, stream) => {
+                    if write_line(&mut writer, &reply).await {
+                        run_stream(reader, writer, stream).await;
+                    }
+                    return;
+                }
+            }
         };
-        let mut bytes = serde_json::to_vec(&reply).expect("replies always serialize");
-        bytes.push(b'\n');
-        if writer.write_all(&bytes).await.is_err() {
+        if !write_line(&mut writer, &reply).await {
             return;
         }
     }
+}
+
+async fn write_line<W: AsyncWriteExt + Unpin>(writer: &mut W, reply: &Value) -> bool {
+    let mut bytes = serde_json::to_vec(reply).expect("replies always serialize");
+    bytes.push(b'\n');
+    writer.write_all(&bytes).await.is_ok()
+}
+
+/// Copies a stream to the client until its source ends. Anything the client sends,
+/// or its hanging up, asks the source to stop; its closing chunks still go out,
+/// for at most `STOP_GRACE`. A client that reads nothing for `IDLE_TIMEOUT` ends it.
+async fn run_stream<R, W>(mut reader: R, mut writer: W, stream: Stream)
+where
+    R: AsyncReadExt + Unpin,
+    W: AsyncWriteExt + Unpin,
+{
+    const STOP_GRACE: Duration = Duration::from_secs(2);
+    let Stream { mut chunks, stop } = stream;
+    let mut stop = Some(stop);
+    let mut deadline = None;
+    let mut scratch = [0u8; 256];
+    loop {
+        let listening = stop.is_some();
+        let at = deadline;
+        let client = async {
+            if listening {
+                let _ = reader.read(&mut scratch).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let grace = async {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            chunk = chunks.recv() => {
+                let Some(chunk) = chunk else { break };
+                let write = tokio::time::timeout(IDLE_TIMEOUT, writer.write_all(&chunk));
+                if !matches!(write.await, Ok(Ok(()))) {
+                    break;
+                }
+            }
+            () = client => {
+                if let Some(stop) = stop.take() {
+                    stop();
+                }
+                deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
+            }
+            () = grace => break,
+        }
+    }
+    if let Some(stop) = stop.take() {
+        stop();
+    }
+    let _ = writer.shutdown().await;
 }
 
 /// Discards the rest of an oversized line in bounded chunks; false if the client
@@ -172,15 +237,31 @@ fn error_reply(id: Value, code: i64, message: String) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": RpcError { code, message }})
 }
 
+enum Answer {
+    Reply(Value),
+    Stream(Value, Stream),
+}
+
 /// Decodes one request line and runs it.
-async fn dispatch(line: &[u8], switch: &Mutex<Switch>) -> Value {
+async fn dispatch(line: &[u8], switch: &Mutex<Switch>) -> Answer {
     let (id, request) = match decode_request(line) {
         Ok(decoded) => decoded,
-        Err(Rejected { id, error }) => return error_reply(id, error.code, error.message),
+        Err(Rejected { id, error }) => {
+            return Answer::Reply(error_reply(id, error.code, error.message))
+        }
     };
     tracing::debug!(?request, "request");
-    match switch.lock().await.handle(request).await {
+    let mut switch = switch.lock().await;
+    if request.is_stream() {
+        return match switch.open_stream(request).await {
+            Ok((result, stream)) => {
+                Answer::Stream(json!({"jsonrpc": "2.0", "id": id, "result": result}), stream)
+            }
+            Err(e) => Answer::Reply(json!({"jsonrpc": "2.0", "id": id, "error": e})),
+        };
+    }
+    Answer::Reply(match switch.handle(request).await {
         Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
         Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
-    }
+    })
 }

@@ -8,6 +8,7 @@
 
 use super::metrics::RequestCounts;
 use super::netlink::{Netlink, NetlinkError};
+use super::stream::Stream;
 use super::tunnels::TunnelState;
 use super::txn::BatchState;
 use crate::config::{BridgeConfig, Db, PortConfig, PortKind};
@@ -15,6 +16,7 @@ use crate::datapath::{now_ms, Bridge, Datapath, Port, PortError};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use switchd_proto::{code, Request, RpcError};
@@ -108,6 +110,8 @@ pub struct Switch {
     pub(super) tunnels: TunnelState,
     /// What `--metrics` reports of the requests answered.
     pub(super) requests: RequestCounts,
+    /// Captures running (`capture.rs`), which end on their own.
+    pub(super) captures: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +142,7 @@ impl Switch {
             batch: None,
             tunnels: TunnelState::default(),
             requests: RequestCounts::default(),
+            captures: Arc::default(),
         };
         switch.reconcile(&db).await;
         switch.db = db;
@@ -219,8 +224,36 @@ impl Switch {
         result
     }
 
+    /// Runs a streaming request (`Request::is_stream`): its reply, and the stream
+    /// its connection carries after it.
+    pub(super) async fn open_stream(&mut self, request: Request) -> RpcResult<(Value, Stream)> {
+        let method = request.method();
+        let result = match request {
+            Request::Capture {
+                bridge,
+                ports,
+                count,
+                snaplen,
+                filter,
+            } => self
+                .capture(&bridge, &ports, count, snaplen, filter.as_deref())
+                .map(|(reply, stream)| (serde_json::to_value(reply).expect("serializes"), stream)),
+            other => Err(err(
+                code::INVALID_REQUEST,
+                format!("{} does not stream", other.method()),
+            )),
+        };
+        self.requests.count(method, result.is_ok());
+        result
+    }
+
     async fn run(&mut self, request: Request) -> RpcResult {
         match request {
+            // Only `open_stream` runs these (batches refuse them).
+            Request::Capture { .. } => Err(err(
+                code::INVALID_REQUEST,
+                "capture streams its answer",
+            )),
             Request::AddBr {
                 bridge,
                 may_exist,

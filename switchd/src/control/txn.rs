@@ -79,6 +79,15 @@ impl Switch {
         if self.batch.is_some() || commands.iter().any(|c| matches!(c, Request::Batch { .. })) {
             return Err(err(code::INVALID_PARAMS, "batches cannot be nested"));
         }
+        if let Some(stream) = commands.iter().find(|c| c.is_stream()) {
+            return Err(err(
+                code::INVALID_PARAMS,
+                format!(
+                    "{} streams its answer; it cannot be part of a batch",
+                    stream.method()
+                ),
+            ));
+        }
         let saved = self.db.clone();
         self.batch = Some(BatchState::default());
         let mut results = Vec::with_capacity(commands.len());

@@ -108,11 +108,24 @@ impl Port {
         }
     }
 
-    /// What the port sends passes its interface's TC egress (`PacketSocket::send_through_tc`).
+    /// What the port sends passes its interface's TC egress and packet taps
+    /// (`PacketSocket::send_through_tc`), until `release_through_tc`.
     pub fn send_through_tc(&self) {
         if let Some(s) = self.socket() {
             s.send_through_tc();
         }
+    }
+
+    pub fn release_through_tc(&self) {
+        if let Some(s) = self.socket() {
+            s.release_through_tc();
+        }
+    }
+
+    /// The bridge's internal port (a TAP): what the host sends is what the
+    /// switch receives from it.
+    pub fn is_internal(&self) -> bool {
+        matches!(self.io, PortIo::Tap(_))
     }
 
     /// The packet socket, for a port that has one.

@@ -7,6 +7,7 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
+mod capture;
 mod mmsg;
 mod packet_socket;
 mod poll;
@@ -14,6 +15,7 @@ mod process;
 mod ring;
 mod tap;
 
+pub use capture::{CaptureSocket, Captured, FilterInsn};
 pub use mmsg::{RxBatch, RxFrame, TxBatch, TxFrame, TxOutcome};
 pub use packet_socket::{PacketSocket, Sender};
 pub use poll::{Epoll, EpollEvents, EventFd};

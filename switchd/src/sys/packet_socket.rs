@@ -2,7 +2,7 @@ use super::{cvt, RxRing};
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 /// Socket buffer size forced on every port. The default (~200 KB) holds only three
@@ -18,9 +18,10 @@ pub struct PacketSocket {
     /// Registered in a datapath thread's epoll.
     fd: OwnedFd,
     ifindex: u32,
-    /// What is sent to this interface goes through its queueing layer
-    /// (`Sender::through_tc`) rather than straight to the driver.
-    through_tc: AtomicBool,
+    /// While non-zero, what is sent to this interface goes through its queueing
+    /// layer (`Sender::open`) rather than straight to the driver: one hold for
+    /// good by a tunnel port, one by each capture running on it.
+    through_tc: AtomicU32,
 }
 
 /// An AF_PACKET socket bound to no interface: each message names the one it
@@ -61,14 +62,19 @@ impl Sender {
 }
 
 impl PacketSocket {
-    /// Frames for this interface go through its queueing layer from now on
-    /// (`Sender::open`), so its TC egress programs see them.
+    /// Frames for this interface go through its queueing layer (`Sender::open`)
+    /// until a matching `release_through_tc`, so its TC egress programs and its
+    /// packet taps (a capture) see them.
     pub fn send_through_tc(&self) {
-        self.through_tc.store(true, Relaxed);
+        self.through_tc.fetch_add(1, Relaxed);
+    }
+
+    pub fn release_through_tc(&self) {
+        self.through_tc.fetch_sub(1, Relaxed);
     }
 
     pub fn sends_through_tc(&self) -> bool {
-        self.through_tc.load(Relaxed)
+        self.through_tc.load(Relaxed) > 0
     }
 
     /// Opens a socket on `ifindex`, puts the interface into promiscuous mode for as
@@ -79,7 +85,7 @@ impl PacketSocket {
             rx_ring: OnceLock::new(),
             fd: new_socket()?,
             ifindex,
-            through_tc: AtomicBool::new(false),
+            through_tc: AtomicU32::new(0),
         };
         set_opt(&sock.fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
         // The kernel strips VLAN tags into metadata; this hands them back to us.
@@ -135,46 +141,13 @@ impl PacketSocket {
     /// Frames the kernel dropped for this socket (ring or queue full) since the
     /// last call: reading the statistics resets them.
     pub fn take_drops(&self) -> u64 {
-        // SAFETY: tpacket_stats is plain old data; all-zero is a valid value.
-        let mut stats: libc::tpacket_stats = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: `stats` and `len` are valid for writes and `len` is its size.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut stats as *mut libc::tpacket_stats).cast(),
-                &mut len,
-            )
-        };
-        if rc == 0 {
-            stats.tp_drops.into()
-        } else {
-            0
-        }
+        take_drops(&self.fd)
     }
 
     /// Reads and clears a pending socket error (`ENETDOWN` when the interface went
     /// down or away). Until it is read, epoll keeps reporting the socket.
     pub fn take_error(&self) -> Option<io::Error> {
-        let mut err: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `err` and `len` are valid for writes and `len` is err's size.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        match (rc, err) {
-            (0, 0) => None,
-            (0, code) => Some(io::Error::from_raw_os_error(code)),
-            _ => Some(io::Error::last_os_error()),
-        }
+        take_error(&self.fd)
     }
 
     fn set_opt(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
@@ -195,7 +168,7 @@ impl PacketSocket {
 /// A non-blocking packet socket with protocol 0: it receives nothing until bind()
 /// names an interface and a protocol, so no frame from another interface slips in
 /// between socket() and bind().
-fn new_socket() -> io::Result<OwnedFd> {
+pub(super) fn new_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.
     let fd = cvt(unsafe {
         libc::socket(
@@ -208,7 +181,7 @@ fn new_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn bind(fd: &OwnedFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+pub(super) fn bind(fd: &OwnedFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
@@ -225,7 +198,7 @@ fn bind(fd: &OwnedFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     Ok(())
 }
 
-fn set_opt(
+pub(super) fn set_opt(
     fd: &OwnedFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -234,7 +207,7 @@ fn set_opt(
     set_opt_raw(fd, level, name, &value)
 }
 
-fn set_opt_raw<T>(
+pub(super) fn set_opt_raw<T>(
     fd: &OwnedFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -251,6 +224,50 @@ fn set_opt_raw<T>(
         )
     })?;
     Ok(())
+}
+
+/// Frames the kernel dropped for a packet socket since the last call (reading
+/// the statistics resets them).
+pub(super) fn take_drops(fd: &OwnedFd) -> u64 {
+    // SAFETY: tpacket_stats is plain old data; all-zero is a valid value.
+    let mut stats: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `stats` and `len` are valid for writes and `len` is its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut stats as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        stats.tp_drops.into()
+    } else {
+        0
+    }
+}
+
+/// Reads and clears a socket's pending error.
+pub(super) fn take_error(fd: &OwnedFd) -> Option<io::Error> {
+    let mut err: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are valid for writes and `len` is err's size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    match (rc, err) {
+        (0, 0) => None,
+        (0, code) => Some(io::Error::from_raw_os_error(code)),
+        _ => Some(io::Error::last_os_error()),
+    }
 }
 
 /// The receiving socket, for epoll.
