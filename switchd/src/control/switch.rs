@@ -250,10 +250,9 @@ impl Switch {
     async fn run(&mut self, request: Request) -> RpcResult {
         match request {
             // Only `open_stream` runs these (batches refuse them).
-            Request::Capture { .. } => Err(err(
-                code::INVALID_REQUEST,
-                "capture streams its answer",
-            )),
+            Request::Capture { .. } => {
+                Err(err(code::INVALID_REQUEST, "capture streams its answer"))
+            }
             Request::AddBr {
                 bridge,
                 may_exist,
