@@ -597,11 +597,7 @@ fn run_capture(
         snaplen,
         filter: (!filter.is_empty()).then_some(filter),
     };
-    let (reply, stream) = switchd_proto::open_stream(&cli.socket, &request, timeout)?;
-    let reply: CaptureReply = serde_json::from_value(reply)?;
-    for (port, why) in &reply.skipped {
-        eprintln!("switchctl: not capturing {port}: {why}");
-    }
+    // The file first: a capture is not started for output that cannot be written.
     let output = match write {
         None => capture::Output::Lines {
             json: cli.format == Format::Json,
@@ -614,14 +610,27 @@ fn run_capture(
                 .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?,
         )),
     };
-    if write.is_some_and(|p| p.as_os_str() != "-") || write.is_none() {
-        eprintln!(
-            "switchctl: capturing on {} ({}), snapshot length {} bytes",
-            reply.ports.join(", "),
-            bridge,
-            reply.snaplen
-        );
+    let (reply, stream) =
+        switchd_proto::open_stream(&cli.socket, &request, timeout).map_err(|e| {
+            match (&e, words.get(split)) {
+                (switchd_proto::CallError::Rpc(_), Some(word))
+                    if e.to_string().contains("filter") =>
+                {
+                    anyhow!("{e} ({bridge} has no port named {word}, so it was read as a filter)")
+                }
+                _ => e.into(),
+            }
+        })?;
+    let reply: CaptureReply = serde_json::from_value(reply)?;
+    for (port, why) in &reply.skipped {
+        eprintln!("switchctl: not capturing {port}: {why}");
     }
+    eprintln!(
+        "switchctl: capturing on {} ({}), snapshot length {} bytes",
+        reply.ports.join(", "),
+        bridge,
+        reply.snaplen
+    );
     let summary = capture::follow(stream, output)?;
     eprintln!(
         "{} packets captured\n{} packets received by filter\n{} packets dropped (reader too slow)",
