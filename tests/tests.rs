@@ -30,6 +30,7 @@ mod forwarding;
 mod lifecycle;
 mod metrics;
 mod mininet;
+mod mirror;
 mod namespaces;
 mod offload;
 mod ovs_vsctl;

@@ -225,6 +225,23 @@ requests! {
     Batch = "batch" {
         commands: Vec<Request>,
     }
+    /// Adds a port mirror (Open vSwitch's Mirror table). Reply: nothing.
+    AddMirror = "add-mirror" {
+        bridge: String,
+        mirror: MirrorConfig,
+        #[serde(default)]
+        may_exist: bool,
+    }
+    DelMirror = "del-mirror" {
+        bridge: String,
+        name: String,
+        #[serde(default)]
+        if_exists: bool,
+    }
+    /// Reply: a list of [`MirrorInfo`].
+    ListMirrors = "list-mirrors" {
+        bridge: String,
+    }
     /// Streams the frames seen on `ports` (all of the bridge's when empty), both
     /// directions, fast path included. Reply: [`CaptureReply`]; then the
     /// connection carries pcapng (docs/OBSERVABILITY.md) until `count` frames,
@@ -251,6 +268,44 @@ impl Request {
     pub fn is_stream(&self) -> bool {
         matches!(self, Request::Capture { .. })
     }
+}
+
+/// A port mirror, with Open vSwitch's Mirror columns: the frames it selects
+/// (every one with `select_all`; those received on `select_src_port` or sent
+/// to `select_dst_port`; of those, only `select_vlan`'s when given) are copied,
+/// once each, to `output_port` or, tagged, into `output_vlan`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub select_all: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub select_src_port: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub select_dst_port: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub select_vlan: Vec<u16>,
+    /// A port of the bridge that then does nothing but receive the copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_port: Option<String>,
+    /// A VLAN the copies are flooded into, for a remote monitor (RSPAN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_vlan: Option<u16>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A mirror and what it sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorInfo {
+    #[serde(flatten)]
+    pub config: MirrorConfig,
+    /// Copies sent, and their bytes (Open vSwitch's `statistics` column).
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
 }
 
 /// The longest capture snapshot (tcpdump's default): more than a whole 64 KB
@@ -442,6 +497,8 @@ pub struct BridgeInfo {
     #[serde(default)]
     pub mcast_snooping: McastSnooping,
     pub ports: Vec<PortInfo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorInfo>,
 }
 
 /// What a port is, as Open vSwitch's Interface `type` column names it.
@@ -1048,6 +1105,9 @@ macro_rules! with_port_counters {
             /// receive ring or socket queue full (a burst faster than the
             /// datapath thread: the kernel's PACKET_STATISTICS).
             rx_queue_full: Reasons "queue-full",
+            /// Part of `rx_drops`: received on a mirror's output port, which
+            /// takes no part in switching.
+            rx_mirror_output: Reasons "mirror-output",
             /// Part of `rx_errors`: shorter than an Ethernet header.
             rx_runts: Reasons "runt",
             /// Part of `rx_errors`: not received whole.

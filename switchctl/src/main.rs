@@ -23,8 +23,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 use switchd_proto::{
     call, AddNsPort, CaptureReply, CounterLine, FdbEntry, FdbStats, McastSnooping, MdbEntry,
-    MdbStats, PortColumn, PortCounters, PortKind, Request, SetBr, ShowReply, TraceReply,
-    VlanConfig, DEFAULT_SOCKET, SOCKET_ENV,
+    MdbStats, MirrorConfig, MirrorInfo, PortColumn, PortCounters, PortKind, Request, SetBr,
+    ShowReply, TraceReply, VlanConfig, DEFAULT_SOCKET, SOCKET_ENV,
 };
 
 #[derive(Parser)]
@@ -195,6 +195,22 @@ enum Command {
         #[arg(short = 's', long, value_name = "BYTES")]
         snaplen: Option<u32>,
     },
+    /// Add a port mirror, with Open vSwitch's Mirror columns: add-mirror
+    /// BRIDGE NAME [select_all=true] [select_src_port=PORT,...]
+    /// [select_dst_port=PORT,...] [select_vlan=VLAN,...] (output_port=PORT |
+    /// output_vlan=VLAN). Selected frames (received on a src port, sent to a
+    /// dst port, or all) are copied once each; the output port then takes no
+    /// part in switching.
+    AddMirror {
+        bridge: String,
+        name: String,
+        #[arg(value_name = "COLUMN=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Remove a port mirror.
+    DelMirror { bridge: String, name: String },
+    /// List a bridge's mirrors with what each sent.
+    ListMirrors { bridge: String },
     /// Show per-port packet counters.
     DumpPorts {
         bridge: String,
@@ -566,6 +582,23 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             bail!("find and get cannot be chained with other commands in switchctl (ovs-vsctl can)")
         }
         Command::Capture { .. } => bail!("capture streams; it cannot be chained"),
+        Command::AddMirror {
+            bridge,
+            name,
+            settings,
+        } => Request::AddMirror {
+            bridge: bridge.clone(),
+            mirror: mirror_columns(name, settings)?,
+            may_exist,
+        },
+        Command::DelMirror { bridge, name } => Request::DelMirror {
+            bridge: bridge.clone(),
+            name: name.clone(),
+            if_exists,
+        },
+        Command::ListMirrors { bridge } => Request::ListMirrors {
+            bridge: bridge.clone(),
+        },
     })
 }
 
@@ -764,6 +797,51 @@ fn interface_columns(settings: &[String]) -> anyhow::Result<InterfaceColumns> {
 
 /// `tag=10 trunks=10,20 vlan_mode=native-untagged`, as ovs-vsctl writes the
 /// Port table's columns (`trunks=[10,20]` too). The daemon checks them together.
+/// `add-mirror`'s columns, named as in Open vSwitch's Mirror table.
+fn mirror_columns(name: &str, settings: &[String]) -> anyhow::Result<MirrorConfig> {
+    let list = |v: &str| -> Vec<String> {
+        v.trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let mut m = MirrorConfig {
+        name: name.to_string(),
+        ..MirrorConfig::default()
+    };
+    for setting in settings {
+        let (key, value) = setting
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{setting:?}: expected COLUMN=VALUE"))?;
+        match key.replace('-', "_").as_str() {
+            "select_all" => {
+                m.select_all = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow!("select_all: {value:?} is not true or false"))?
+            }
+            "select_src_port" => m.select_src_port = list(value),
+            "select_dst_port" => m.select_dst_port = list(value),
+            "select_vlan" => {
+                m.select_vlan = list(value)
+                    .iter()
+                    .map(|v| vlan_arg(v))
+                    .collect::<anyhow::Result<_>>()?
+            }
+            "output_port" => m.output_port = Some(value.trim().to_string()),
+            "output_vlan" => m.output_vlan = Some(vlan_arg(value.trim())?),
+            _ => bail!(
+                "unknown mirror column {key:?} (known: select_all, select_src_port, \
+                 select_dst_port, select_vlan, output_port, output_vlan)"
+            ),
+        }
+    }
+    Ok(m)
+}
+
 fn port_columns(settings: &[String]) -> anyhow::Result<VlanConfig> {
     let vlan_id = |column: &str, v: &str| -> anyhow::Result<u16> {
         v.trim()
@@ -906,6 +984,14 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
             render_ports(bridge, &serde_json::from_value::<Vec<_>>(result)?)
         }
         Command::Trace { .. } => render_trace(&serde_json::from_value(result)?),
+        Command::ListMirrors { .. } => {
+            let mirrors: Vec<MirrorInfo> = serde_json::from_value(result)?;
+            let mut out = String::new();
+            for m in &mirrors {
+                render_mirror(&mut out, m, "");
+            }
+            out
+        }
         Command::AddBr { .. }
         | Command::DelBr { .. }
         | Command::BrExists { .. }
@@ -920,7 +1006,9 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
         | Command::SetBr { .. }
         | Command::Find { .. }
         | Command::Get { .. }
-        | Command::Capture { .. } => String::new(),
+        | Command::Capture { .. }
+        | Command::AddMirror { .. }
+        | Command::DelMirror { .. } => String::new(),
     })
 }
 
@@ -1028,8 +1116,50 @@ fn render_show(show: &ShowReply) -> String {
                 }
             }
         }
+        for m in &b.mirrors {
+            render_mirror(&mut out, m, "    ");
+        }
     }
     out
+}
+
+/// A mirror as `ovs-vsctl list mirror` would name its columns.
+fn render_mirror(out: &mut String, m: &MirrorInfo, indent: &str) {
+    let c = &m.config;
+    let _ = writeln!(out, "{indent}Mirror {}", c.name);
+    let ports = |names: &[String]| format!("[{}]", names.join(", "));
+    if c.select_all {
+        let _ = writeln!(out, "{indent}    select_all: true");
+    }
+    if !c.select_src_port.is_empty() {
+        let _ = writeln!(
+            out,
+            "{indent}    select_src_port: {}",
+            ports(&c.select_src_port)
+        );
+    }
+    if !c.select_dst_port.is_empty() {
+        let _ = writeln!(
+            out,
+            "{indent}    select_dst_port: {}",
+            ports(&c.select_dst_port)
+        );
+    }
+    if !c.select_vlan.is_empty() {
+        let vlans: Vec<String> = c.select_vlan.iter().map(u16::to_string).collect();
+        let _ = writeln!(out, "{indent}    select_vlan: [{}]", vlans.join(", "));
+    }
+    if let Some(p) = &c.output_port {
+        let _ = writeln!(out, "{indent}    output_port: {p}");
+    }
+    if let Some(v) = c.output_vlan {
+        let _ = writeln!(out, "{indent}    output_vlan: {v}");
+    }
+    let _ = writeln!(
+        out,
+        "{indent}    statistics: {{tx_bytes={}, tx_packets={}}}",
+        m.tx_bytes, m.tx_packets
+    );
 }
 
 /// Columns as `ovs-appctl fdb/show`, with port names instead of numbers.

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::datapath::{MAC_AGING_SECS, MAC_TABLE_SIZE};
-pub use switchd_proto::{McastSnooping, NsEnd, PortConfig, PortKind, StaticMac};
+pub use switchd_proto::{McastSnooping, MirrorConfig, NsEnd, PortConfig, PortKind, StaticMac};
 
 /// How the daemon is started.
 #[derive(Debug, Clone)]
@@ -55,6 +55,9 @@ pub struct BridgeConfig {
     /// `fdb-add`'s entries, each on one of `ports`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub static_macs: Vec<StaticMac>,
+    /// `add-mirror`'s mirrors, naming only `ports`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorConfig>,
 }
 
 fn is_zero(v: &u16) -> bool {
@@ -82,6 +85,7 @@ impl Default for BridgeConfig {
             mcast_snooping: McastSnooping::default(),
             ports: Vec::new(),
             static_macs: Vec::new(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -144,6 +148,7 @@ mod v1 {
                         mcast_snooping: McastSnooping::default(),
                         ports,
                         static_macs: Vec::new(),
+                        mirrors: Vec::new(),
                     };
                     (name, config)
                 })

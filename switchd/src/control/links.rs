@@ -9,6 +9,12 @@ impl Switch {
     /// A configured port attaches when its interface appears and detaches when it
     /// goes, without touching the other ports.
     pub async fn process_link_event(&mut self, event: LinkEvent) {
+        self.follow_link(event).await;
+        // A port that went or came back changes what its mirrors do.
+        self.apply_all_mirrors().await;
+    }
+
+    async fn follow_link(&mut self, event: LinkEvent) {
         let (name, index, present) = match &event {
             LinkEvent::Present { name, index } => (name.as_str(), *index, true),
             LinkEvent::Gone { name, index } => (name.as_str(), *index, false),

@@ -6,6 +6,7 @@ mod bridges;
 mod capture;
 mod links;
 mod metrics;
+mod mirrors;
 mod netlink;
 mod netns;
 mod ns_ports;

@@ -248,6 +248,7 @@ impl Switch {
             let config = db.bridges.get_mut(bridge).expect("bridge exists");
             config.ports.retain(|p| p.name != host);
             config.static_macs.retain(|s| s.port != host);
+            super::mirrors::forget_port(config, &host);
         })?;
         let state = self
             .bridge_mut(bridge)

@@ -324,6 +324,7 @@ impl Switch {
             let config = db.bridges.get_mut(&owner).expect("bridge exists");
             config.ports.retain(|p| p.name != iface);
             config.static_macs.retain(|s| s.port != iface);
+            super::mirrors::forget_port(config, iface);
         })?;
         let state = self
             .bridge_mut(&owner)

@@ -90,6 +90,7 @@ impl Switch {
                     mac_table_size: config.mac_table_size,
                     group_fwd_mask: config.group_fwd_mask,
                     mcast_snooping: config.mcast_snooping,
+                    mirrors: self.list_mirrors(name).unwrap_or_default(),
                     ports: b
                         .ports
                         .iter()

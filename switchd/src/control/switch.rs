@@ -7,11 +7,13 @@
 //! reply; if any step fails nothing of it remains.
 
 use super::metrics::RequestCounts;
+use super::mirrors::Applied;
 use super::netlink::{Netlink, NetlinkError};
 use super::stream::Stream;
 use super::tunnels::TunnelState;
 use super::txn::BatchState;
 use crate::config::{BridgeConfig, Db, PortConfig, PortKind};
+use crate::datapath::mirror::MirrorStats;
 use crate::datapath::{now_ms, Bridge, Datapath, Port, PortError};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -85,6 +87,9 @@ impl PortState {
 pub(super) struct RunningBridge {
     pub(super) dp: Arc<Bridge>,
     pub(super) ports: BTreeMap<String, PortState>,
+    /// What each mirror sent, by name (`mirrors.rs`).
+    pub(super) mirror_stats: BTreeMap<String, Arc<MirrorStats>>,
+    pub(super) mirrors_applied: Applied,
 }
 
 impl RunningBridge {
@@ -215,11 +220,14 @@ impl Switch {
             self.uninstall_statics(name, &old, &config.static_macs);
             self.install_statics(name, &config.static_macs, None);
         }
+        self.apply_all_mirrors().await;
     }
 
     pub async fn handle(&mut self, request: Request) -> RpcResult {
         let method = request.method();
         let result = self.run(request).await;
+        // Mirrors follow their ports, whatever the request did to them.
+        self.apply_all_mirrors().await;
         self.requests.count(method, result.is_ok());
         result
     }
@@ -358,6 +366,17 @@ impl Switch {
                 reply(self.del_ns_port(&bridge, &netns, &ifname, if_exists).await)
             }
             Request::Batch { commands } => reply(self.batch(commands).await),
+            Request::AddMirror {
+                bridge,
+                mirror,
+                may_exist,
+            } => reply(self.add_mirror(&bridge, mirror, may_exist).await),
+            Request::DelMirror {
+                bridge,
+                name,
+                if_exists,
+            } => reply(self.del_mirror(&bridge, &name, if_exists).await),
+            Request::ListMirrors { bridge } => reply(self.list_mirrors(&bridge)),
         }
     }
 
@@ -401,6 +420,8 @@ impl Switch {
             RunningBridge {
                 dp,
                 ports: BTreeMap::new(),
+                mirror_stats: BTreeMap::new(),
+                mirrors_applied: Applied::default(),
             },
         );
     }

@@ -111,6 +111,8 @@ pub struct Decider {
     flood: Vec<u32>,
     /// Per frame: its VLAN (VLAN 0, untagged, for a dropped one).
     vlans: Vec<FrameVlan>,
+    /// Per frame: not dropped on the way in (mirrors copy only these).
+    accepted: Vec<bool>,
     /// One snooped frame's egress ports.
     targets: Vec<PortId>,
 }
@@ -131,16 +133,18 @@ impl Decider {
         let moved_before = fdb.counters().moved;
         let ingress = ports.ingress;
         let peers = ports.ids;
+        self.out.clear();
+        self.flood.clear();
+        self.vlans.clear();
+        self.accepted.clear();
         let Ok(me) = peers.binary_search(&ingress) else {
             return counts;
         };
         let policy = &ports.egress[me].vlan;
-        self.out.clear();
-        self.flood.clear();
-        self.vlans.clear();
         let mut mdb: Option<MutexGuard<Mdb>> = None;
         for (i, frame) in frames.enumerate() {
             self.vlans.push(FrameVlan::default());
+            self.accepted.push(false);
             let Some(bytes) = frame else {
                 counts.count_error(|c| &mut c.rx_truncated);
                 continue;
@@ -179,6 +183,7 @@ impl Decider {
                 counts.count_drop(|c| &mut c.rx_reserved);
                 continue;
             }
+            self.accepted[i] = true;
             self.vlans[i] = FrameVlan {
                 tci: tag.unwrap_or(0) & !vlan::VID_MASK | vlan,
                 tag: match tag {
@@ -323,6 +328,22 @@ impl Decider {
     #[inline]
     pub fn vlan(&self, i: u32) -> FrameVlan {
         self.vlans[i as usize]
+    }
+
+    /// Whether frame `i` of the last batch passed the ingress checks (it may
+    /// still go nowhere: its destination behind its own port).
+    #[inline]
+    pub fn accepted(&self, i: u32) -> bool {
+        self.accepted[i as usize]
+    }
+
+    /// Frames in the last batch.
+    pub fn len(&self) -> usize {
+        self.vlans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vlans.is_empty()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod decide;
 pub mod egress;
 pub mod fdb;
 pub mod mcast;
+pub mod mirror;
 pub mod offload;
 mod port;
 mod spin;
@@ -28,6 +29,7 @@ use crate::sys::{EventFd, PacketSocket, Tap};
 use decide::Ports;
 use egress::Egress;
 use mcast::Mdb;
+use mirror::{MirrorOutput, MirrorRule};
 use offload::{KernelFdb, Offload, PortOffload};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -222,6 +224,10 @@ struct Member {
     peer_ids: Arc<[PortId]>,
     /// What each of `peers` does to the frames it sends, in the same order.
     peer_egress: Arc<[Egress]>,
+    /// The bridge's mirrors.
+    mirrors: Arc<[MirrorRule]>,
+    /// This port is a mirror's output: what it receives is dropped.
+    mirror_output: bool,
 }
 
 /// Everything one thread needs; replaced whole on every topology change.
@@ -257,11 +263,41 @@ struct WorkerHandle {
 struct BridgeState {
     bridge: Arc<Bridge>,
     ports: Vec<(Arc<Port>, Egress)>,
+    mirrors: Arc<[MirrorRule]>,
+    /// Sorted: ports kept off the kernel fast path for the mirrors.
+    slow: Vec<PortId>,
 }
 
 impl BridgeState {
     fn port(&self, id: PortId) -> Option<&(Arc<Port>, Egress)> {
         self.ports.iter().find(|(p, _)| p.id == id)
+    }
+
+    fn is_mirror_output(&self, id: PortId) -> bool {
+        self.mirrors
+            .iter()
+            .any(|m| m.selection.output == MirrorOutput::Port(id))
+    }
+
+    /// The ports sorted by id, with their egress as forwarding sees it: a
+    /// mirror's output port carries no VLAN, so nothing is forwarded to it.
+    fn sorted_ports(&self) -> Vec<(Arc<Port>, Egress)> {
+        let mut ports: Vec<(Arc<Port>, Egress)> = self
+            .ports
+            .iter()
+            .map(|(p, e)| {
+                let egress = if self.is_mirror_output(p.id) {
+                    Egress {
+                        vlan: PortVlan::NONE,
+                    }
+                } else {
+                    e.clone()
+                };
+                (p.clone(), egress)
+            })
+            .collect();
+        ports.sort_by_key(|(p, _)| p.id);
+        ports
     }
 }
 
@@ -364,6 +400,8 @@ impl Datapath {
                     snooping: AtomicBool::new(true),
                 }),
                 ports: Vec::new(),
+                mirrors: Arc::new([]),
+                slow: Vec::new(),
             }
         });
         state.bridge.clone()
@@ -511,6 +549,13 @@ impl Datapath {
         state.bridge.fdb().remove_learned_on(id);
         state.bridge.mdb().remove_port(id);
         state.bridge.sync_kernel();
+        if state.slow.binary_search(&id).is_err() {
+            self.reoffload(state, bridge, port, egress);
+        }
+    }
+
+    /// Gives a port its kernel fast path back.
+    fn reoffload(&self, state: &BridgeState, bridge: &str, port: &Port, egress: &Egress) {
         let (Some(bridge_id), Some(sock)) =
             (state.bridge.kernel().map(|k| k.bridge()), port.socket())
         else {
@@ -520,10 +565,46 @@ impl Datapath {
         // take after every batch that learns: a TCX attach takes ~10 ms.
         if let Some(offload) = self.offload(bridge_id, bridge, &port.name, sock, egress) {
             if let Some(mut kernel) = state.bridge.kernel() {
-                kernel.add_port(&state.bridge.fdb, id, &offload);
+                kernel.add_port(&state.bridge.fdb, port.id, &offload);
             }
             *port.offload() = Some(offload);
         }
+    }
+
+    /// Runs `mirrors` on a bridge from now on, with the ports of `slow` (sorted)
+    /// off the kernel fast path: those it takes off lose it before the threads
+    /// switch, those it gives back get it after. A port that becomes a mirror's
+    /// output forgets the addresses learned on it. Returns the generation to
+    /// wait for.
+    pub fn set_mirrors(&self, bridge: &str, mirrors: Vec<MirrorRule>, slow: Vec<PortId>) -> u64 {
+        let mut topo = self.topology();
+        let Some(state) = topo.bridges.get_mut(bridge) else {
+            return self.publish(&mut topo);
+        };
+        state.mirrors = mirrors.into();
+        let before = std::mem::replace(&mut state.slow, slow);
+        for (port, _) in &state.ports {
+            if state.slow.binary_search(&port.id).is_ok() && before.binary_search(&port.id).is_err()
+            {
+                state.bridge.unoffload(port);
+            }
+            if state.is_mirror_output(port.id) {
+                state.bridge.fdb().remove_learned_on(port.id);
+                state.bridge.mdb().remove_port(port.id);
+            }
+        }
+        state.bridge.sync_kernel();
+        let generation = self.publish(&mut topo);
+        let state = &topo.bridges[bridge];
+        for (port, egress) in &state.ports {
+            if before.binary_search(&port.id).is_ok()
+                && state.slow.binary_search(&port.id).is_err()
+                && port.offload().is_none()
+            {
+                self.reoffload(state, bridge, port, egress);
+            }
+        }
+        generation
     }
 
     fn insert_port(
@@ -588,12 +669,11 @@ impl Datapath {
     /// fast path. The tables are copied under their locks (a MAC table of 8192
     /// entries in well under a millisecond), so forwarding waits no longer.
     pub fn trace(&self, bridge: &str, ingress: PortId, frame: &[u8]) -> Option<(Traced, bool)> {
-        let (bridge, mut ports) = {
+        let (bridge, ports) = {
             let topo = self.topology();
             let state = topo.bridges.get(bridge)?;
-            (state.bridge.clone(), state.ports.clone())
+            (state.bridge.clone(), state.sorted_ports())
         };
-        ports.sort_by_key(|(p, _)| p.id);
         let ids: Vec<PortId> = ports.iter().map(|(p, _)| p.id).collect();
         let egress: Vec<Egress> = ports.iter().map(|(_, e)| e.clone()).collect();
         let fdb = bridge.fdb().clone();
@@ -642,8 +722,7 @@ impl Datapath {
         let mut views: Vec<WorkerView> =
             self.workers.iter().map(|_| WorkerView::default()).collect();
         for state in topo.bridges.values() {
-            let mut ports = state.ports.clone();
-            ports.sort_by_key(|(p, _)| p.id);
+            let ports = state.sorted_ports();
             let peers: Arc<[Arc<Port>]> = ports.iter().map(|(p, _)| p.clone()).collect();
             let peer_ids: Arc<[PortId]> = peers.iter().map(|p| p.id).collect();
             let peer_egress: Arc<[Egress]> = ports.into_iter().map(|(_, e)| e).collect();
@@ -656,6 +735,8 @@ impl Datapath {
                         peers: peers.clone(),
                         peer_ids: peer_ids.clone(),
                         peer_egress: peer_egress.clone(),
+                        mirrors: state.mirrors.clone(),
+                        mirror_output: state.is_mirror_output(port.id),
                     });
             }
         }

@@ -86,6 +86,14 @@ impl PortVlan {
         trunks: None,
     };
 
+    /// A port that carries no VLAN (a mirror's output port): 4095 is reserved,
+    /// no frame is ever classified into it.
+    pub const NONE: PortVlan = PortVlan {
+        mode: VlanMode::Access,
+        tag: 4095,
+        trunks: None,
+    };
+
     /// The policy of a port with `config`, which the control plane has checked.
     pub fn new(config: &VlanConfig) -> Self {
         let mode = config.mode();

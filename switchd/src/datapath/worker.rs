@@ -8,9 +8,10 @@
 use super::decide::{Decider, Ports};
 use super::egress;
 use super::fdb::PortId;
+use super::mirror::{self, MirrorOutput};
 use super::port::Sink;
 use super::spin::{Pass, Spin};
-use super::{now_ms, Member, ThreadTimes, WorkerMsg, WorkerView};
+use super::{now_ms, Member, Port, ThreadTimes, WorkerMsg, WorkerView};
 use crate::sys::{Epoll, EpollEvents, EventFd, RingBatch, RingSlot, RxBatch, RxRing, Sender};
 use crate::sys::{TxBatch, TxFrame, TxOutcome};
 use crate::wire::vnet;
@@ -67,6 +68,8 @@ struct Forwarder {
     /// Frames received since the thread last took the count (for `Spin`).
     frames: u32,
     decider: Decider,
+    /// The frames of the batch one mirror selected.
+    mirrored: Vec<u32>,
     last_error_log: Option<Instant>,
 }
 
@@ -160,6 +163,7 @@ pub(super) fn run(
             sent: Vec::new(),
             frames: 0,
             decider: Decider::default(),
+            mirrored: Vec::new(),
             last_error_log: None,
         },
         ring_frames,
@@ -513,6 +517,24 @@ fn process_queue(
     Drained { received, busy }
 }
 
+/// Sends frames out of one port, whatever its kind.
+fn send_to<'a>(
+    tx: &mut TxBatch,
+    direct: &Sender,
+    through_tc: &Sender,
+    port: &Port,
+    frames: impl Iterator<Item = TxFrame<'a>>,
+) -> TxOutcome {
+    let mut sent = [TxOutcome::default()];
+    match port.sink() {
+        Sink::Direct(ifindex) => tx.send(direct, frames.map(|f| (0, ifindex, f)), &mut sent),
+        Sink::ThroughTc(ifindex) => tx.send(through_tc, frames.map(|f| (0, ifindex, f)), &mut sent),
+        Sink::Tap(tap) => sent[0] = tx.send_tap(tap, frames),
+    }
+    let [sent] = sent;
+    sent
+}
+
 impl Forwarder {
     /// Learns, decides and sends one received batch.
     fn forward_batch(&mut self, member: &Member, frames: &Frames) {
@@ -521,6 +543,16 @@ impl Forwarder {
         let now = now_ms();
         self.frames = self.frames.saturating_add(frames.len() as u32);
         let stats = &ingress.stats;
+        if member.mirror_output {
+            let n = frames.len() as u64;
+            stats.add(&Counters {
+                rx_packets: n,
+                rx_drops: n,
+                rx_mirror_output: n,
+                ..Counters::default()
+            });
+            return;
+        }
         if ingress.loop_guard.is_blocked(now) {
             // Neither learned from nor forwarded: that is what ends the storm.
             let n = frames.len() as u64;
@@ -584,6 +616,61 @@ impl Forwarder {
         }
         if let Some((name, e)) = failed {
             self.log_error(&member.bridge.name, &name, "send", &e);
+        }
+        if !member.mirrors.is_empty() {
+            self.mirror(member, frames);
+        }
+    }
+
+    /// Sends each mirror's copies of the batch just forwarded, counted on the
+    /// mirror (not on the ports they leave by).
+    fn mirror(&mut self, member: &Member, frames: &Frames) {
+        let Forwarder {
+            tx,
+            direct,
+            through_tc,
+            decider,
+            mirrored,
+            ..
+        } = self;
+        for rule in member.mirrors.iter() {
+            let selection = &rule.selection;
+            selection.select(member.port.id, &member.peer_ids, decider, mirrored);
+            if mirrored.is_empty() {
+                continue;
+            }
+            let decider = &*decider;
+            let picked = &*mirrored;
+            let mut total = TxOutcome::default();
+            match selection.output {
+                MirrorOutput::Port(id) => {
+                    if let Ok(j) = member.peer_ids.binary_search(&id) {
+                        let copies = picked.iter().filter_map(|&i| {
+                            Some(mirror::to_port(decider.vlan(i), frames.get(i as usize)?))
+                        });
+                        total = send_to(tx, direct, through_tc, &member.peers[j], copies);
+                    }
+                }
+                MirrorOutput::Vlan(vid) => {
+                    for (j, peer) in member.peers.iter().enumerate() {
+                        let egress = &member.peer_egress[j];
+                        if peer.id == member.port.id || !egress.vlan.carries(vid) {
+                            continue;
+                        }
+                        let copies = picked.iter().filter_map(|&i| {
+                            let copy = mirror::into_vlan(decider.vlan(i), vid);
+                            egress::stage(egress, copy, frames.get(i as usize)?)
+                        });
+                        let sent = send_to(tx, direct, through_tc, peer, copies);
+                        total.packets += sent.packets;
+                        total.bytes += sent.bytes;
+                    }
+                }
+            }
+            rule.stats.add(
+                total.packets,
+                total.bytes - total.packets * vnet::HEADER_LEN as u64,
+            );
         }
     }
 

@@ -126,7 +126,7 @@ impl CaptureSocket {
         Ok(Some(Captured {
             len,
             orig_len,
-            outgoing: addr.sll_pkttype == libc::PACKET_OUTGOING as u8,
+            outgoing: addr.sll_pkttype == libc::PACKET_OUTGOING,
             time,
         }))
     }
