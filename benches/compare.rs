@@ -23,14 +23,17 @@
 //! switchd with `--metrics` scraped every 100 ms throughout
 //! (`switchd-scraped`), against switchd unscraped: what scraping costs; and
 //! switchd with `switchctl capture` taking every frame of both ports to
-//! /dev/null throughout (`switchd-captured`): what a capture costs.
+//! /dev/null throughout (`switchd-captured`), or with the filter `arp`
+//! (`switchd-capture-arp`): what a capture costs; and switchd mirroring
+//! everything to a third port (`switchd-mirrored`).
 //!
 //! Run as root: `scripts/bench` (installs iperf3, netsniff-ng and
 //! openvswitch-switch if missing, builds the release binaries, runs this).
 //! Environment: `COMPARE_ROUNDS` (default 3), `COMPARE_SECS` (seconds per
 //! throughput test, default 4), `COMPARE_ONLY` (comma list of
 //! veth,bridge,ovs,switchd,switchd-user,switchd-trunk,switchd-vlan,ovs-vlan,
-//! vxlan-switchd,vxlan-kernel,vxlan-ovs,switchd-scraped,switchd-captured),
+//! vxlan-switchd,vxlan-kernel,vxlan-ovs,switchd-scraped,switchd-captured,
+//! switchd-capture-arp,switchd-mirrored),
 //! `COMPARE_JSON` (results file, default target/compare/<unix time>.json),
 //! `SWITCHD_ARGS` (extra switchd flags, e.g. `--datapath-threads 2 --spin-us 1000`).
 
@@ -74,10 +77,16 @@ enum Kind {
     /// `Switchd` with `switchctl capture` of both ports, every frame, to
     /// /dev/null, throughout.
     SwitchdCaptured,
+    /// The same capture with the filter `arp`: what the kernel's taps and
+    /// filter cost when little matches.
+    SwitchdCaptureArp,
+    /// `Switchd` with a mirror of everything (`select_all`) to a third port,
+    /// into a namespace that discards it.
+    SwitchdMirrored,
 }
 
 impl Kind {
-    const ALL: [Kind; 13] = [
+    const ALL: [Kind; 15] = [
         Kind::Veth,
         Kind::Bridge,
         Kind::Ovs,
@@ -91,6 +100,8 @@ impl Kind {
         Kind::VxlanOvs,
         Kind::SwitchdScraped,
         Kind::SwitchdCaptured,
+        Kind::SwitchdCaptureArp,
+        Kind::SwitchdMirrored,
     ];
 
     fn name(self) -> &'static str {
@@ -108,6 +119,8 @@ impl Kind {
             Kind::VxlanOvs => "vxlan-ovs",
             Kind::SwitchdScraped => "switchd-scraped",
             Kind::SwitchdCaptured => "switchd-captured",
+            Kind::SwitchdCaptureArp => "switchd-capture-arp",
+            Kind::SwitchdMirrored => "switchd-mirrored",
         }
     }
 
@@ -126,6 +139,8 @@ impl Kind {
             Kind::VxlanOvs => "vxlan OVS-OVS",
             Kind::SwitchdScraped => "sd scraped",
             Kind::SwitchdCaptured => "sd captured",
+            Kind::SwitchdCaptureArp => "sd capture arp",
+            Kind::SwitchdMirrored => "sd mirrored",
         }
     }
 }
@@ -149,6 +164,8 @@ struct Topology {
     _ovs: Vec<Ovs>,
     /// The hosts of a tunnel topology.
     _hosts: Vec<Netns>,
+    /// The namespace behind a mirror's output port.
+    _monitor: Option<Netns>,
     /// The metrics scraper of `SwitchdScraped`, stopped on drop.
     scraper: Option<Scraper>,
 }
@@ -198,18 +215,19 @@ impl Drop for Scraper {
     }
 }
 
-/// `switchctl capture BR -w /dev/null`: every frame of every port, until
-/// dropped (Ctrl-C); then its figures go to stderr.
+/// `switchctl capture BR -w /dev/null [FILTER]`: the frames of every port,
+/// until dropped (Ctrl-C); then its figures go to stderr.
 struct CaptureRun {
     child: std::process::Child,
 }
 
 impl CaptureRun {
-    fn start(daemon: &Daemon, bridge: &str) -> CaptureRun {
+    fn start(daemon: &Daemon, bridge: &str, filter: Option<&str>) -> CaptureRun {
         let child = Command::new(switchd_testkit::bin("switchctl"))
             .arg("--socket")
             .arg(&daemon.socket)
             .args(["capture", bridge, "-w", "/dev/null"])
+            .args(filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -276,6 +294,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
         _wire: None,
         _ovs: Vec::new(),
         _hosts: Vec::new(),
+        _monitor: None,
         scraper: None,
         capture: None,
     };
@@ -322,7 +341,12 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             }
             topo.switch_pid = Some(ovs.vswitchd_pid());
         }
-        Kind::Switchd | Kind::SwitchdUser | Kind::SwitchdScraped | Kind::SwitchdCaptured => {
+        Kind::Switchd
+        | Kind::SwitchdUser
+        | Kind::SwitchdScraped
+        | Kind::SwitchdCaptured
+        | Kind::SwitchdCaptureArp
+        | Kind::SwitchdMirrored => {
             let mut args = switchd_args(kind == Kind::SwitchdUser);
             let addr = format!(
                 "127.0.0.1:{}",
@@ -346,11 +370,25 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             if kind == Kind::SwitchdScraped {
                 topo.scraper = Some(Scraper::start(addr));
             }
-            if kind == Kind::SwitchdCaptured {
-                topo.capture = Some(CaptureRun::start(
-                    topo.daemon.as_ref().expect("just set"),
-                    "br0",
-                ));
+            let daemon = topo.daemon.as_ref().expect("just set");
+            match kind {
+                Kind::SwitchdCaptured => {
+                    topo.capture = Some(CaptureRun::start(daemon, "br0", None))
+                }
+                Kind::SwitchdCaptureArp => {
+                    topo.capture = Some(CaptureRun::start(daemon, "br0", Some("arp")))
+                }
+                Kind::SwitchdMirrored => {
+                    let monitor = Netns::new();
+                    let port = uplink(&monitor);
+                    monitor.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+                    daemon.ctl_ok(&["add-port", "br0", &port]);
+                    let output = format!("output_port={port}");
+                    daemon.ctl_ok(&["add-mirror", "br0", "all", "select_all=true", &output]);
+                    topo.links.push(port);
+                    topo._monitor = Some(monitor);
+                }
+                _ => {}
             }
         }
         Kind::SwitchdTrunk | Kind::SwitchdVlan | Kind::OvsVlan => {
@@ -695,6 +733,24 @@ fn print_table(medians: &BTreeMap<Kind, BTreeMap<&str, f64>>, rounds: u64) {
         [
             (Kind::Switchd, "captured/not"),
             (Kind::Bridge, "captured/bridge"),
+        ],
+    );
+    print_ratios(
+        medians,
+        "Capture filtered: the same capture taking ARP only, / switchd uncaptured, / the kernel bridge",
+        Kind::SwitchdCaptureArp,
+        [
+            (Kind::Switchd, "arp/not"),
+            (Kind::Bridge, "arp/bridge"),
+        ],
+    );
+    print_ratios(
+        medians,
+        "Mirror: switchd mirroring everything to a third port, / switchd unmirrored, / the kernel bridge",
+        Kind::SwitchdMirrored,
+        [
+            (Kind::Switchd, "mirrored/not"),
+            (Kind::Bridge, "mirrored/bridge"),
         ],
     );
 }
