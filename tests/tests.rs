@@ -29,6 +29,7 @@ mod forwarding;
 mod lifecycle;
 mod metrics;
 mod mininet;
+mod monitor;
 mod namespaces;
 mod offload;
 mod ovs_vsctl;

@@ -8,6 +8,7 @@
 //! Like ovs-vsctl, commands can be chained with `--` (`switchctl add-br br0 --
 //! add-port br0 veth1`); a chain is one transaction: all of it or none.
 
+mod monitor;
 mod ovs_vsctl;
 
 use ovs_vsctl::Table;
@@ -171,6 +172,10 @@ enum Command {
         #[arg(required = true, value_name = "FIELD=VALUE")]
         fields: Vec<String>,
     },
+    /// Print what changes, one line per event, until Ctrl-C: bridges and
+    /// ports added and deleted, port states, MAC addresses learned, moved,
+    /// aged, evicted and removed, a full MAC table (docs/OBSERVABILITY.md).
+    Monitor { bridge: Option<String> },
     /// Show per-port packet counters.
     DumpPorts {
         bridge: String,
@@ -309,6 +314,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return ovs_vsctl::run_with(&words, &cli.socket);
     }
     let request = to_request(&cli)?;
+    if let Command::Monitor { .. } = cli.command {
+        let json = cli.format == Format::Json;
+        return monitor::run(
+            &cli.socket,
+            &request,
+            json,
+            Duration::from_secs(cli.timeout),
+        );
+    }
     let result = call(&cli.socket, &request, Duration::from_secs(cli.timeout))?;
     let exit = match (&cli.command, &result) {
         (Command::BrExists { .. }, Value::Bool(false)) => ExitCode::from(2),
@@ -523,6 +537,9 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             }
         }
         Command::Trace { bridge, fields } => trace_request(bridge, fields)?,
+        Command::Monitor { bridge } => Request::Monitor {
+            bridge: bridge.clone(),
+        },
         Command::DumpPorts { bridge, interface } => Request::DumpPorts {
             bridge: bridge.clone(),
             interface: interface.clone(),
@@ -813,6 +830,7 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
         | Command::AddNsPort { .. }
         | Command::DelNsPort { .. }
         | Command::SetBr { .. }
+        | Command::Monitor { .. }
         | Command::Find { .. }
         | Command::Get { .. } => String::new(),
     })

@@ -74,7 +74,11 @@ impl Switch {
             None => Vec::new(),
         };
         let running = self.bridge(bridge)?;
-        let config = self.db.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
+        let config = self
+            .db
+            .bridges
+            .get(bridge)
+            .ok_or_else(|| no_bridge(bridge))?;
         for name in ports {
             if !running.ports.contains_key(name) {
                 return Err(err(
@@ -124,7 +128,8 @@ impl Switch {
                 format!("{MAX_CAPTURES} captures are running already; end one first"),
             ));
         }
-        let buffer = (CAPTURE_BUFFER_BYTES / chosen.len()).clamp(PORT_BUFFER_BYTES.0, PORT_BUFFER_BYTES.1);
+        let buffer =
+            (CAPTURE_BUFFER_BYTES / chosen.len()).clamp(PORT_BUFFER_BYTES.0, PORT_BUFFER_BYTES.1);
         let mut taps = Vec::with_capacity(chosen.len());
         for (name, port) in &chosen {
             let ifindex = port
@@ -183,7 +188,11 @@ fn compile_filter(expr: &str) -> Result<Vec<FilterInsn>, String> {
             };
             let (code, jt, jf, k) = (next()?, next()?, next()?, next()?);
             let code = u16::try_from(code).map_err(|_| format!("bad opcode: {text}"))?;
-            let k = if code == BPF_RET_K && k != 0 { u32::MAX } else { k };
+            let k = if code == BPF_RET_K && k != 0 {
+                u32::MAX
+            } else {
+                k
+            };
             Ok(FilterInsn {
                 code,
                 jt: jt as u8,
@@ -320,7 +329,11 @@ impl Capture {
                     };
                     let len = got.len.min(self.snaplen as usize);
                     let time = if got.time.is_zero() { now() } else { got.time };
-                    let direction = if got.outgoing != tap.inverted { OUTBOUND } else { INBOUND };
+                    let direction = if got.outgoing != tap.inverted {
+                        OUTBOUND
+                    } else {
+                        INBOUND
+                    };
                     let packet = EnhancedPacketBlock {
                         interface_id: i as u32,
                         timestamp: time,
@@ -376,7 +389,8 @@ impl Capture {
                     InterfaceDescriptionOption::IfTsResol(9),
                 ],
             };
-            out.write_pcapng_block(interface).map_err(|e| e.to_string())?;
+            out.write_pcapng_block(interface)
+                .map_err(|e| e.to_string())?;
         }
         Ok(out)
     }

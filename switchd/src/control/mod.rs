@@ -6,14 +6,15 @@ mod bridges;
 mod capture;
 mod links;
 mod metrics;
+mod monitor;
 mod netlink;
 mod netns;
 mod ns_ports;
 mod ports;
 mod reports;
 mod server;
-mod stream;
 mod statics;
+mod stream;
 mod switch;
 mod trace;
 mod tunnels;
@@ -169,7 +170,9 @@ async fn follow_links(
     mut links: tokio::sync::mpsc::UnboundedReceiver<netlink::LinkEvent>,
 ) {
     while let Some(event) = links.recv().await {
-        switch.lock().await.process_link_event(event).await;
+        let mut guard = switch.lock().await;
+        guard.process_link_event(event).await;
+        guard.publish_changes();
     }
     tracing::error!("link notifications stopped; ports will not follow interface changes");
 }

@@ -254,9 +254,10 @@ async fn dispatch(line: &[u8], switch: &Mutex<Switch>) -> Answer {
     let mut switch = switch.lock().await;
     if request.is_stream() {
         return match switch.open_stream(request).await {
-            Ok((result, stream)) => {
-                Answer::Stream(json!({"jsonrpc": "2.0", "id": id, "result": result}), stream)
-            }
+            Ok((result, stream)) => Answer::Stream(
+                json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                stream,
+            ),
             Err(e) => Answer::Reply(json!({"jsonrpc": "2.0", "id": id, "error": e})),
         };
     }

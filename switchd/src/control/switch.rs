@@ -7,6 +7,7 @@
 //! reply; if any step fails nothing of it remains.
 
 use super::metrics::RequestCounts;
+use super::monitor::Monitors;
 use super::netlink::{Netlink, NetlinkError};
 use super::stream::Stream;
 use super::tunnels::TunnelState;
@@ -110,6 +111,8 @@ pub struct Switch {
     pub(super) tunnels: TunnelState,
     /// What `--metrics` reports of the requests answered.
     pub(super) requests: RequestCounts,
+    /// The `monitor` streams' channel, and what they were last told.
+    pub(super) monitors: Monitors,
     /// Captures running (`capture.rs`), which end on their own.
     pub(super) captures: Arc<AtomicUsize>,
 }
@@ -134,6 +137,7 @@ impl Switch {
     /// configured and shows why.
     pub async fn restore(db: Db, db_path: PathBuf, datapath: Datapath, netlink: Netlink) -> Self {
         let mut switch = Switch {
+            monitors: Monitors::new(&datapath),
             db_path,
             db: Db::default(),
             bridges: BTreeMap::new(),
@@ -221,6 +225,7 @@ impl Switch {
         let method = request.method();
         let result = self.run(request).await;
         self.requests.count(method, result.is_ok());
+        self.publish_changes();
         result
     }
 
@@ -238,6 +243,7 @@ impl Switch {
             } => self
                 .capture(&bridge, &ports, count, snaplen, filter.as_deref())
                 .map(|(reply, stream)| (serde_json::to_value(reply).expect("serializes"), stream)),
+            Request::Monitor { bridge } => self.monitor(bridge),
             other => Err(err(
                 code::INVALID_REQUEST,
                 format!("{} does not stream", other.method()),
@@ -250,9 +256,9 @@ impl Switch {
     async fn run(&mut self, request: Request) -> RpcResult {
         match request {
             // Only `open_stream` runs these (batches refuse them).
-            Request::Capture { .. } => Err(err(
+            stream @ (Request::Capture { .. } | Request::Monitor { .. }) => Err(err(
                 code::INVALID_REQUEST,
-                "capture streams its answer",
+                format!("{} streams its answer", stream.method()),
             )),
             Request::AddBr {
                 bridge,
@@ -362,12 +368,14 @@ impl Switch {
         }
     }
 
-    /// Drops aged-out MAC entries on every bridge.
-    pub fn expire_fdbs(&self) {
+    /// Drops aged-out MAC entries on every bridge; tells monitors what changed
+    /// meanwhile without a request (a port blocked, a carrier lost).
+    pub fn expire_fdbs(&mut self) {
         let now = now_ms();
         for bridge in self.bridges.values() {
             bridge.dp.expire(now);
         }
+        self.publish_changes();
     }
 
     pub(super) fn bridge(&self, name: &str) -> Result<&RunningBridge, RpcError> {
