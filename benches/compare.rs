@@ -21,14 +21,16 @@
 //! VLAN 10 (`switchd-vlan`), and that tagged topology on Open vSwitch
 //! (`ovs-vlan`); a second table gives switchd-vlan's ratios to both. And
 //! switchd with `--metrics` scraped every 100 ms throughout
-//! (`switchd-scraped`), against switchd unscraped: what scraping costs.
+//! (`switchd-scraped`), against switchd unscraped: what scraping costs; and
+//! switchd with `switchctl capture` taking every frame of both ports to
+//! /dev/null throughout (`switchd-captured`): what a capture costs.
 //!
 //! Run as root: `scripts/bench` (installs iperf3, netsniff-ng and
 //! openvswitch-switch if missing, builds the release binaries, runs this).
 //! Environment: `COMPARE_ROUNDS` (default 3), `COMPARE_SECS` (seconds per
 //! throughput test, default 4), `COMPARE_ONLY` (comma list of
 //! veth,bridge,ovs,switchd,switchd-user,switchd-trunk,switchd-vlan,ovs-vlan,
-//! vxlan-switchd,vxlan-kernel,vxlan-ovs,switchd-scraped),
+//! vxlan-switchd,vxlan-kernel,vxlan-ovs,switchd-scraped,switchd-captured),
 //! `COMPARE_JSON` (results file, default target/compare/<unix time>.json),
 //! `SWITCHD_ARGS` (extra switchd flags, e.g. `--datapath-threads 2 --spin-us 1000`).
 
@@ -69,10 +71,13 @@ enum Kind {
     VxlanOvs,
     /// `Switchd` with `--metrics`, scraped every 100 ms throughout.
     SwitchdScraped,
+    /// `Switchd` with `switchctl capture` of both ports, every frame, to
+    /// /dev/null, throughout.
+    SwitchdCaptured,
 }
 
 impl Kind {
-    const ALL: [Kind; 12] = [
+    const ALL: [Kind; 13] = [
         Kind::Veth,
         Kind::Bridge,
         Kind::Ovs,
@@ -85,6 +90,7 @@ impl Kind {
         Kind::VxlanKernel,
         Kind::VxlanOvs,
         Kind::SwitchdScraped,
+        Kind::SwitchdCaptured,
     ];
 
     fn name(self) -> &'static str {
@@ -101,6 +107,7 @@ impl Kind {
             Kind::VxlanKernel => "vxlan-kernel",
             Kind::VxlanOvs => "vxlan-ovs",
             Kind::SwitchdScraped => "switchd-scraped",
+            Kind::SwitchdCaptured => "switchd-captured",
         }
     }
 
@@ -118,6 +125,7 @@ impl Kind {
             Kind::VxlanKernel => "vxlan kern-kern",
             Kind::VxlanOvs => "vxlan OVS-OVS",
             Kind::SwitchdScraped => "sd scraped",
+            Kind::SwitchdCaptured => "sd captured",
         }
     }
 }
@@ -129,6 +137,8 @@ struct Topology {
     b: Netns,
     /// Root-namespace veth ends, deleted on drop.
     links: Vec<String>,
+    /// The capture of `SwitchdCaptured`, ended before the daemon.
+    capture: Option<CaptureRun>,
     daemon: Option<Daemon>,
     ovs_bridge: Option<String>,
     /// The process doing the switching in userspace, for CPU accounting.
@@ -188,6 +198,42 @@ impl Drop for Scraper {
     }
 }
 
+/// `switchctl capture BR -w /dev/null`: every frame of every port, until
+/// dropped (Ctrl-C); then its figures go to stderr.
+struct CaptureRun {
+    child: std::process::Child,
+}
+
+impl CaptureRun {
+    fn start(daemon: &Daemon, bridge: &str) -> CaptureRun {
+        let child = Command::new(switchd_testkit::bin("switchctl"))
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .args(["capture", bridge, "-w", "/dev/null"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run switchctl capture");
+        // Its sockets are open once it has said so.
+        std::thread::sleep(Duration::from_millis(500));
+        CaptureRun { child }
+    }
+}
+
+impl Drop for CaptureRun {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let mut text = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        let _ = self.child.wait();
+        eprintln!("capture: {}", text.replace('\n', "; "));
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         for link in &self.links {
@@ -231,6 +277,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
         _ovs: Vec::new(),
         _hosts: Vec::new(),
         scraper: None,
+        capture: None,
     };
     match kind {
         Kind::Veth => {
@@ -275,7 +322,7 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             }
             topo.switch_pid = Some(ovs.vswitchd_pid());
         }
-        Kind::Switchd | Kind::SwitchdUser | Kind::SwitchdScraped => {
+        Kind::Switchd | Kind::SwitchdUser | Kind::SwitchdScraped | Kind::SwitchdCaptured => {
             let mut args = switchd_args(kind == Kind::SwitchdUser);
             let addr = format!(
                 "127.0.0.1:{}",
@@ -298,6 +345,12 @@ fn build(kind: Kind, ovs: Option<&Ovs>) -> Result<Topology, String> {
             topo.daemon = Some(daemon);
             if kind == Kind::SwitchdScraped {
                 topo.scraper = Some(Scraper::start(addr));
+            }
+            if kind == Kind::SwitchdCaptured {
+                topo.capture = Some(CaptureRun::start(
+                    topo.daemon.as_ref().expect("just set"),
+                    "br0",
+                ));
             }
         }
         Kind::SwitchdTrunk | Kind::SwitchdVlan | Kind::OvsVlan => {
@@ -633,6 +686,15 @@ fn print_table(medians: &BTreeMap<Kind, BTreeMap<&str, f64>>, rounds: u64) {
         [
             (Kind::Switchd, "scraped/not"),
             (Kind::Bridge, "scraped/bridge"),
+        ],
+    );
+    print_ratios(
+        medians,
+        "Capture: switchd with every frame of both ports captured to /dev/null, / switchd uncaptured, / the kernel bridge",
+        Kind::SwitchdCaptured,
+        [
+            (Kind::Switchd, "captured/not"),
+            (Kind::Bridge, "captured/bridge"),
         ],
     );
 }

@@ -23,6 +23,7 @@ macro_rules! on_both_datapaths {
     };
 }
 
+mod capture;
 mod cli;
 mod cni;
 mod forwarding;

@@ -261,8 +261,9 @@ impl Request {
     }
 }
 
-/// The longest capture snapshot: a whole 64 KB GSO frame with its headers.
-pub const MAX_SNAPLEN: u32 = 65_535 + 14 + 4;
+/// The longest capture snapshot (tcpdump's default): more than a whole 64 KB
+/// GSO frame with its headers.
+pub const MAX_SNAPLEN: u32 = 256 << 10;
 
 /// `capture`'s reply, before the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

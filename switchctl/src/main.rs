@@ -8,6 +8,7 @@
 //! Like ovs-vsctl, commands can be chained with `--` (`switchctl add-br br0 --
 //! add-port br0 veth1`); a chain is one transaction: all of it or none.
 
+mod capture;
 mod monitor;
 mod ovs_vsctl;
 
@@ -22,9 +23,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use switchd_proto::{
-    call, AddNsPort, CounterLine, FdbEntry, FdbStats, McastSnooping, MdbEntry, MdbStats,
-    PortColumn, PortCounters, PortKind, Request, SetBr, ShowReply, TraceReply, VlanConfig,
-    DEFAULT_SOCKET, SOCKET_ENV,
+    call, AddNsPort, CaptureReply, CounterLine, FdbEntry, FdbStats, McastSnooping, MdbEntry,
+    MdbStats, PortColumn, PortCounters, PortKind, Request, SetBr, ShowReply, TraceReply,
+    VlanConfig, DEFAULT_SOCKET, SOCKET_ENV,
 };
 
 #[derive(Parser)]
@@ -176,6 +177,29 @@ enum Command {
     /// ports added and deleted, port states, MAC addresses learned, moved,
     /// aged, evicted and removed, a full MAC table (docs/OBSERVABILITY.md).
     Monitor { bridge: Option<String> },
+    /// Stream the frames on a bridge's ports (every port when none is named),
+    /// both directions, the kernel fast path's included, as tcpdump would see
+    /// them: capture BRIDGE [PORT...] [-c COUNT] [-w FILE|-] [-s SNAPLEN]
+    /// [FILTER]. The words after the bridge that name its ports are ports; the
+    /// rest is a filter in tcpdump's language (pcap-filter(7)). Without -w, a
+    /// line per frame; -w writes pcapng (one interface per port, a direction
+    /// per frame), `-w -` to stdout for `| tcpdump -r -` or `| wireshark -k -i -`.
+    /// Ends after COUNT frames or on Ctrl-C, then says how many were captured
+    /// and dropped (the reader too slow) on stderr.
+    Capture {
+        bridge: String,
+        #[arg(value_name = "PORT|FILTER")]
+        words: Vec<String>,
+        /// Stop after this many frames.
+        #[arg(short = 'c', value_name = "COUNT")]
+        count: Option<u64>,
+        /// Write pcapng to FILE (`-` for stdout) instead of printing lines.
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Bytes kept of each frame (default: all of it, up to 256 KiB).
+        #[arg(short = 's', long, value_name = "BYTES")]
+        snaplen: Option<u32>,
+    },
     /// Show per-port packet counters.
     DumpPorts {
         bridge: String,
@@ -312,6 +336,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             words.insert(0, "--format=json".to_string());
         }
         return ovs_vsctl::run_with(&words, &cli.socket);
+    }
+    if let Command::Capture {
+        bridge,
+        words,
+        count,
+        write,
+        snaplen,
+    } = &cli.command
+    {
+        return run_capture(&cli, bridge, words, *count, write.as_deref(), *snaplen);
     }
     let request = to_request(&cli)?;
     if let Command::Monitor { .. } = cli.command {
@@ -548,7 +582,78 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
         Command::Find { .. } | Command::Get { .. } => {
             bail!("find and get cannot be chained with other commands in switchctl (ovs-vsctl can)")
         }
+        Command::Capture { .. } => bail!("capture streams; it cannot be chained"),
     })
+}
+
+fn run_capture(
+    cli: &Cli,
+    bridge: &str,
+    words: &[String],
+    count: Option<u64>,
+    write: Option<&std::path::Path>,
+    snaplen: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let timeout = Duration::from_secs(cli.timeout);
+    let names: Vec<String> = serde_json::from_value(call(
+        &cli.socket,
+        &Request::ListPorts {
+            bridge: bridge.to_string(),
+        },
+        timeout,
+    )?)?;
+    let split = words
+        .iter()
+        .position(|w| !names.contains(w))
+        .unwrap_or(words.len());
+    let filter = words[split..].join(" ");
+    let request = Request::Capture {
+        bridge: bridge.to_string(),
+        ports: words[..split].to_vec(),
+        count,
+        snaplen,
+        filter: (!filter.is_empty()).then_some(filter),
+    };
+    // The file first: a capture is not started for output that cannot be written.
+    let output = match write {
+        None => capture::Output::Lines {
+            json: cli.format == Format::Json,
+        },
+        Some(path) if path.as_os_str() == "-" => {
+            capture::Output::Pcapng(Box::new(std::io::stdout()))
+        }
+        Some(path) => capture::Output::Pcapng(Box::new(
+            std::fs::File::create(path)
+                .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?,
+        )),
+    };
+    let (reply, stream) =
+        switchd_proto::open_stream(&cli.socket, &request, timeout).map_err(|e| {
+            match (&e, words.get(split)) {
+                (switchd_proto::CallError::Rpc(_), Some(word))
+                    if e.to_string().contains("filter") =>
+                {
+                    anyhow!("{e} ({bridge} has no port named {word}, so it was read as a filter)")
+                }
+                _ => e.into(),
+            }
+        })?;
+    let reply: CaptureReply = serde_json::from_value(reply)?;
+    for (port, why) in &reply.skipped {
+        eprintln!("switchctl: not capturing {port}: {why}");
+    }
+    eprintln!(
+        "switchctl: capturing on {} ({}), snapshot length {} bytes",
+        reply.ports.join(", "),
+        bridge,
+        reply.snaplen
+    );
+    let summary = capture::follow(stream, output)?;
+    eprintln!(
+        "{} packets captured\n{} packets received by filter\n{} packets dropped (reader too slow)",
+        summary.captured, summary.accepted, summary.dropped
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `in_port=p1 dl_dst=...`, or ovs-appctl's one flow argument `in_port=p1,dl_dst=...`.
@@ -832,7 +937,8 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
         | Command::SetBr { .. }
         | Command::Monitor { .. }
         | Command::Find { .. }
-        | Command::Get { .. } => String::new(),
+        | Command::Get { .. }
+        | Command::Capture { .. } => String::new(),
     })
 }
 

@@ -43,6 +43,11 @@ const PORT_BUFFER_BYTES: (usize, usize) = (256 << 10, 4 << 20);
 const CHUNK_BYTES: usize = 64 << 10;
 /// Frames read from one socket before the next socket's turn.
 const FRAMES_PER_TURN: usize = 64;
+/// Frames are held this long before they are written, so that those of several
+/// ports go out in time order (each port's socket is in order, the sockets
+/// among them are not); held frames past `HELD_BYTES` go out at once.
+const REORDER_WINDOW: Duration = Duration::from_millis(20);
+const HELD_BYTES: usize = 4 << 20;
 /// How often the thread checks for a stop and for ports that went away.
 const TICK: Duration = Duration::from_millis(100);
 /// pcapng's `epb_flags` direction bits.
@@ -256,6 +261,15 @@ impl Drop for Tap {
     }
 }
 
+/// A frame read, before it is written out in time order.
+struct Frame {
+    time: Duration,
+    tap: u32,
+    outbound: bool,
+    orig_len: u32,
+    data: Vec<u8>,
+}
+
 struct Capture {
     taps: Vec<Tap>,
     tx: mpsc::Sender<Vec<u8>>,
@@ -301,12 +315,19 @@ impl Capture {
         let mut buf = vec![0u8; self.snaplen as usize + 4];
         let mut total = 0u64;
         let mut ready = Vec::new();
-        'capture: loop {
+        let mut held = Vec::new();
+        let mut held_bytes = 0;
+        loop {
             if self.stop.load(Relaxed) || self.tx.is_closed() {
                 break;
             }
             ready.clear();
-            match epoll.wait(&mut events, Some(TICK)) {
+            let wait = if held.is_empty() {
+                TICK
+            } else {
+                REORDER_WINDOW
+            };
+            match epoll.wait(&mut events, Some(wait)) {
                 Ok(tokens) => ready.extend(tokens),
                 Err(e) => {
                     tracing::warn!("capture: {e}");
@@ -316,6 +337,9 @@ impl Capture {
             for &i in &ready {
                 let tap = &mut self.taps[i as usize];
                 for _ in 0..FRAMES_PER_TURN {
+                    if held_bytes >= HELD_BYTES {
+                        break;
+                    }
                     let Some(socket) = &tap.socket else { break };
                     let got = match socket.recv(&mut buf) {
                         Ok(Some(got)) => got,
@@ -328,37 +352,30 @@ impl Capture {
                         }
                     };
                     let len = got.len.min(self.snaplen as usize);
-                    let time = if got.time.is_zero() { now() } else { got.time };
-                    let direction = if got.outgoing != tap.inverted {
-                        OUTBOUND
-                    } else {
-                        INBOUND
-                    };
-                    let packet = EnhancedPacketBlock {
-                        interface_id: i as u32,
-                        timestamp: time,
-                        original_len: u32::try_from(got.orig_len).unwrap_or(u32::MAX),
-                        data: Cow::Borrowed(&buf[..len]),
-                        options: vec![EnhancedPacketOption::Flags(direction)],
-                    };
-                    if out.write_pcapng_block(packet).is_err() {
-                        break 'capture;
-                    }
-                    tap.pending += 1;
-                    total += 1;
-                    if self.count.is_some_and(|c| total >= c) {
-                        break 'capture;
-                    }
-                    if out.get_ref().len() >= CHUNK_BYTES {
-                        break;
-                    }
+                    held_bytes += len;
+                    held.push(Frame {
+                        time: if got.time.is_zero() { now() } else { got.time },
+                        tap: i as u32,
+                        outbound: got.outgoing != tap.inverted,
+                        orig_len: u32::try_from(got.orig_len).unwrap_or(u32::MAX),
+                        data: buf[..len].to_vec(),
+                    });
                 }
                 if let Some(e) = tap.socket.as_ref().and_then(CaptureSocket::take_error) {
                     tracing::debug!(port = %tap.name, "capture: {e}");
                 }
-                if out.get_ref().len() >= CHUNK_BYTES {
-                    self.flush(&mut out);
-                }
+            }
+            let cutoff = if held_bytes >= HELD_BYTES {
+                Duration::MAX
+            } else {
+                now().saturating_sub(REORDER_WINDOW)
+            };
+            if !self.write_held(&mut out, &mut held, cutoff, &mut total) {
+                break;
+            }
+            held_bytes = held.iter().map(|f| f.data.len()).sum();
+            if self.count.is_some_and(|c| total >= c) {
+                break;
             }
             self.flush(&mut out);
             for tap in &mut self.taps {
@@ -370,10 +387,49 @@ impl Capture {
                 break;
             }
         }
+        self.write_held(&mut out, &mut held, Duration::MAX, &mut total);
         self.flush(&mut out);
         self.finish(&mut out, start);
         let closing = std::mem::take(out.get_mut());
         let _ = self.tx.blocking_send(closing);
+    }
+
+    /// Writes the held frames up to `cutoff`, in time order, within the count;
+    /// false if the stream cannot take more.
+    fn write_held(
+        &mut self,
+        out: &mut PcapNgWriter<Vec<u8>>,
+        held: &mut Vec<Frame>,
+        cutoff: Duration,
+        total: &mut u64,
+    ) -> bool {
+        held.sort_by_key(|f| f.time);
+        let ready = held.partition_point(|f| f.time <= cutoff);
+        for frame in held.drain(..ready) {
+            if self.count.is_some_and(|c| *total >= c) {
+                break;
+            }
+            let packet = EnhancedPacketBlock {
+                interface_id: frame.tap,
+                timestamp: frame.time,
+                original_len: frame.orig_len,
+                data: Cow::Owned(frame.data),
+                options: vec![EnhancedPacketOption::Flags(if frame.outbound {
+                    OUTBOUND
+                } else {
+                    INBOUND
+                })],
+            };
+            if out.write_pcapng_block(packet).is_err() {
+                return false;
+            }
+            self.taps[frame.tap as usize].pending += 1;
+            *total += 1;
+            if out.get_ref().len() >= CHUNK_BYTES {
+                self.flush(out);
+            }
+        }
+        true
     }
 
     /// The section header and one interface block per port.
