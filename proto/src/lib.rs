@@ -1551,7 +1551,7 @@ mod tests {
 
     #[test]
     fn methods_are_the_requests_names() {
-        assert_eq!(Request::METHODS.len(), 26);
+        assert_eq!(Request::METHODS.len(), 28);
         let show = Request::Show {};
         assert_eq!(show.method(), "show");
         let json = serde_json::to_value(&show).unwrap();
