@@ -13,7 +13,7 @@
 //!   mechanism covers every way a port comes, goes, attaches, fails, loses its
 //!   carrier or is blocked by the loop guard (seen within a second), however
 //!   the request that caused it was made. It reads each port's link state from
-//!   sysfs as `show` does: about 10 µs a port, only while a monitor is connected.
+//!   sysfs as `show` does (two small files a port), only while a monitor is connected.
 //!
 //! Each monitor's task turns events into lines outside the control lock. A
 //! monitor that reads too slowly loses events (the channel's lag, or its
