@@ -31,6 +31,7 @@ mod lifecycle;
 mod metrics;
 mod mininet;
 mod mirror;
+mod monitor;
 mod namespaces;
 mod offload;
 mod ovs_vsctl;

@@ -260,13 +260,21 @@ requests! {
         #[serde(default)]
         filter: Option<String>,
     }
+    /// Streams what changes (bridges and ports added and removed, port states,
+    /// MAC addresses learned, moved and removed), of one bridge or all, one
+    /// [`MonitorEvent`] per line, until the client hangs up or sends anything.
+    /// Reply: null.
+    Monitor = "monitor" {
+        #[serde(default)]
+        bridge: Option<String>,
+    }
 }
 
 impl Request {
     /// Whether the reply is followed by a stream (`capture`, `monitor`) that
     /// takes over the connection; such a request cannot be part of a batch.
     pub fn is_stream(&self) -> bool {
-        matches!(self, Request::Capture { .. })
+        matches!(self, Request::Capture { .. } | Request::Monitor { .. })
     }
 }
 
@@ -323,6 +331,42 @@ pub struct CaptureReply {
     /// never cross its interface; a port that is not running).
     #[serde(default)]
     pub skipped: Vec<(String, String)>,
+}
+
+/// One line of `monitor`'s stream. `event` says which fields it has:
+/// `bridge-added`, `bridge-deleted`; `port-added` (`port`, `state`),
+/// `port-deleted` (`port`), `port-up`, `port-down`, `port-error`,
+/// `port-blocked` (`port`, `reason`); `mac-learned`, `mac-aged`,
+/// `mac-evicted` (`mac`, `vlan`, `port`), `mac-moved` (and `from_port`),
+/// `mac-removed` (and `reason`: `flushed`, `deleted`, `port-removed`,
+/// `vlan-changed`, `made-static`); `table-full` (`max`); `suppressed` (`kind`,
+/// `count`: events of that kind over the rate limit in the second before);
+/// `lost` (`count`: events this monitor read too slowly to get; no `bridge`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorEvent {
+    /// RFC 3339, UTC, to the microsecond.
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_port: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// `set-br`'s settings (also `set bridge`'s columns); each `None` is left as it is.
@@ -1567,7 +1611,7 @@ mod tests {
 
     #[test]
     fn methods_are_the_requests_names() {
-        assert_eq!(Request::METHODS.len(), 26);
+        assert_eq!(Request::METHODS.len(), 31);
         let show = Request::Show {};
         assert_eq!(show.method(), "show");
         let json = serde_json::to_value(&show).unwrap();

@@ -9,6 +9,7 @@
 //! add-port br0 veth1`); a chain is one transaction: all of it or none.
 
 mod capture;
+mod monitor;
 mod ovs_vsctl;
 
 use ovs_vsctl::Table;
@@ -172,6 +173,10 @@ enum Command {
         #[arg(required = true, value_name = "FIELD=VALUE")]
         fields: Vec<String>,
     },
+    /// Print what changes, one line per event, until Ctrl-C: bridges and
+    /// ports added and deleted, port states, MAC addresses learned, moved,
+    /// aged, evicted and removed, a full MAC table (docs/OBSERVABILITY.md).
+    Monitor { bridge: Option<String> },
     /// Stream the frames on a bridge's ports (every port when none is named),
     /// both directions, the kernel fast path's included, as tcpdump would see
     /// them: capture BRIDGE [PORT...] [-c COUNT] [-w FILE|-] [-s SNAPLEN]
@@ -359,6 +364,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return run_capture(&cli, bridge, words, *count, write.as_deref(), *snaplen);
     }
     let request = to_request(&cli)?;
+    if let Command::Monitor { .. } = cli.command {
+        let json = cli.format == Format::Json;
+        return monitor::run(
+            &cli.socket,
+            &request,
+            json,
+            Duration::from_secs(cli.timeout),
+        );
+    }
     let result = call(&cli.socket, &request, Duration::from_secs(cli.timeout))?;
     let exit = match (&cli.command, &result) {
         (Command::BrExists { .. }, Value::Bool(false)) => ExitCode::from(2),
@@ -573,6 +587,9 @@ fn to_request(cli: &Cli) -> anyhow::Result<Request> {
             }
         }
         Command::Trace { bridge, fields } => trace_request(bridge, fields)?,
+        Command::Monitor { bridge } => Request::Monitor {
+            bridge: bridge.clone(),
+        },
         Command::DumpPorts { bridge, interface } => Request::DumpPorts {
             bridge: bridge.clone(),
             interface: interface.clone(),
@@ -1004,6 +1021,7 @@ fn render(command: &Command, result: Value) -> anyhow::Result<String> {
         | Command::AddNsPort { .. }
         | Command::DelNsPort { .. }
         | Command::SetBr { .. }
+        | Command::Monitor { .. }
         | Command::Find { .. }
         | Command::Get { .. }
         | Command::Capture { .. }
@@ -1390,7 +1408,7 @@ mod tests {
             "bridge br0: 1 ports
   port veth-ns1: rx pkts=5, bytes=426, drop=2, errs=0
                  tx pkts=5, bytes=426, drop=0, errs=0
-                 rx drop/err reasons: multicast-src=1, bad-vnet-hdr=0, loop=1, vlan-tagged=0, vlan-not-trunked=0, reserved-dst=0, queue-full=0, runt=0, truncated=0
+                 rx drop/err reasons: multicast-src=1, bad-vnet-hdr=0, loop=1, vlan-tagged=0, vlan-not-trunked=0, reserved-dst=0, queue-full=0, mirror-output=0, runt=0, truncated=0
                  tx drop reasons: too-big=0, no-route=0
                  kernel fast path: rx pkts=3, tx pkts=3
 "

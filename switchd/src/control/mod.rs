@@ -7,6 +7,7 @@ mod capture;
 mod links;
 mod metrics;
 mod mirrors;
+mod monitor;
 mod netlink;
 mod netns;
 mod ns_ports;
@@ -170,7 +171,9 @@ async fn follow_links(
     mut links: tokio::sync::mpsc::UnboundedReceiver<netlink::LinkEvent>,
 ) {
     while let Some(event) = links.recv().await {
-        switch.lock().await.process_link_event(event).await;
+        let mut guard = switch.lock().await;
+        guard.process_link_event(event).await;
+        guard.publish_changes();
     }
     tracing::error!("link notifications stopped; ports will not follow interface changes");
 }

@@ -2,6 +2,7 @@
 //! `dump-ports`. Read-only but for flush, and for aging the tables first so the
 //! rows and the counters agree.
 
+use super::monitor::PortStatus;
 use super::switch::{err, PortState, RpcResult, Switch};
 use super::tunnels::TunnelPort;
 use crate::config::PortConfig;
@@ -40,6 +41,28 @@ fn link_down(name: &str) -> Option<String> {
         Ok(true) => Some("no carrier".to_string()),
         _ => None,
     }
+}
+
+/// A port's state for `monitor`: as `show` says it, without the loop guard's
+/// countdown.
+pub(super) fn port_state(name: &str, state: &PortState, tunnel: Option<&TunnelPort>) -> PortStatus {
+    let (event, reason) = if let Some(why) = port_error(name, state) {
+        ("port-error", Some(why))
+    } else if state
+        .port()
+        .is_some_and(|p| p.loop_guard.is_blocked(now_ms()))
+    {
+        ("port-blocked", Some("loop suspected".to_string()))
+    } else {
+        match tunnel
+            .and_then(|t| t.down.clone())
+            .or_else(|| link_down(name))
+        {
+            Some(why) => ("port-down", Some(why)),
+            None => ("port-up", None),
+        }
+    };
+    PortStatus { event, reason }
 }
 
 fn port_info(

@@ -8,6 +8,7 @@
 
 use super::metrics::RequestCounts;
 use super::mirrors::Applied;
+use super::monitor::Monitors;
 use super::netlink::{Netlink, NetlinkError};
 use super::stream::Stream;
 use super::tunnels::TunnelState;
@@ -115,6 +116,8 @@ pub struct Switch {
     pub(super) tunnels: TunnelState,
     /// What `--metrics` reports of the requests answered.
     pub(super) requests: RequestCounts,
+    /// The `monitor` streams' channel, and what they were last told.
+    pub(super) monitors: Monitors,
     /// Captures running (`capture.rs`), which end on their own.
     pub(super) captures: Arc<AtomicUsize>,
 }
@@ -139,6 +142,7 @@ impl Switch {
     /// configured and shows why.
     pub async fn restore(db: Db, db_path: PathBuf, datapath: Datapath, netlink: Netlink) -> Self {
         let mut switch = Switch {
+            monitors: Monitors::new(&datapath),
             db_path,
             db: Db::default(),
             bridges: BTreeMap::new(),
@@ -229,6 +233,7 @@ impl Switch {
         // Mirrors follow their ports, whatever the request did to them.
         self.apply_all_mirrors().await;
         self.requests.count(method, result.is_ok());
+        self.publish_changes();
         result
     }
 
@@ -246,6 +251,7 @@ impl Switch {
             } => self
                 .capture(&bridge, &ports, count, snaplen, filter.as_deref())
                 .map(|(reply, stream)| (serde_json::to_value(reply).expect("serializes"), stream)),
+            Request::Monitor { bridge } => self.monitor(bridge),
             other => Err(err(
                 code::INVALID_REQUEST,
                 format!("{} does not stream", other.method()),
@@ -258,9 +264,10 @@ impl Switch {
     async fn run(&mut self, request: Request) -> RpcResult {
         match request {
             // Only `open_stream` runs these (batches refuse them).
-            Request::Capture { .. } => {
-                Err(err(code::INVALID_REQUEST, "capture streams its answer"))
-            }
+            stream @ (Request::Capture { .. } | Request::Monitor { .. }) => Err(err(
+                code::INVALID_REQUEST,
+                format!("{} streams its answer", stream.method()),
+            )),
             Request::AddBr {
                 bridge,
                 may_exist,
@@ -380,12 +387,14 @@ impl Switch {
         }
     }
 
-    /// Drops aged-out MAC entries on every bridge.
-    pub fn expire_fdbs(&self) {
+    /// Drops aged-out MAC entries on every bridge; tells monitors what changed
+    /// meanwhile without a request (a port blocked, a carrier lost).
+    pub fn expire_fdbs(&mut self) {
         let now = now_ms();
         for bridge in self.bridges.values() {
             bridge.dp.expire(now);
         }
+        self.publish_changes();
     }
 
     pub(super) fn bridge(&self, name: &str) -> Result<&RunningBridge, RpcError> {

@@ -109,11 +109,46 @@ pub enum FdbChange {
         from: PortId,
         to: PortId,
     },
-    /// Aged, evicted, flushed, or its port removed.
     Removed {
         key: FdbKey,
         port: PortId,
+        reason: RemoveReason,
     },
+    /// A new address found the table at its bound (`max` entries) and evicted
+    /// one; recorded once until an address is learned without evicting.
+    TableFull {
+        max: u32,
+    },
+}
+
+/// Why an address left the table (what `switchctl monitor` reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveReason {
+    Aged,
+    /// The table was full and this was the oldest entry of the fullest port.
+    Evicted,
+    Flushed,
+    PortRemoved,
+    /// Its port's VLAN settings changed.
+    VlanChanged,
+    /// `fdb-del`.
+    Deleted,
+    /// A static entry (`fdb-add`) took its place.
+    MadeStatic,
+}
+
+impl RemoveReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoveReason::Aged => "aged",
+            RemoveReason::Evicted => "evicted",
+            RemoveReason::Flushed => "flushed",
+            RemoveReason::PortRemoved => "port-removed",
+            RemoveReason::VlanChanged => "vlan-changed",
+            RemoveReason::Deleted => "deleted",
+            RemoveReason::MadeStatic => "made-static",
+        }
+    }
 }
 
 /// One entry as shown to users.
@@ -144,6 +179,8 @@ pub struct Fdb {
     /// Entries the operator added (`fdb-add`): looked up before the learned
     /// ones, never learned over, aged, evicted or flushed; outside the bound.
     statics: FastMap<FdbKey, PortId>,
+    /// Evicting since the last learn that found room (`FdbChange::TableFull`).
+    full: bool,
 }
 
 impl Fdb {
@@ -158,12 +195,23 @@ impl Fdb {
             counters: FdbCounters::default(),
             journal: None,
             statics: FastMap::default(),
+            full: false,
         }
     }
 
     /// Keeps a journal of changes from now on, for `take_changes`.
     pub fn record_changes(&mut self) {
         self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// Stops keeping the journal and drops what it holds.
+    pub fn stop_recording(&mut self) {
+        self.journal = None;
+    }
+
+    /// Whether a journal is kept.
+    pub fn is_recording(&self) -> bool {
+        self.journal.is_some()
     }
 
     /// True if changes wait in the journal.
@@ -205,7 +253,7 @@ impl Fdb {
     pub fn add_static(&mut self, key: FdbKey, port: PortId) {
         if let Some(entry) = self.index.get(&key) {
             let idx = entry.slot;
-            self.remove(idx);
+            self.remove(idx, RemoveReason::MadeStatic);
         }
         match self.statics.insert(key, port) {
             None => self.record(FdbChange::Learned { key, port }),
@@ -220,9 +268,17 @@ impl Fdb {
 
     /// Removes a static entry; false if there was none for `key`.
     pub fn remove_static(&mut self, key: &FdbKey) -> bool {
+        self.remove_static_for(key, RemoveReason::Deleted)
+    }
+
+    fn remove_static_for(&mut self, key: &FdbKey, reason: RemoveReason) -> bool {
         match self.statics.remove(key) {
             Some(port) => {
-                self.record(FdbChange::Removed { key: *key, port });
+                self.record(FdbChange::Removed {
+                    key: *key,
+                    port,
+                    reason,
+                });
                 true
             }
             None => false,
@@ -277,6 +333,7 @@ impl Fdb {
         while self.index.len() > self.max_entries {
             self.evict_one();
         }
+        self.full = false;
     }
 
     /// Entries, static ones included.
@@ -325,7 +382,15 @@ impl Fdb {
             return;
         }
         if self.index.len() >= self.max_entries {
+            if !self.full {
+                self.full = true;
+                self.record(FdbChange::TableFull {
+                    max: self.max_entries as u32,
+                });
+            }
             self.evict_one();
+        } else {
+            self.full = false;
         }
         let slot = Slot {
             key,
@@ -375,7 +440,7 @@ impl Fdb {
         self.walk_stale(now_ms, |key, _| expired.push(key));
         for key in &expired {
             let idx = self.index[key].slot;
-            self.remove(idx);
+            self.remove(idx, RemoveReason::Aged);
         }
         self.counters.aged += expired.len() as u64;
         expired.len()
@@ -384,9 +449,13 @@ impl Fdb {
     /// Forgets the learned entries on `port` (its VLAN settings changed; the
     /// static ones are configuration and stay); returns how many.
     pub fn remove_learned_on(&mut self, port: PortId) -> usize {
+        self.remove_learned_for(port, RemoveReason::VlanChanged)
+    }
+
+    fn remove_learned_for(&mut self, port: PortId, reason: RemoveReason) -> usize {
         let mut removed = 0;
         while let Some(list) = self.ports.get(&port) {
-            self.remove(list.head);
+            self.remove(list.head, reason);
             removed += 1;
         }
         removed
@@ -397,7 +466,7 @@ impl Fdb {
         match self.index.get(key) {
             Some(entry) => {
                 let idx = entry.slot;
-                self.remove(idx);
+                self.remove(idx, RemoveReason::Deleted);
                 true
             }
             None => false,
@@ -406,7 +475,7 @@ impl Fdb {
 
     /// Forgets every entry on `port`, static ones too; returns how many.
     pub fn remove_port(&mut self, port: PortId) -> usize {
-        let removed = self.remove_learned_on(port);
+        let removed = self.remove_learned_for(port, RemoveReason::PortRemoved);
         let statics: Vec<FdbKey> = self
             .statics
             .iter()
@@ -414,7 +483,7 @@ impl Fdb {
             .map(|(key, _)| *key)
             .collect();
         for key in &statics {
-            self.remove_static(key);
+            self.remove_static_for(key, RemoveReason::PortRemoved);
         }
         removed + statics.len()
     }
@@ -429,7 +498,7 @@ impl Fdb {
             .map(|(_, e)| e.slot)
             .collect();
         for &idx in &slots {
-            self.remove(idx);
+            self.remove(idx, RemoveReason::Flushed);
         }
         slots.len()
     }
@@ -439,11 +508,11 @@ impl Fdb {
     pub fn flush(&mut self) -> usize {
         let n = self.index.len();
         if let Some(journal) = &mut self.journal {
-            journal.extend(
-                self.index
-                    .iter()
-                    .map(|(&key, e)| FdbChange::Removed { key, port: e.port }),
-            );
+            journal.extend(self.index.iter().map(|(&key, e)| FdbChange::Removed {
+                key,
+                port: e.port,
+                reason: RemoveReason::Flushed,
+            }));
         }
         self.index.clear();
         self.slots.clear();
@@ -474,17 +543,17 @@ impl Fdb {
             .max_by_key(|(port, list)| (list.len, std::cmp::Reverse(**port)))
             .map(|(_, list)| list.head);
         if let Some(idx) = victim {
-            self.remove(idx);
+            self.remove(idx, RemoveReason::Evicted);
             self.counters.evicted += 1;
         }
     }
 
-    fn remove(&mut self, idx: u32) {
+    fn remove(&mut self, idx: u32, reason: RemoveReason) {
         self.unlink(idx);
         let Slot { key, port, .. } = self.slots[idx as usize];
         self.index.remove(&key);
         self.free.push(idx);
-        self.record(FdbChange::Removed { key, port });
+        self.record(FdbChange::Removed { key, port, reason });
     }
 
     fn unlink(&mut self, idx: u32) {
@@ -586,7 +655,8 @@ mod tests {
         fdb.take_changes(&mut changes);
         assert!(changes.contains(&FdbChange::Removed {
             key: key(1),
-            port: 8
+            port: 8,
+            reason: RemoveReason::PortRemoved,
         }));
         assert!(!fdb.remove_static(&key(1)));
     }
@@ -770,9 +840,11 @@ mod tests {
                     from: 1,
                     to: 2
                 },
+                TableFull { max: 2 },
                 Removed {
                     key: key(9),
-                    port: 1
+                    port: 1,
+                    reason: RemoveReason::Evicted,
                 },
                 Learned {
                     key: key(2),
@@ -791,11 +863,13 @@ mod tests {
             vec![
                 Removed {
                     key: key(1),
-                    port: 2
+                    port: 2,
+                    reason: RemoveReason::Aged,
                 },
                 Removed {
                     key: key(2),
-                    port: 2
+                    port: 2,
+                    reason: RemoveReason::Aged,
                 },
                 Learned {
                     key: key(3),
@@ -803,10 +877,34 @@ mod tests {
                 },
                 Removed {
                     key: key(3),
-                    port: 3
+                    port: 3,
+                    reason: RemoveReason::Flushed,
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_full_table_is_recorded_once_per_episode() {
+        let mut fdb = Fdb::new(2, 300);
+        fdb.record_changes();
+        let full = |fdb: &mut Fdb| {
+            let mut changes = Vec::new();
+            fdb.take_changes(&mut changes);
+            changes
+                .iter()
+                .filter(|c| matches!(c, FdbChange::TableFull { max: 2 }))
+                .count()
+        };
+        for n in 0..10 {
+            fdb.learn(key(n), 1, 0);
+        }
+        assert_eq!(full(&mut fdb), 1, "one episode, eight evictions");
+        fdb.forget(&key(9));
+        fdb.learn(key(20), 1, 0);
+        assert_eq!(full(&mut fdb), 0, "learned into room: the episode ends");
+        fdb.learn(key(21), 1, 0);
+        assert_eq!(full(&mut fdb), 1);
     }
 
     #[test]

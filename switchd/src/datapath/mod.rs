@@ -10,6 +10,7 @@
 
 pub mod decide;
 pub mod egress;
+pub mod events;
 pub mod fdb;
 pub mod mcast;
 pub mod mirror;
@@ -21,13 +22,16 @@ pub mod tunnel;
 pub mod vlan;
 mod worker;
 
-pub use fdb::{Fdb, FdbChange, FdbKey, FdbRow, PortId, MAC_AGING_SECS, MAC_TABLE_SIZE};
+pub use fdb::{
+    Fdb, FdbChange, FdbKey, FdbRow, PortId, RemoveReason, MAC_AGING_SECS, MAC_TABLE_SIZE,
+};
 use port::PortIo;
 pub use port::{Port, PortStats, LOOP_BLOCK_MS, LOOP_MOVES_PER_SEC};
 
 use crate::sys::{EventFd, PacketSocket, Tap};
 use decide::Ports;
 use egress::Egress;
+use events::{EventSink, EventTap, Watch, Watchers};
 use mcast::Mdb;
 use mirror::{MirrorOutput, MirrorRule};
 use offload::{KernelFdb, Offload, PortOffload};
@@ -86,6 +90,8 @@ pub struct Bridge {
     /// the control plane.
     mdb: Mutex<Mdb>,
     snooping: AtomicBool,
+    /// Where the journal goes besides the kernel's copy: `switchctl monitor`.
+    tap: EventTap,
 }
 
 impl Bridge {
@@ -125,19 +131,37 @@ impl Bridge {
         self.kernel.as_ref().map(lock)
     }
 
-    /// Replays the table's recorded changes into the kernel's copy.
+    /// Replays the table's recorded changes into the kernel's copy and passes
+    /// them to the monitors, in the order they happened.
     pub fn sync_kernel(&self) {
-        if let Some(mut kernel) = self.kernel() {
-            kernel.sync(&self.fdb);
+        match self.kernel() {
+            Some(mut kernel) => {
+                kernel.sync(&self.fdb);
+                self.tap.publish(kernel.replayed());
+            }
+            None => self.tap.drain(&self.fdb),
         }
     }
 
     /// Drops aged-out MAC entries (returns how many) and group memberships.
     pub fn expire(&self, now_ms: u64) -> usize {
         let aged = match self.kernel() {
-            Some(mut kernel) => kernel.expire(&self.fdb, now_ms),
-            None => self.fdb().expire(now_ms),
+            Some(mut kernel) => {
+                let aged = kernel.expire(&self.fdb, now_ms);
+                self.tap.publish(kernel.replayed());
+                aged
+            }
+            None => {
+                let aged = self.fdb().expire(now_ms);
+                self.tap.drain(&self.fdb);
+                aged
+            }
         };
+        self.tap.tick(now_ms);
+        if self.kernel.is_none() && !self.tap.is_on() {
+            // The last monitor left: nobody reads the journal any more.
+            self.fdb().stop_recording();
+        }
         self.mdb().expire(now_ms);
         aged
     }
@@ -190,6 +214,7 @@ impl Bridge {
     fn unoffload(&self, port: &Port) {
         if let Some(mut kernel) = self.kernel() {
             kernel.remove_port(&self.fdb, port.id);
+            self.tap.publish(kernel.replayed());
         }
         // What the kernel forwarded for it stays counted.
         if let Some(offload) = port.offload().take() {
@@ -324,11 +349,21 @@ pub struct DatapathConfig {
     pub offload: bool,
 }
 
+/// Lets the kernel forward to and from `port` of `bridge`.
+fn add_kernel_port(bridge: &Bridge, port: PortId, offload: &PortOffload) {
+    if let Some(mut kernel) = bridge.kernel() {
+        kernel.add_port(&bridge.fdb, port, offload);
+        bridge.tap.publish(kernel.replayed());
+    }
+}
+
 /// The control plane's handle on the datapath threads.
 pub struct Datapath {
     topology: Mutex<Topology>,
     workers: Vec<WorkerHandle>,
     offload: Option<Arc<Offload>>,
+    /// The monitors connected, and where MAC events go for them.
+    watchers: Arc<Watchers>,
 }
 
 impl Datapath {
@@ -374,7 +409,23 @@ impl Datapath {
             topology: Mutex::default(),
             workers,
             offload,
+            watchers: Arc::default(),
         })
+    }
+
+    /// Where MAC events go while a monitor watches (`watch`); set once.
+    pub fn set_event_sink(&self, sink: EventSink) {
+        self.watchers.set_sink(sink);
+    }
+
+    /// Passes every bridge's MAC table changes to the event sink until the
+    /// returned guard is dropped.
+    pub fn watch(&self) -> Watch {
+        let watch = Watch::new(&self.watchers);
+        for state in self.topology().bridges.values() {
+            state.bridge.fdb().record_changes();
+        }
+        watch
     }
 
     fn topology(&self) -> MutexGuard<'_, Topology> {
@@ -387,7 +438,7 @@ impl Datapath {
         let state = topo.bridges.entry(name.to_string()).or_insert_with(|| {
             let mut fdb = Fdb::new(max_entries, aging_secs);
             let kernel = self.offload.as_ref().and_then(|o| o.add_bridge());
-            if kernel.is_some() {
+            if kernel.is_some() || self.watchers.count() > 0 {
                 fdb.record_changes();
             }
             BridgeState {
@@ -398,6 +449,7 @@ impl Datapath {
                     group_fwd_mask: AtomicU16::new(0),
                     mdb: Mutex::new(Mdb::new(&McastSnooping::default())),
                     snooping: AtomicBool::new(true),
+                    tap: EventTap::new(name, self.watchers.clone()),
                 }),
                 ports: Vec::new(),
                 mirrors: Arc::new([]),
@@ -564,9 +616,7 @@ impl Datapath {
         // Attached without the kernel table's lock, which the datapath threads
         // take after every batch that learns: a TCX attach takes ~10 ms.
         if let Some(offload) = self.offload(bridge_id, bridge, &port.name, sock, egress) {
-            if let Some(mut kernel) = state.bridge.kernel() {
-                kernel.add_port(&state.bridge.fdb, port.id, &offload);
-            }
+            add_kernel_port(&state.bridge, port.id, &offload);
             *port.offload() = Some(offload);
         }
     }
@@ -630,10 +680,9 @@ impl Datapath {
             .bridges
             .get_mut(bridge)
             .expect("control plane adds ports to existing bridges only");
+        state.bridge.tap.name_port(id, name);
         if let Some(offload) = offload {
-            if let Some(mut kernel) = state.bridge.kernel() {
-                kernel.add_port(&state.bridge.fdb, id, &offload);
-            }
+            add_kernel_port(&state.bridge, id, &offload);
             *port.offload() = Some(offload);
         }
         state.ports.push((port.clone(), egress));
@@ -661,6 +710,7 @@ impl Datapath {
             state.bridge.fdb().remove_port(id);
             state.bridge.mdb().remove_port(id);
             state.bridge.sync_kernel();
+            state.bridge.tap.forget_port(id);
         }
     }
 

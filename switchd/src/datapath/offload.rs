@@ -309,7 +309,8 @@ pub struct KernelFdb {
     /// Ports with the fast path.
     ports: HashMap<PortId, KernelPort>,
     /// Scratch, kept between calls so replaying allocates only while growing:
-    /// the journal taken from the table, each key's last state in it (a value to
+    /// the journal last taken from the table (kept until the next one, for
+    /// `replayed`), each key's last state in it (a value to
     /// write, or `None` to delete), and the batches for the syscalls.
     changes: Vec<FdbChange>,
     /// Filled for every learned address in a MAC flood: foldhash, as the FDB's.
@@ -372,13 +373,13 @@ impl KernelFdb {
     /// port in between would otherwise stay in the kernel pointing at it.
     pub fn remove_port(&mut self, fdb: &Mutex<Fdb>, port: PortId) {
         let mut changes = std::mem::take(&mut self.changes);
+        changes.clear();
         let keys: Vec<FdbKey> = {
             let mut fdb = lock(fdb);
             fdb.take_changes(&mut changes);
             fdb.keys_on(port).collect()
         };
         self.apply(&changes);
-        changes.clear();
         self.changes = changes;
         if self.ports.remove(&port).is_some() {
             for key in keys {
@@ -391,10 +392,16 @@ impl KernelFdb {
     /// Replays what `fdb` recorded since the last call, outside its lock.
     pub fn sync(&mut self, fdb: &Mutex<Fdb>) {
         let mut changes = std::mem::take(&mut self.changes);
+        changes.clear();
         lock(fdb).take_changes(&mut changes);
         self.apply(&changes);
-        changes.clear();
         self.changes = changes;
+    }
+
+    /// What the last call that took the journal (`sync`, `add_port`,
+    /// `remove_port`, `expire`) replayed, for the monitors (`datapath::events`).
+    pub fn replayed(&self) -> &[FdbChange] {
+        &self.changes
     }
 
     /// Carries `changes` out in the kernel's table, with one batch syscall for
@@ -410,11 +417,12 @@ impl KernelFdb {
                         self.stage_delete(&key);
                     }
                 }
-                FdbChange::Removed { key, port } => {
+                FdbChange::Removed { key, port, .. } => {
                     if self.has_port(port) {
                         self.stage_delete(&key);
                     }
                 }
+                FdbChange::TableFull { .. } => {}
             }
         }
         self.flush();
