@@ -93,6 +93,7 @@ fn metrics_parse_and_equal_dump_ports() {
                         "rx_vlan_untrunked" => Some(("rx_drop_reasons", "vlan-not-trunked")),
                         "rx_reserved" => Some(("rx_drop_reasons", "reserved-dst")),
                         "rx_queue_full" => Some(("rx_drop_reasons", "queue-full")),
+                        "rx_mirror_output" => Some(("rx_drop_reasons", "mirror-output")),
                         "rx_runts" => Some(("rx_error_reasons", "runt")),
                         "rx_truncated" => Some(("rx_error_reasons", "truncated")),
                         "tx_too_big" => Some(("tx_drop_reasons", "too-big")),
@@ -156,6 +157,19 @@ fn metrics_parse_and_equal_dump_ports() {
     assert!(samples
         .iter()
         .any(|s| s["name"] == "switchd_datapath_poll_seconds_total"));
+
+    // A mirror's copies, as list-mirrors counts them.
+    let src = format!("select_src_port={}", a.port);
+    d.ctl_ok(&["add-mirror", "br0", "m1", &src, "output_vlan=5"]);
+    assert!(a.can_ping(&b.ip));
+    let mirrors = d.ctl_json(&["list-mirrors", "br0"]);
+    let sent = mirrors[0]["tx_packets"].as_u64().unwrap();
+    assert!(sent >= 1, "{mirrors}");
+    let samples = scrape(&format!("http://{addr}/metrics"));
+    let labels = [("bridge", "br0"), ("mirror", "m1")];
+    let scraped = sample(&samples, "switchd_mirror_tx_packets_total", &labels).unwrap();
+    assert!(scraped >= sent, "{scraped} < {sent}");
+    assert!(sample(&samples, "switchd_mirror_tx_bytes_total", &labels).unwrap() >= 60 * scraped);
 
     // Only /metrics, only reads.
     assert!(http(

@@ -326,6 +326,29 @@ fn registry(switch: &Switch) -> Registry {
                 counters(&mut registry, &mut c, name, help, b(&[]), v);
             }
         }
+        for m in switch.list_mirrors(bridge).unwrap_or_default() {
+            for (name, help, v) in [
+                (
+                    "switchd_mirror_tx_packets",
+                    "Copies a mirror sent",
+                    m.tx_packets,
+                ),
+                (
+                    "switchd_mirror_tx_bytes",
+                    "Bytes of the copies a mirror sent",
+                    m.tx_bytes,
+                ),
+            ] {
+                counters(
+                    &mut registry,
+                    &mut c,
+                    name,
+                    help,
+                    b(&[("mirror", &m.config.name)]),
+                    v,
+                );
+            }
+        }
     }
     registry
 }
