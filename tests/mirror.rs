@@ -94,6 +94,16 @@ fn a_mirror_copies_what_it_selects_once_and_stops_when_removed() {
 
     let output = format!("output_port={}", monitor.port);
     d.ctl_ok(&["add-mirror", "br0", "all", "select_all=true", &output]);
+    // trace says so, and that the ports have left the fast path.
+    let t = d.ctl_json(&[
+        "trace",
+        "br0",
+        &format!("in_port={}", a.port),
+        &format!("dl_src={}", a.mac()),
+        &format!("dl_dst={}", b.mac()),
+    ]);
+    assert_eq!(t["mirrors"], serde_json::json!(["all"]), "{t}");
+    assert_eq!(t["datapath"], "userspace", "{t}");
     let monitor_tx = counter(&d, &monitor.port, "tx_packets");
     // Known unicast and a broadcast flooded to two ports: one copy each.
     send(&mut sa, ma, mb, None, b"all-unicast", 10);

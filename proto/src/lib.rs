@@ -967,6 +967,9 @@ pub struct TraceReply {
     /// Why the frame goes nowhere, when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop: Option<String>,
+    /// The mirrors that would copy it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
 }
 
 /// One answer of `find-ports`.

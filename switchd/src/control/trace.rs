@@ -137,6 +137,7 @@ impl Switch {
                 .collect(),
             datapath: None,
             drop: None,
+            mirrors: Vec::new(),
         };
         let received = match fields.dl_vlan {
             None => "untagged".to_string(),
@@ -194,6 +195,7 @@ impl Switch {
                 None => String::new(),
             }
         ));
+        let mirrors = self.mirrors_of(bridge, in_port, &reply.output_ports, vlan);
         if traced.outputs.is_empty() {
             let why = match traced.lookup {
                 Some(Lookup::BehindIngress) => "the destination is behind the ingress port",
@@ -201,6 +203,10 @@ impl Switch {
             };
             reply.steps.push(format!("egress: none: {why}"));
             reply.drop = Some(why.to_string());
+            for (name, step) in mirrors {
+                reply.steps.push(step);
+                reply.mirrors.push(name);
+            }
             return Ok(reply);
         }
         for o in &traced.outputs {
@@ -213,6 +219,10 @@ impl Switch {
                 .steps
                 .push(format!("egress: {p} ({}): {how}", port_vlan(p)));
         }
+        for (name, step) in mirrors {
+            reply.steps.push(step);
+            reply.mirrors.push(name);
+        }
         let unicast_hit = matches!(traced.lookup, Some(Lookup::Hit { .. }));
         let (datapath, why) = if !unicast_hit {
             (
@@ -222,7 +232,7 @@ impl Switch {
         } else if !kernel {
             (
                 "userspace",
-                "the kernel fast path is off, or not on both ports (--offload none, a TAP, a program that failed to load)",
+                "the kernel fast path is off, or not on both ports (--offload none, a TAP, a mirror naming a port, a program that failed to load)",
             )
         } else if traced.retagged {
             (
@@ -240,5 +250,40 @@ impl Switch {
         reply.steps.push(format!("datapath: {datapath}: {why}"));
         reply.datapath = Some(datapath.to_string());
         Ok(reply)
+    }
+}
+
+impl Switch {
+    /// The bridge's mirrors that would copy a frame of `vlan` received on
+    /// `in_port` and sent to `outputs`, each with a step saying where.
+    fn mirrors_of(
+        &self,
+        bridge: &str,
+        in_port: &str,
+        outputs: &[String],
+        vlan: u16,
+    ) -> Vec<(String, String)> {
+        let Some(config) = self.db.bridges.get(bridge) else {
+            return Vec::new();
+        };
+        config
+            .mirrors
+            .iter()
+            .filter(|m| {
+                (m.select_all
+                    || m.select_src_port.iter().any(|p| p == in_port)
+                    || outputs.iter().any(|o| m.select_dst_port.contains(o)))
+                    && (m.select_vlan.is_empty() || m.select_vlan.contains(&vlan))
+            })
+            .map(|m| {
+                let to = match (&m.output_port, m.output_vlan) {
+                    (Some(p), _) if vlan == 0 => format!("a copy to {p}, untagged"),
+                    (Some(p), _) => format!("a copy to {p}, tagged {vlan}"),
+                    (None, Some(v)) => format!("a copy into VLAN {v}"),
+                    (None, None) => "nothing".to_string(),
+                };
+                (m.name.clone(), format!("mirror {}: {to}", m.name))
+            })
+            .collect()
     }
 }
