@@ -314,6 +314,9 @@ pub struct MirrorInfo {
     /// Copies sent, and their bytes (Open vSwitch's `statistics` column).
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Copies lost on the way out (the output port's queue full, too big).
+    #[serde(default)]
+    pub tx_dropped: u64,
 }
 
 /// The longest capture snapshot (tcpdump's default): more than a whole 64 KB
@@ -339,7 +342,7 @@ pub struct CaptureReply {
 /// `port-blocked` (`port`, `reason`); `mac-learned`, `mac-aged`,
 /// `mac-evicted` (`mac`, `vlan`, `port`), `mac-moved` (and `from_port`),
 /// `mac-removed` (and `reason`: `flushed`, `deleted`, `port-removed`,
-/// `vlan-changed`, `made-static`); `table-full` (`max`); `suppressed` (`kind`,
+/// `vlan-changed`, `made-static`, `mirror-output`); `table-full` (`max`); `suppressed` (`kind`,
 /// `count`: events of that kind over the rate limit in the second before);
 /// `lost` (`count`: events this monitor read too slowly to get; no `bridge`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

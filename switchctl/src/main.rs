@@ -1173,9 +1173,13 @@ fn render_mirror(out: &mut String, m: &MirrorInfo, indent: &str) {
     if let Some(v) = c.output_vlan {
         let _ = writeln!(out, "{indent}    output_vlan: {v}");
     }
+    let dropped = match m.tx_dropped {
+        0 => String::new(),
+        n => format!(", tx_dropped={n}"),
+    };
     let _ = writeln!(
         out,
-        "{indent}    statistics: {{tx_bytes={}, tx_packets={}}}",
+        "{indent}    statistics: {{tx_bytes={}{dropped}, tx_packets={}}}",
         m.tx_bytes, m.tx_packets
     );
 }

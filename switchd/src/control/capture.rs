@@ -45,9 +45,11 @@ const CHUNK_BYTES: usize = 64 << 10;
 const FRAMES_PER_TURN: usize = 64;
 /// Frames are held this long before they are written, so that those of several
 /// ports go out in time order (each port's socket is in order, the sockets
-/// among them are not); held frames past `HELD_BYTES` go out at once.
+/// among them are not); held frames past `HELD_BYTES` or `HELD_FRAMES` go out
+/// at once, which also bounds the sorting each wakeup does.
 const REORDER_WINDOW: Duration = Duration::from_millis(20);
 const HELD_BYTES: usize = 4 << 20;
+const HELD_FRAMES: usize = 4096;
 /// How often the thread checks for a stop and for ports that went away.
 const TICK: Duration = Duration::from_millis(100);
 /// pcapng's `epb_flags` direction bits.
@@ -337,7 +339,7 @@ impl Capture {
             for &i in &ready {
                 let tap = &mut self.taps[i as usize];
                 for _ in 0..FRAMES_PER_TURN {
-                    if held_bytes >= HELD_BYTES {
+                    if held_bytes >= HELD_BYTES || held.len() >= HELD_FRAMES {
                         break;
                     }
                     let Some(socket) = &tap.socket else { break };
@@ -365,15 +367,14 @@ impl Capture {
                     tracing::debug!(port = %tap.name, "capture: {e}");
                 }
             }
-            let cutoff = if held_bytes >= HELD_BYTES {
+            let cutoff = if held_bytes >= HELD_BYTES || held.len() >= HELD_FRAMES {
                 Duration::MAX
             } else {
                 now().saturating_sub(REORDER_WINDOW)
             };
-            if !self.write_held(&mut out, &mut held, cutoff, &mut total) {
+            if !self.write_held(&mut out, &mut held, &mut held_bytes, cutoff, &mut total) {
                 break;
             }
-            held_bytes = held.iter().map(|f| f.data.len()).sum();
             if self.count.is_some_and(|c| total >= c) {
                 break;
             }
@@ -387,7 +388,13 @@ impl Capture {
                 break;
             }
         }
-        self.write_held(&mut out, &mut held, Duration::MAX, &mut total);
+        self.write_held(
+            &mut out,
+            &mut held,
+            &mut held_bytes,
+            Duration::MAX,
+            &mut total,
+        );
         self.flush(&mut out);
         self.finish(&mut out, start);
         let closing = std::mem::take(out.get_mut());
@@ -400,12 +407,14 @@ impl Capture {
         &mut self,
         out: &mut PcapNgWriter<Vec<u8>>,
         held: &mut Vec<Frame>,
+        held_bytes: &mut usize,
         cutoff: Duration,
         total: &mut u64,
     ) -> bool {
         held.sort_by_key(|f| f.time);
         let ready = held.partition_point(|f| f.time <= cutoff);
         for frame in held.drain(..ready) {
+            *held_bytes -= frame.data.len();
             if self.count.is_some_and(|c| *total >= c) {
                 break;
             }

@@ -338,6 +338,11 @@ fn registry(switch: &Switch) -> Registry {
                     "Bytes of the copies a mirror sent",
                     m.tx_bytes,
                 ),
+                (
+                    "switchd_mirror_tx_dropped",
+                    "Copies a mirror lost on the way out",
+                    m.tx_dropped,
+                ),
             ] {
                 counters(
                     &mut registry,

@@ -4,7 +4,7 @@
 //! and link event).
 
 use super::switch::{err, no_bridge, PortState, RpcResult, Switch};
-use crate::config::{BridgeConfig, MirrorConfig, PortKind};
+use crate::config::{BridgeConfig, MirrorConfig, PortConfig, PortKind};
 use crate::datapath::mirror::{MirrorOutput, MirrorRule, MirrorStats, Selection};
 use crate::datapath::PortId;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,7 +17,8 @@ const MAX_NAME: usize = 64;
 /// What a bridge's datapath runs now, to skip re-applying what did not change.
 #[derive(Default, PartialEq, Eq)]
 pub(super) struct Applied {
-    selections: Vec<Selection>,
+    /// Each mirror's name (whose statistics the datapath counts into) and selection.
+    selections: Vec<(String, Selection)>,
     slow: Vec<PortId>,
 }
 
@@ -197,6 +198,7 @@ impl Switch {
                     config: m.clone(),
                     tx_packets: stats.map_or(0, |s| s.tx_packets.load(Relaxed)),
                     tx_bytes: stats.map_or(0, |s| s.tx_bytes.load(Relaxed)),
+                    tx_dropped: stats.map_or(0, |s| s.tx_dropped.load(Relaxed)),
                 }
             })
             .collect())
@@ -233,6 +235,7 @@ impl Switch {
             ids
         };
         let mut rules = Vec::new();
+        let mut names = Vec::new();
         let mut slow = Vec::new();
         for m in &config.mirrors {
             let output = match (&m.output_port, m.output_vlan) {
@@ -271,6 +274,7 @@ impl Switch {
                 .entry(m.name.clone())
                 .or_default()
                 .clone();
+            names.push(m.name.clone());
             rules.push(MirrorRule { selection, stats });
         }
         running
@@ -279,7 +283,10 @@ impl Switch {
         slow.sort_unstable();
         slow.dedup();
         let applied = Applied {
-            selections: rules.iter().map(|r| r.selection.clone()).collect(),
+            selections: names
+                .into_iter()
+                .zip(rules.iter().map(|r| r.selection.clone()))
+                .collect(),
             slow: slow.clone(),
         };
         if applied == running.mirrors_applied {
@@ -288,5 +295,20 @@ impl Switch {
         running.mirrors_applied = applied;
         let generation = self.datapath.set_mirrors(bridge, rules, slow);
         self.wait_applied(generation).await;
+        self.datapath.finish_set_mirrors(bridge);
+    }
+
+    /// Whether a mirror names port `port` of `bridge` (all of its ports but
+    /// tunnel ports, for `select_all`): such a port goes without the kernel
+    /// fast path.
+    pub(super) fn mirrored(&self, bridge: &str, port: &PortConfig) -> bool {
+        self.db.bridges.get(bridge).is_some_and(|config| {
+            config.mirrors.iter().any(|m| {
+                (m.select_all && port.kind != PortKind::Vxlan)
+                    || m.select_src_port.contains(&port.name)
+                    || m.select_dst_port.contains(&port.name)
+                    || m.output_port.as_ref() == Some(&port.name)
+            })
+        })
     }
 }

@@ -14,10 +14,13 @@ use std::time::Duration;
 use switchd_proto::{code, decode_request, Rejected, RpcError, MAX_REQUEST_BYTES};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 256;
+/// Streams (captures, monitors) open at once. A stream gives its connection's
+/// place back, so that open streams never keep requests out.
+const MAX_STREAMS: usize = 64;
 /// A client that sends nothing for this long is disconnected.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -65,6 +68,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let streams = Arc::new(Semaphore::new(MAX_STREAMS));
     let accept = async {
         loop {
             let permit = limit
@@ -80,10 +84,8 @@ pub async fn serve(
                         continue;
                     }
                     let switch = switch.clone();
-                    tokio::spawn(async move {
-                        handle_connection(stream, switch).await;
-                        drop(permit);
-                    });
+                    let streams = streams.clone();
+                    tokio::spawn(handle_connection(stream, switch, permit, streams));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -121,7 +123,12 @@ async fn refuse(mut stream: UnixStream, why: String) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
 }
 
-async fn handle_connection(stream: UnixStream, switch: Arc<Mutex<Switch>>) {
+async fn handle_connection(
+    stream: UnixStream,
+    switch: Arc<Mutex<Switch>>,
+    permit: OwnedSemaphorePermit,
+    streams: Arc<Semaphore>,
+) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     let mut line = Vec::new();
@@ -145,9 +152,10 @@ async fn handle_connection(stream: UnixStream, switch: Arc<Mutex<Switch>>) {
         } else if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         } else {
-            match dispatch(&line, &switch).await {
+            match dispatch(&line, &switch, &streams).await {
                 Answer::Reply(reply) => reply,
-                Answer::Stream(reply, stream) => {
+                Answer::Stream(reply, stream, _place) => {
+                    drop(permit);
                     if write_line(&mut writer, &reply).await {
                         run_stream(reader, writer, stream).await;
                     }
@@ -239,11 +247,12 @@ fn error_reply(id: Value, code: i64, message: String) -> Value {
 
 enum Answer {
     Reply(Value),
-    Stream(Value, Stream),
+    /// The reply, the stream, and the stream's place among `MAX_STREAMS`.
+    Stream(Value, Stream, OwnedSemaphorePermit),
 }
 
 /// Decodes one request line and runs it.
-async fn dispatch(line: &[u8], switch: &Mutex<Switch>) -> Answer {
+async fn dispatch(line: &[u8], switch: &Mutex<Switch>, streams: &Arc<Semaphore>) -> Answer {
     let (id, request) = match decode_request(line) {
         Ok(decoded) => decoded,
         Err(Rejected { id, error }) => {
@@ -251,16 +260,21 @@ async fn dispatch(line: &[u8], switch: &Mutex<Switch>) -> Answer {
         }
     };
     tracing::debug!(?request, "request");
-    let mut switch = switch.lock().await;
     if request.is_stream() {
-        return match switch.open_stream(request).await {
+        let Ok(place) = streams.clone().try_acquire_owned() else {
+            let why = format!("{MAX_STREAMS} streams (captures, monitors) are open; end one first");
+            return Answer::Reply(error_reply(id, code::FAILED, why));
+        };
+        return match switch.lock().await.open_stream(request).await {
             Ok((result, stream)) => Answer::Stream(
                 json!({"jsonrpc": "2.0", "id": id, "result": result}),
                 stream,
+                place,
             ),
             Err(e) => Answer::Reply(json!({"jsonrpc": "2.0", "id": id, "error": e})),
         };
     }
+    let mut switch = switch.lock().await;
     Answer::Reply(match switch.handle(request).await {
         Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
         Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e}),

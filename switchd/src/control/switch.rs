@@ -493,7 +493,10 @@ impl Switch {
             .await?
             .ok_or_else(|| AttachError::NoSuchInterface(iface.to_string()))?;
         self.netlink.set_up(iface, index).await?;
-        let (port, generation) = self.datapath.add_port(bridge, iface, index, &port.vlan)?;
+        let fast_path = !self.mirrored(bridge, port);
+        let (port, generation) = self
+            .datapath
+            .add_port(bridge, iface, index, &port.vlan, fast_path)?;
         self.wait_applied(generation).await;
         Ok(port)
     }

@@ -143,6 +143,21 @@ impl Switch {
             None => "untagged".to_string(),
             Some(v) => format!("tagged {v}"),
         };
+        let output_of = self.db.bridges.get(bridge).and_then(|c| {
+            c.mirrors
+                .iter()
+                .find(|m| m.output_port.as_deref() == Some(in_port))
+        });
+        if let Some(m) = output_of {
+            reply.steps.push(format!(
+                "ingress: {in_port} is mirror {}'s output port, which takes no part in \
+                 switching: dropped",
+                m.name
+            ));
+            reply.output_ports.clear();
+            reply.drop = Some("mirror-output".to_string());
+            return Ok(reply);
+        }
         let vlan = match traced.vlan {
             Err(why) => {
                 reply.steps.push(format!(
@@ -263,12 +278,16 @@ impl Switch {
         outputs: &[String],
         vlan: u16,
     ) -> Vec<(String, String)> {
-        let Some(config) = self.db.bridges.get(bridge) else {
+        let (Some(config), Some(running)) = (self.db.bridges.get(bridge), self.bridges.get(bridge))
+        else {
             return Vec::new();
         };
+        let attached = |p: &String| running.ports.get(p).is_some_and(|s| s.port().is_some());
         config
             .mirrors
             .iter()
+            // One whose output port is not running copies nothing meanwhile.
+            .filter(|m| m.output_port.as_ref().is_none_or(attached))
             .filter(|m| {
                 (m.select_all
                     || m.select_src_port.iter().any(|p| p == in_port)

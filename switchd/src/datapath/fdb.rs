@@ -135,6 +135,8 @@ pub enum RemoveReason {
     Deleted,
     /// A static entry (`fdb-add`) took its place.
     MadeStatic,
+    /// Its port became a mirror's output, which takes no part in switching.
+    MirrorOutput,
 }
 
 impl RemoveReason {
@@ -147,6 +149,7 @@ impl RemoveReason {
             RemoveReason::VlanChanged => "vlan-changed",
             RemoveReason::Deleted => "deleted",
             RemoveReason::MadeStatic => "made-static",
+            RemoveReason::MirrorOutput => "mirror-output",
         }
     }
 }
@@ -450,6 +453,11 @@ impl Fdb {
     /// static ones are configuration and stay); returns how many.
     pub fn remove_learned_on(&mut self, port: PortId) -> usize {
         self.remove_learned_for(port, RemoveReason::VlanChanged)
+    }
+
+    /// Forgets what was learned on a port that became a mirror's output.
+    pub fn remove_learned_on_mirror_output(&mut self, port: PortId) -> usize {
+        self.remove_learned_for(port, RemoveReason::MirrorOutput)
     }
 
     fn remove_learned_for(&mut self, port: PortId, reason: RemoveReason) -> usize {

@@ -36,17 +36,20 @@ pub enum MirrorOutput {
     Vlan(u16),
 }
 
-/// Copies a mirror sent, and their bytes.
+/// Copies a mirror sent, their bytes, and the copies lost on the way out
+/// (an output port's queue full, a copy too big for it).
 #[derive(Debug, Default)]
 pub struct MirrorStats {
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
+    pub tx_dropped: AtomicU64,
 }
 
 impl MirrorStats {
-    pub fn add(&self, packets: u64, bytes: u64) {
+    pub fn add(&self, packets: u64, bytes: u64, dropped: u64) {
         self.tx_packets.fetch_add(packets, Relaxed);
         self.tx_bytes.fetch_add(bytes, Relaxed);
+        self.tx_dropped.fetch_add(dropped, Relaxed);
     }
 }
 

@@ -471,13 +471,15 @@ impl Datapath {
     }
 
     /// Opens a socket on `ifindex` and starts forwarding on it as a port of
-    /// `bridge` with the VLAN settings `vlan` (checked by the control plane).
+    /// `bridge` with the VLAN settings `vlan` (checked by the control plane),
+    /// on the kernel fast path if `fast_path` (a port a mirror names has none).
     pub fn add_port(
         &self,
         bridge: &str,
         name: &str,
         ifindex: u32,
         vlan: &VlanConfig,
+        fast_path: bool,
     ) -> Result<(Arc<Port>, u64), PortError> {
         let sock = PacketSocket::open(ifindex).map_err(|source| PortError::Open {
             name: name.to_string(),
@@ -491,7 +493,9 @@ impl Datapath {
             .bridges
             .get(bridge)
             .and_then(|s| s.bridge.kernel().map(|k| k.bridge()));
-        let offload = bridge_id.and_then(|id| self.offload(id, bridge, name, &sock, &egress));
+        let offload = bridge_id
+            .filter(|_| fast_path)
+            .and_then(|id| self.offload(id, bridge, name, &sock, &egress));
         Ok(self.insert_port(bridge, name, PortIo::Socket(sock), egress, offload))
     }
 
@@ -606,6 +610,22 @@ impl Datapath {
         }
     }
 
+    /// Completes `set_mirrors`: forgets what the threads learned on the
+    /// mirrors' output ports under their old views.
+    pub fn finish_set_mirrors(&self, bridge: &str) {
+        let topo = self.topology();
+        let Some(state) = topo.bridges.get(bridge) else {
+            return;
+        };
+        for (port, _) in &state.ports {
+            if state.is_mirror_output(port.id) {
+                state.bridge.fdb().remove_learned_on_mirror_output(port.id);
+                state.bridge.mdb().remove_port(port.id);
+            }
+        }
+        state.bridge.sync_kernel();
+    }
+
     /// Gives a port its kernel fast path back.
     fn reoffload(&self, state: &BridgeState, bridge: &str, port: &Port, egress: &Egress) {
         let (Some(bridge_id), Some(sock)) =
@@ -624,8 +644,9 @@ impl Datapath {
     /// Runs `mirrors` on a bridge from now on, with the ports of `slow` (sorted)
     /// off the kernel fast path: those it takes off lose it before the threads
     /// switch, those it gives back get it after. A port that becomes a mirror's
-    /// output forgets the addresses learned on it. Returns the generation to
-    /// wait for.
+    /// output forgets the addresses learned on it (again with
+    /// `finish_set_mirrors`, once the threads run the returned generation).
+    /// Returns that generation.
     pub fn set_mirrors(&self, bridge: &str, mirrors: Vec<MirrorRule>, slow: Vec<PortId>) -> u64 {
         let mut topo = self.topology();
         let Some(state) = topo.bridges.get_mut(bridge) else {
@@ -639,7 +660,7 @@ impl Datapath {
                 state.bridge.unoffload(port);
             }
             if state.is_mirror_output(port.id) {
-                state.bridge.fdb().remove_learned_on(port.id);
+                state.bridge.fdb().remove_learned_on_mirror_output(port.id);
                 state.bridge.mdb().remove_port(port.id);
             }
         }

@@ -65,6 +65,8 @@ struct Forwarder {
     through_tc: Sender,
     /// What each of the last batch's egress ports got (`Decider::groups` order).
     sent: Vec<TxOutcome>,
+    /// How each of them is sent to, read once per batch.
+    sinks: Vec<SinkKind>,
     /// Frames received since the thread last took the count (for `Spin`).
     frames: u32,
     decider: Decider,
@@ -161,6 +163,7 @@ pub(super) fn run(
             direct,
             through_tc,
             sent: Vec::new(),
+            sinks: Vec::new(),
             frames: 0,
             decider: Decider::default(),
             mirrored: Vec::new(),
@@ -517,6 +520,24 @@ fn process_queue(
     Drained { received, busy }
 }
 
+/// A port's `Sink`, without the TAP it borrows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SinkKind {
+    Direct(u32),
+    ThroughTc(u32),
+    Tap,
+}
+
+impl SinkKind {
+    fn of(sink: &Sink) -> SinkKind {
+        match sink {
+            Sink::Direct(ifindex) => SinkKind::Direct(*ifindex),
+            Sink::ThroughTc(ifindex) => SinkKind::ThroughTc(*ifindex),
+            Sink::Tap(_) => SinkKind::Tap,
+        }
+    }
+}
+
 /// Sends frames out of one port, whatever its kind.
 fn send_to<'a>(
     tx: &mut TxBatch,
@@ -664,12 +685,14 @@ impl Forwarder {
                         let sent = send_to(tx, direct, through_tc, peer, copies);
                         total.packets += sent.packets;
                         total.bytes += sent.bytes;
+                        total.dropped += sent.dropped + sent.too_big + sent.errors;
                     }
                 }
             }
             rule.stats.add(
                 total.packets,
                 total.bytes - total.packets * vnet::HEADER_LEN as u64,
+                total.dropped + total.too_big + total.errors,
             );
         }
     }
@@ -683,6 +706,7 @@ impl Forwarder {
             direct,
             through_tc,
             sent,
+            sinks,
             decider,
             ..
         } = self;
@@ -690,11 +714,20 @@ impl Forwarder {
         sent.clear();
         sent.resize_with(decider.groups().count(), TxOutcome::default);
         let peers = &member.peers;
+        // Each port's way out is read once: a capture starting or ending flips
+        // it, and reading it once per pass would send a group twice or never.
+        sinks.clear();
+        sinks.extend(
+            decider
+                .groups()
+                .map(|group| SinkKind::of(&peers[group[0].0 as usize].sink())),
+        );
+        let sinks = &*sinks;
         let through = |tc: bool| {
             decider.groups().enumerate().flat_map(move |(k, group)| {
-                let ifindex = match peers[group[0].0 as usize].sink() {
-                    Sink::Direct(ifindex) if !tc => Some(ifindex),
-                    Sink::ThroughTc(ifindex) if tc => Some(ifindex),
+                let ifindex = match sinks[k] {
+                    SinkKind::Direct(ifindex) if !tc => Some(ifindex),
+                    SinkKind::ThroughTc(ifindex) if tc => Some(ifindex),
                     _ => None,
                 };
                 ifindex.into_iter().flat_map(move |ifindex| {
@@ -705,6 +738,9 @@ impl Forwarder {
         tx.send(direct, through(false), sent);
         tx.send(through_tc, through(true), sent);
         for (k, group) in decider.groups().enumerate() {
+            if sinks[k] != SinkKind::Tap {
+                continue;
+            }
             if let Sink::Tap(tap) = peers[group[0].0 as usize].sink() {
                 sent[k] = tx.send_tap(tap, staged(member, decider, frames, group));
             }

@@ -108,7 +108,8 @@ impl CaptureSocket {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) => return Err(e),
         };
-        let (tag, time) = read_control(&msg);
+        // SAFETY: `msg` is what recvmsg just filled, its control buffer live.
+        let (tag, time) = unsafe { read_control(&msg) };
         let mut len = orig.min(buf.len() - HEAD);
         let (start, orig_len) = match tag {
             Some((tpid, tci)) if len >= 12 => {
@@ -144,7 +145,11 @@ impl CaptureSocket {
 }
 
 /// The stripped VLAN tag and the kernel's timestamp of a received frame.
-fn read_control(h: &libc::msghdr) -> (Option<(u16, u16)>, Duration) {
+///
+/// # Safety
+/// `h.msg_control` must point to `h.msg_controllen` readable bytes, as
+/// `recvmsg` leaves them.
+unsafe fn read_control(h: &libc::msghdr) -> (Option<(u16, u16)>, Duration) {
     let mut tag = None;
     let mut time = Duration::ZERO;
     // SAFETY: the kernel filled `msg_control` up to `msg_controllen`; the CMSG_*
