@@ -154,6 +154,7 @@ impl Switch {
             stop: stop.clone(),
             count,
             snaplen,
+            counted: 0,
             _running: Running::start(self.captures.clone()),
         };
         std::thread::Builder::new()
@@ -278,6 +279,8 @@ struct Capture {
     stop: Arc<AtomicBool>,
     count: Option<u64>,
     snaplen: u32,
+    /// Frames written and not dropped since, for `count`.
+    counted: u64,
     _running: Running,
 }
 
@@ -315,7 +318,6 @@ impl Capture {
         }
         let mut events = EpollEvents::new(self.taps.len().min(256));
         let mut buf = vec![0u8; self.snaplen as usize + 4];
-        let mut total = 0u64;
         let mut ready = Vec::new();
         let mut held = Vec::new();
         let mut held_bytes = 0;
@@ -372,10 +374,10 @@ impl Capture {
             } else {
                 now().saturating_sub(REORDER_WINDOW)
             };
-            if !self.write_held(&mut out, &mut held, &mut held_bytes, cutoff, &mut total) {
+            if !self.write_held(&mut out, &mut held, &mut held_bytes, cutoff) {
                 break;
             }
-            if self.count.is_some_and(|c| total >= c) {
+            if self.count.is_some_and(|c| self.counted >= c) {
                 break;
             }
             self.flush(&mut out);
@@ -388,13 +390,7 @@ impl Capture {
                 break;
             }
         }
-        self.write_held(
-            &mut out,
-            &mut held,
-            &mut held_bytes,
-            Duration::MAX,
-            &mut total,
-        );
+        self.write_held(&mut out, &mut held, &mut held_bytes, Duration::MAX);
         self.flush(&mut out);
         self.finish(&mut out, start);
         let closing = std::mem::take(out.get_mut());
@@ -409,13 +405,12 @@ impl Capture {
         held: &mut Vec<Frame>,
         held_bytes: &mut usize,
         cutoff: Duration,
-        total: &mut u64,
     ) -> bool {
         held.sort_by_key(|f| f.time);
         let ready = held.partition_point(|f| f.time <= cutoff);
         for frame in held.drain(..ready) {
             *held_bytes -= frame.data.len();
-            if self.count.is_some_and(|c| *total >= c) {
+            if self.count.is_some_and(|c| self.counted >= c) {
                 break;
             }
             let packet = EnhancedPacketBlock {
@@ -433,7 +428,7 @@ impl Capture {
                 return false;
             }
             self.taps[frame.tap as usize].pending += 1;
-            *total += 1;
+            self.counted += 1;
             if out.get_ref().len() >= CHUNK_BYTES {
                 self.flush(out);
             }
@@ -476,6 +471,8 @@ impl Capture {
                 tap.written += tap.pending;
             } else {
                 tap.dropped += tap.pending;
+                // `-c` counts what the client gets.
+                self.counted -= tap.pending;
             }
             tap.pending = 0;
         }
