@@ -44,6 +44,19 @@ impl Capture {
         capture
     }
 
+    /// Reads its stdout to the end, then waits for it to end by itself.
+    fn stdout(mut self) -> String {
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        self.wait();
+        out
+    }
+
     /// Waits for it to end by itself; returns its stderr.
     fn wait(mut self) -> String {
         assert!(
@@ -210,16 +223,7 @@ fn a_capture_holds_exactly_the_frames_sent_both_ways_fast_path_included() {
     let text = Capture::start(&d, &br, &["-c", "3", "arp"], Stdio::piped());
     // Nobody has 10.82.0.9: a's ARP request floods.
     a.ns.exec(&["ping", "-n", "-q", "-c", "1", "-W", "1", "10.82.0.9"]);
-    let mut out = String::new();
-    let mut child = text;
-    child
-        .child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child.wait();
+    let out = text.stdout();
     let out: Vec<&str> = out.lines().collect();
     assert_eq!(out.len(), 3, "{out:#?}");
     assert!(out[0].contains(&format!(" {} in ", a.port)), "{}", out[0]);
@@ -330,16 +334,7 @@ fn a_capture_shows_vlan_tags_as_they_were_on_the_wire() {
         Some(10),
         b"tagged",
     ));
-    let mut capture = capture;
-    let mut out = String::new();
-    capture
-        .child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    capture.wait();
+    let out = capture.stdout();
     let frames: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -373,10 +368,7 @@ fn bad_captures_are_refused_and_leave_nothing() {
     let refused = |args: &[&str], why: &str| {
         let mut full = vec!["capture"];
         full.extend_from_slice(args);
-        let out = d.ctl(&full);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains(why), "{args:?}: {stderr}");
+        d.ctl_refused(&full, why);
     };
     refused(&["nosuchbr"], "no bridge named nosuchbr");
     refused(&["br0", "tcp", "port"], "filter \"tcp port\"");

@@ -690,12 +690,7 @@ fn static_entries_are_used_never_learned_over_and_kept(flags: &[&str]) {
     );
     assert_eq!(deliveries(&mut socks), vec![20, 0], "after a restart");
 
-    let refused = |args: &[&str], why: &str| {
-        let out = d.ctl(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains(why), "{args:?}: {stderr}");
-    };
+    let refused = |args: &[&str], why: &str| d.ctl_refused(args, why);
     refused(
         &["fdb-add", "br0", remote, "nosuch"],
         "does not have a port nosuch",

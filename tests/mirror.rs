@@ -6,14 +6,6 @@ use crate::util::{frame, shared_machine, Daemon, Host, NsSocket};
 use serde_json::Value;
 use std::time::Duration;
 
-fn mac_of(h: &Host) -> [u8; 6] {
-    let mut mac = [0u8; 6];
-    for (b, part) in mac.iter_mut().zip(h.mac().split(':')) {
-        *b = u8::from_str_radix(part, 16).unwrap();
-    }
-    mac
-}
-
 /// Frames carrying `marker` that `sock` receives within a while (the others
 /// it reads are lost).
 fn received(sock: &mut NsSocket, marker: &[u8]) -> Vec<Vec<u8>> {
@@ -77,7 +69,7 @@ fn a_mirror_copies_what_it_selects_once_and_stops_when_removed() {
     for h in [&a, &b, &c, &monitor] {
         d.ctl_ok(&["add-port", "br0", &h.port]);
     }
-    let (ma, mb, mmon) = (mac_of(&a), mac_of(&b), mac_of(&monitor));
+    let (ma, mb, mmon) = (a.mac_bytes(), b.mac_bytes(), monitor.mac_bytes());
     let (mut sa, mut sb, mut sc) = (
         a.ns.packet_socket("eth0"),
         b.ns.packet_socket("eth0"),
@@ -186,7 +178,7 @@ fn a_mirror_into_a_vlan_reaches_the_ports_that_carry_it_tagged() {
         "select_vlan=10",
         "output_vlan=99",
     ]);
-    let (ma, mb, mo) = (mac_of(&a), mac_of(&b), mac_of(&other));
+    let (ma, mb, mo) = (a.mac_bytes(), b.mac_bytes(), other.mac_bytes());
     let (mut sa, mut sb) = (a.ns.packet_socket("eth0"), b.ns.packet_socket("eth0"));
     let (mut st, mut so) = (
         trunk.ns.packet_socket("eth0"),
@@ -229,10 +221,7 @@ fn mirrors_are_saved_follow_their_ports_and_bad_ones_are_refused() {
     let refused = |args: &[&str], why: &str| {
         let mut full = vec!["add-mirror", "br0"];
         full.extend_from_slice(args);
-        let out = d.ctl(&full);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(stderr.contains(why), "{args:?}: {stderr}");
+        d.ctl_refused(&full, why);
     };
     refused(&["m"], "needs output_port or output_vlan");
     refused(&["m", &output], "selects nothing");
@@ -275,7 +264,7 @@ fn mirrors_are_saved_follow_their_ports_and_bad_ones_are_refused() {
     d.restart();
     let m = mirror(&d, "m");
     assert_eq!(m["select_src_port"], serde_json::json!([a.port, b.port]));
-    let (ma, mb) = (mac_of(&a), mac_of(&b));
+    let (ma, mb) = (a.mac_bytes(), b.mac_bytes());
     let (mut sa, mut smon) = (a.ns.packet_socket("eth0"), mon.ns.packet_socket("eth0"));
     send(&mut sa, ma, mb, None, b"after-restart", 3);
     assert_eq!(received(&mut smon, b"after-restart").len(), 3);

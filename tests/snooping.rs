@@ -27,14 +27,6 @@ fn checksum(chunks: &[&[u8]]) -> u16 {
     !(sum as u16)
 }
 
-fn mac_of(host: &Host) -> [u8; 6] {
-    let mut mac = [0u8; 6];
-    for (b, part) in mac.iter_mut().zip(host.mac().split(':')) {
-        *b = u8::from_str_radix(part, 16).unwrap();
-    }
-    mac
-}
-
 /// An IPv4 frame from `src` (MAC, address) to `dst` with the router alert
 /// option, as IGMP sends it.
 fn ipv4_frame(src: ([u8; 6], [u8; 4]), dst: [u8; 4], proto: u8, body: &[u8]) -> Vec<u8> {
@@ -133,7 +125,7 @@ fn member(d: &Daemon, i: u8, ipv6: bool) -> Member {
         }
     }
     let sock = host.ns.packet_socket("eth0");
-    let mac = mac_of(&host);
+    let mac = host.mac_bytes();
     Member {
         host,
         sock,

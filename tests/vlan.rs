@@ -340,12 +340,7 @@ fn vlan_settings_are_checked_shown_changed_and_kept() {
     let (h1, h2) = (Host::new("10.43.0.1/24"), Host::new("10.43.0.2/24"));
     let mut d = Daemon::start();
     d.ctl_ok(&["add-br", "--no-internal", "br0"]);
-    let refused = |d: &Daemon, args: &[&str], why: &str| {
-        let out = d.ctl(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains(why), "{args:?}: {stderr}");
-    };
+    let refused = |d: &Daemon, args: &[&str], why: &str| d.ctl_refused(args, why);
     let p1 = h1.port.as_str();
     refused(&d, &["add-port", "br0", p1, "tag=4095"], "4095 is reserved");
     refused(&d, &["add-port", "br0", p1, "tag=ten"], "not a VLAN id");

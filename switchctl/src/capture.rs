@@ -21,11 +21,8 @@ use pnet_packet::vlan::VlanPacket;
 use pnet_packet::Packet;
 use serde_json::json;
 use std::io::{BufReader, Read, Write};
-use std::net::{IpAddr, Shutdown};
+use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Where the frames go.
 pub enum Output {
@@ -43,46 +40,20 @@ pub struct Summary {
     pub dropped: u64,
 }
 
-/// How long, after Ctrl-C, switchd gets to send its closing blocks.
-const CLOSE_GRACE: Duration = Duration::from_secs(3);
-
 /// Copies or prints the stream until switchd ends it. Ctrl-C (SIGINT, SIGTERM)
 /// asks switchd to stop, and the statistics it then sends are still read.
-pub fn follow(reader: BufReader<UnixStream>, mut output: Output) -> anyhow::Result<Summary> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, interrupted.clone())?;
-    }
-    let socket = reader.get_ref().try_clone()?;
-    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let mut reader = reader;
+pub fn follow(mut reader: BufReader<UnixStream>, mut output: Output) -> anyhow::Result<Summary> {
+    crate::stream::end_on_signal(reader.get_ref())?;
     let mut pending: Vec<u8> = Vec::new();
     let mut parser: Option<PcapNgParser> = None;
     let mut ports: Vec<String> = Vec::new();
     let mut summary = Summary::default();
     let mut chunk = vec![0u8; 64 << 10];
-    let mut stopping: Option<Instant> = None;
     loop {
-        if stopping.is_none() && interrupted.load(Relaxed) {
-            let _ = socket.shutdown(Shutdown::Write);
-            stopping = Some(Instant::now());
-        }
-        if stopping.is_some_and(|at| at.elapsed() > CLOSE_GRACE) {
-            break;
-        }
         let n = match reader.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("reading the capture from switchd"),
         };
         if let Output::Pcapng(out) = &mut output {

@@ -11,6 +11,7 @@
 mod capture;
 mod monitor;
 mod ovs_vsctl;
+mod stream;
 
 use ovs_vsctl::Table;
 

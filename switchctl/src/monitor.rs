@@ -3,16 +3,11 @@
 
 use anyhow::Context;
 use std::io::{BufRead, ErrorKind, Write};
-use std::net::Shutdown;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use switchd_proto::{open_stream, MonitorEvent, Request};
-
-/// How long switchd has to end the stream after Ctrl-C before we leave anyway.
-const STOP_GRACE: Duration = Duration::from_secs(3);
 
 pub fn run(
     socket: &Path,
@@ -21,26 +16,8 @@ pub fn run(
     timeout: Duration,
 ) -> anyhow::Result<ExitCode> {
     let (_, reader) = open_stream(socket, request, timeout)?;
-    let stopping = Arc::new(AtomicBool::new(false));
-    {
-        // Ctrl-C asks switchd to end the stream (shutting our side down), and
-        // the loop below ends when it has.
-        let mut signals = signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-        ])
-        .context("cannot handle Ctrl-C")?;
-        let stream = reader.get_ref().try_clone()?;
-        let stopping = stopping.clone();
-        std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
-                stopping.store(true, Ordering::SeqCst);
-                let _ = stream.shutdown(Shutdown::Write);
-                std::thread::sleep(STOP_GRACE);
-                std::process::exit(0);
-            }
-        });
-    }
+    // Ctrl-C ends the stream; the loop below ends with it.
+    let stopping = crate::stream::end_on_signal(reader.get_ref())?;
     let mut out = std::io::stdout().lock();
     for line in reader.lines() {
         let line = match line {

@@ -167,6 +167,14 @@ impl Daemon {
         crate::stdout_of_success(self.ctl(args), || format!("switchctl {args:?}"))
     }
 
+    /// Runs switchctl expecting a refusal: exit code 1 and `why` on stderr.
+    pub fn ctl_refused(&self, args: &[&str], why: &str) {
+        let out = self.ctl(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+
     /// Runs switchctl with `--format json` and parses its output.
     pub fn ctl_json(&self, args: &[&str]) -> Value {
         let mut full = vec!["--format", "json"];

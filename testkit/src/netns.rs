@@ -107,6 +107,15 @@ impl Host {
         out.trim().to_string()
     }
 
+    /// `mac()` as bytes, for building frames.
+    pub fn mac_bytes(&self) -> [u8; 6] {
+        let mut mac = [0u8; 6];
+        for (b, part) in mac.iter_mut().zip(self.mac().split(':')) {
+            *b = u8::from_str_radix(part, 16).expect("a MAC address");
+        }
+        mac
+    }
+
     /// One ping to `ip`, retried (the first may wait for ARP) for up to 5 s.
     pub fn can_ping(&self, ip: &str) -> bool {
         wait_until(Duration::from_secs(5), || self.ping_once(ip))

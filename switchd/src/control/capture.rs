@@ -13,7 +13,7 @@
 //! and reported in the stream's closing statistics blocks.
 
 use super::stream::{Stream, STREAM_BACKLOG};
-use super::switch::{err, no_bridge, PortState, RpcResult, Switch};
+use super::switch::{err, PortState, RpcResult, Switch};
 use crate::config::PortKind;
 use crate::datapath::Port;
 use crate::sys::{CaptureSocket, Epoll, EpollEvents, FilterInsn};
@@ -81,11 +81,7 @@ impl Switch {
             None => Vec::new(),
         };
         let running = self.bridge(bridge)?;
-        let config = self
-            .db
-            .bridges
-            .get(bridge)
-            .ok_or_else(|| no_bridge(bridge))?;
+        let config = self.bridge_config(bridge)?;
         for name in ports {
             if !running.ports.contains_key(name) {
                 return Err(err(

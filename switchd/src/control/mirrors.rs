@@ -3,7 +3,7 @@
 //! the database and the running ports (`apply_mirrors`, after every request
 //! and link event).
 
-use super::switch::{err, no_bridge, PortState, RpcResult, Switch};
+use super::switch::{err, PortState, RpcResult, Switch};
 use crate::config::{BridgeConfig, MirrorConfig, PortConfig, PortKind};
 use crate::datapath::mirror::{MirrorOutput, MirrorRule, MirrorStats, Selection};
 use crate::datapath::PortId;
@@ -125,11 +125,7 @@ impl Switch {
         mirror: MirrorConfig,
         may_exist: bool,
     ) -> RpcResult<()> {
-        let config = self
-            .db
-            .bridges
-            .get(bridge)
-            .ok_or_else(|| no_bridge(bridge))?;
+        let config = self.bridge_config(bridge)?;
         if config.mirrors.iter().any(|m| m.name == mirror.name) {
             if may_exist {
                 return Ok(());
@@ -157,11 +153,7 @@ impl Switch {
         name: &str,
         if_exists: bool,
     ) -> RpcResult<()> {
-        let config = self
-            .db
-            .bridges
-            .get(bridge)
-            .ok_or_else(|| no_bridge(bridge))?;
+        let config = self.bridge_config(bridge)?;
         if !config.mirrors.iter().any(|m| m.name == name) {
             if if_exists {
                 return Ok(());
@@ -184,11 +176,7 @@ impl Switch {
 
     pub(super) fn list_mirrors(&self, bridge: &str) -> RpcResult<Vec<MirrorInfo>> {
         let running = self.bridge(bridge)?;
-        let config = self
-            .db
-            .bridges
-            .get(bridge)
-            .ok_or_else(|| no_bridge(bridge))?;
+        let config = self.bridge_config(bridge)?;
         Ok(config
             .mirrors
             .iter()

@@ -401,6 +401,11 @@ impl Switch {
         self.bridges.get(name).ok_or_else(|| no_bridge(name))
     }
 
+    /// A bridge's configuration, as saved.
+    pub(super) fn bridge_config(&self, name: &str) -> Result<&BridgeConfig, RpcError> {
+        self.db.bridges.get(name).ok_or_else(|| no_bridge(name))
+    }
+
     pub(super) fn bridge_mut(&mut self, name: &str) -> &mut RunningBridge {
         self.bridges.get_mut(name).expect("bridge exists")
     }
