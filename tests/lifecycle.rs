@@ -727,7 +727,7 @@ fn a_version_1_database_is_migrated() {
     d.ctl_ok(&["set-br", "br0", "mac-aging-time=43"]);
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&d.db).unwrap()).unwrap();
-    assert_eq!(saved["version"], 2);
+    assert_eq!(saved["version"], 3);
     assert_eq!(saved["bridges"]["br0"]["ports"][0]["name"], a.port.as_str());
     assert_eq!(saved["bridges"]["br0"]["ports"][0]["type"], "system");
 }
@@ -915,4 +915,36 @@ fn a_change_is_fsynced_before_its_reply() {
         "the reply (line {reply}) went before the directory's fsync (line {dir_synced}):\n{}",
         lines.join("\n")
     );
+
+    // The next change is a line appended to the file the snapshot became, and
+    // synced before its reply.
+    let open_log = find(dir_synced, &|l| {
+        l.contains("openat(") && l.contains(&format!("\"{db}\"")) && l.contains("O_APPEND")
+    })
+    .unwrap_or_else(|| panic!("{db} not opened to append:\n{}", lines.join("\n")));
+    let log_fd = fd_of(lines[open_log]);
+    let before = trace.lines().count();
+    d.ctl_ok(&["set-br", "durable0", "mac-aging-time=77"]);
+    assert!(wait_until(Duration::from_secs(5), || read()
+        .lines()
+        .skip(before)
+        .any(|l| l.contains(add_br_reply))));
+    let trace = read();
+    let lines: Vec<&str> = trace.lines().skip(before).collect();
+    let synced = lines
+        .iter()
+        .position(|l| l.contains(&format!("fdatasync({log_fd})")))
+        .unwrap_or_else(|| panic!("the appended line never synced:\n{}", lines.join("\n")));
+    let reply = lines
+        .iter()
+        .position(|l| l.contains("sendto(") && l.contains(add_br_reply))
+        .expect("seen above");
+    assert!(
+        reply > synced && !lines.iter().any(|l| l.contains(&tmp)),
+        "set-br: the reply (line {reply}) before the sync (line {synced}), or a snapshot:\n{}",
+        lines.join("\n")
+    );
+    assert!(std::fs::read_to_string(&d.db)
+        .unwrap()
+        .ends_with("\"mac_aging_time\":77,\"mac_table_size\":8192,\"ports\":[]}}}\n"));
 }

@@ -2,6 +2,7 @@
 
 use super::switch::{err, no_bridge, validate_name, PortState, RpcResult, Switch};
 use crate::config::{BridgeConfig, McastSnooping, PortConfig, PortKind};
+use std::sync::Arc;
 use switchd_proto::{code, SetBr};
 
 const MAX_MAC_AGING_SECS: u64 = 1_000_000;
@@ -37,7 +38,7 @@ impl Switch {
             ..PortConfig::system(name)
         });
         let config = BridgeConfig {
-            ports: internal.iter().cloned().collect(),
+            ports: internal.iter().cloned().map(Arc::new).collect(),
             ..BridgeConfig::default()
         };
         self.start_bridge(name, &config);
@@ -81,7 +82,7 @@ impl Switch {
         // Its add-ns-port veths go with it, as `del-ns-port` would take them.
         for port in config.ports {
             if port.netns.is_some() {
-                self.doom_link(port.name).await;
+                self.doom_link(port.name.clone()).await;
             } else if port.kind == PortKind::Vxlan {
                 self.close_tunnel(&port.name).await;
             }

@@ -21,7 +21,7 @@ mod trace;
 mod tunnels;
 mod txn;
 
-use crate::config::{Config, Db};
+use crate::config::{Config, Db, Store};
 use crate::datapath::Datapath;
 use anyhow::Context;
 use std::future::Future;
@@ -41,7 +41,7 @@ const AGING_SWEEP: Duration = Duration::from_secs(1);
 /// Runs switchd until `shutdown` resolves, then closes the socket and removes its file.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let _lock = lock_db(&config.db)?;
-    let db = Db::load(&config.db)?;
+    let (store, db) = Store::open(&config.db)?;
     let group = match &config.socket_group {
         Some(name) => Some(
             crate::sys::group_id(name)
@@ -61,14 +61,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let listener = bind(&config.socket, group)?;
     let socket = config.socket.clone();
-    let result = serve(config, db, &listener, metrics, shutdown).await;
+    let result = serve(config, (store, db), &listener, metrics, shutdown).await;
     let _ = std::fs::remove_file(&socket);
     result
 }
 
 async fn serve(
     config: Config,
-    db: Db,
+    (store, db): (Store, Db),
     listener: &UnixListener,
     metrics: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
@@ -78,7 +78,7 @@ async fn serve(
     // Subscribe before restoring, so an interface that appears meanwhile is not missed.
     let links = netlink::watch_links()?;
     let switch = Arc::new(Mutex::new(
-        Switch::restore(db, config.db.clone(), datapath, netlink).await,
+        Switch::restore(db, store, datapath, netlink).await,
     ));
     tracing::info!(socket = %config.socket.display(), db = %config.db.display(), "switchd ready");
     let aging = tokio::spawn(age_out(switch.clone()));

@@ -10,6 +10,7 @@ use crate::config::{NsEnd, PortConfig};
 use crate::wire::MacAddr;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use switchd_proto::{code, AddNsPort, AddNsPortReply, VlanConfig};
 
 /// add-ns-port's parameters, names resolved, the rest still as the user wrote it.
@@ -210,7 +211,7 @@ impl Switch {
             .map_err(|e| err(code::FAILED, e.to_string()))?;
         self.change_with_port(bridge, port, |db| {
             let config = db.bridges.get_mut(bridge).expect("bridge exists");
-            config.ports.push(port_config);
+            config.ports.push(Arc::new(port_config));
         })
         .await?;
         tracing::info!(bridge, port = %spec.host, netns = %spec.netns, "namespace port added");

@@ -3,6 +3,7 @@
 use super::switch::{err, validate_name, AttachError, PortState, RpcResult, Switch};
 use crate::config::{PortConfig, PortKind};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use switchd_proto::{code, FoundPort, PortColumn, TunnelConfig, VlanConfig};
 
 /// A port's tunnel settings from its `type` and `options`, checked.
@@ -89,7 +90,7 @@ impl Switch {
                     .get_mut(bridge)
                     .expect("bridge exists")
                     .ports
-                    .push(config);
+                    .push(Arc::new(config));
             })
             .await;
         if saved.is_err() {
@@ -151,7 +152,7 @@ impl Switch {
             }
             return self.change(|db| {
                 let b = db.bridges.get_mut(&bridge).expect("bridge exists");
-                if let Some(p) = b.ports.iter_mut().find(|p| p.name == iface) {
+                if let Some(p) = b.port_mut(iface) {
                     p.external_ids = ids;
                 }
             });
@@ -175,7 +176,7 @@ impl Switch {
             Ok(port) => {
                 let saved = self.change(|db| {
                     let b = db.bridges.get_mut(&bridge).expect("bridge exists");
-                    if let Some(p) = b.ports.iter_mut().find(|p| p.name == iface) {
+                    if let Some(p) = b.port_mut(iface) {
                         *p = config.clone();
                     }
                 });
@@ -256,7 +257,7 @@ impl Switch {
         }
         self.change(|db| {
             let config = db.bridges.get_mut(&bridge).expect("bridge exists");
-            if let Some(p) = config.ports.iter_mut().find(|p| p.name == port) {
+            if let Some(p) = config.port_mut(port) {
                 p.vlan = vlan.clone();
             }
         })?;

@@ -13,12 +13,11 @@ use super::netlink::{Netlink, NetlinkError};
 use super::stream::Stream;
 use super::tunnels::TunnelState;
 use super::txn::BatchState;
-use crate::config::{BridgeConfig, Db, PortConfig, PortKind};
+use crate::config::{BridgeConfig, Db, PortConfig, PortKind, Store};
 use crate::datapath::mirror::MirrorStats;
 use crate::datapath::{now_ms, Bridge, Datapath, Port, PortError};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,7 +103,7 @@ impl RunningBridge {
 }
 
 pub struct Switch {
-    pub(super) db_path: PathBuf,
+    pub(super) store: Store,
     /// The desired state, as saved (or, within a batch, as it will be saved).
     pub(super) db: Db,
     pub(super) bridges: BTreeMap<String, RunningBridge>,
@@ -140,10 +139,10 @@ pub(super) enum AttachError {
 impl Switch {
     /// Recreates the bridges and ports of `db`. A port that cannot attach stays
     /// configured and shows why.
-    pub async fn restore(db: Db, db_path: PathBuf, datapath: Datapath, netlink: Netlink) -> Self {
+    pub async fn restore(db: Db, store: Store, datapath: Datapath, netlink: Netlink) -> Self {
         let mut switch = Switch {
             monitors: Monitors::new(&datapath),
-            db_path,
+            store,
             db: Db::default(),
             bridges: BTreeMap::new(),
             datapath,
@@ -447,13 +446,9 @@ impl Switch {
     }
 
     pub(super) async fn wait_applied(&self, generation: u64) {
-        let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
-        while !self.datapath.is_applied(generation) {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!("datapath threads slow to apply a topology change");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        let applied = self.datapath.applied(generation);
+        if tokio::time::timeout(APPLY_TIMEOUT, applied).await.is_err() {
+            tracing::warn!("datapath threads slow to apply a topology change");
         }
     }
 
@@ -534,6 +529,7 @@ impl Switch {
             let generation = self.datapath.remove_port(bridge, port.id);
             self.wait_applied(generation).await;
             self.datapath.forget_port(bridge, port.id);
+            self.datapath.retire(port);
         }
     }
 

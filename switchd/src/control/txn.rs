@@ -31,7 +31,8 @@ impl Switch {
         let mut db = self.db.clone();
         edit(&mut db);
         if self.batch.is_none() {
-            db.save(&self.db_path)
+            self.store
+                .save(&db)
                 .map_err(|e| err(code::FAILED, e.to_string()))?;
         }
         self.db = db;
@@ -111,7 +112,7 @@ impl Switch {
         }
         let state = self.batch.take().expect("set above");
         if failure.is_none() && self.db != saved {
-            if let Err(e) = self.db.save(&self.db_path) {
+            if let Err(e) = self.store.save(&self.db) {
                 failure = Some(err(code::FAILED, e.to_string()));
             }
         }

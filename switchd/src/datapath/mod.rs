@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use switchd_proto::{McastSnooping, VlanConfig};
+use tokio::sync::Notify;
 use trace::Traced;
 use vlan::PortVlan;
 
@@ -242,23 +243,38 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A port a thread receives from, with what it needs to forward its frames.
 struct Member {
     port: Arc<Port>,
-    bridge: Arc<Bridge>,
-    /// Every port of the bridge, the ingress port included, sorted by id.
-    peers: Arc<[Arc<Port>]>,
-    /// The ids of `peers`, in the same order.
-    peer_ids: Arc<[PortId]>,
-    /// What each of `peers` does to the frames it sends, in the same order.
-    peer_egress: Arc<[Egress]>,
-    /// The bridge's mirrors.
-    mirrors: Arc<[MirrorRule]>,
+    /// One per bridge and view, so that a view costs two pointers a port.
+    shared: Arc<Shared>,
     /// This port is a mirror's output: what it receives is dropped.
     mirror_output: bool,
+}
+
+/// What the members of one bridge share in a view.
+struct Shared {
+    bridge: Arc<Bridge>,
+    /// Every port of the bridge, the ingress port included, sorted by id.
+    peers: Box<[Arc<Port>]>,
+    /// The ids of `peers`, in the same order.
+    peer_ids: Box<[PortId]>,
+    /// What each of `peers` does to the frames it sends, in the same order.
+    peer_egress: Box<[Egress]>,
+    /// The bridge's mirrors.
+    mirrors: Arc<[MirrorRule]>,
 }
 
 /// Everything one thread needs; replaced whole on every topology change.
 #[derive(Default)]
 struct WorkerView {
+    /// Sorted by port id.
     members: Vec<Member>,
+}
+
+impl WorkerView {
+    /// Where port `id` (an epoll token) is in `members`.
+    fn index(&self, id: u64) -> Result<usize, usize> {
+        self.members
+            .binary_search_by_key(&id, |m| u64::from(m.port.id))
+    }
 }
 
 enum WorkerMsg {
@@ -364,11 +380,23 @@ pub struct Datapath {
     offload: Option<Arc<Offload>>,
     /// The monitors connected, and where MAC events go for them.
     watchers: Arc<Watchers>,
+    /// Signalled whenever a thread has switched to a new generation.
+    applied: Arc<Notify>,
+    /// Where removed ports go to close (`retire`); None once shutting down.
+    closer: Option<(mpsc::Sender<Arc<Port>>, JoinHandle<()>)>,
 }
 
 impl Datapath {
     pub fn start(config: &DatapathConfig) -> std::io::Result<Self> {
         let ring_frames = config.ring_frames;
+        let signal = Arc::new(Notify::new());
+        let closer = {
+            let (tx, rx) = mpsc::channel::<Arc<Port>>();
+            let thread = std::thread::Builder::new()
+                .name("port-closer".into())
+                .spawn(move || rx.into_iter().for_each(drop))?;
+            (tx, thread)
+        };
         let mut workers = Vec::new();
         for n in 0..config.threads.max(1) {
             let (tx, rx) = mpsc::channel();
@@ -378,11 +406,14 @@ impl Datapath {
             let thread = {
                 let wake = wake.clone();
                 let applied = applied.clone();
+                let signal = signal.clone();
                 let times = times.clone();
                 let spin = spin::Spin::new(config.spin, config.spin_budget_pct, Instant::now());
                 std::thread::Builder::new()
                     .name(format!("datapath-{n}"))
-                    .spawn(move || worker::run(rx, &wake, &applied, &times, spin, ring_frames))?
+                    .spawn(move || {
+                        worker::run(rx, &wake, (&applied, &signal), &times, spin, ring_frames)
+                    })?
             };
             workers.push(WorkerHandle {
                 tx,
@@ -410,6 +441,8 @@ impl Datapath {
             workers,
             offload,
             watchers: Arc::default(),
+            applied: signal,
+            closer: Some(closer),
         })
     }
 
@@ -735,6 +768,19 @@ impl Datapath {
         }
     }
 
+    /// Takes a removed port to close once nothing else holds it. Closing a
+    /// packet socket waits out an RCU grace period (`synchronize_net` in the
+    /// kernel's `packet_release`, ~15 ms on this VM), which was most of what a
+    /// `del-port` cost; the request need not wait for it.
+    pub fn retire(&self, port: Arc<Port>) {
+        match &self.closer {
+            Some((tx, _)) => {
+                let _ = tx.send(port);
+            }
+            None => drop(port),
+        }
+    }
+
     /// What bridge `bridge` would do now with `frame` arriving on port
     /// `ingress` (`trace`), and whether the frame's ports both have the kernel
     /// fast path. The tables are copied under their locks (a MAC table of 8192
@@ -782,10 +828,26 @@ impl Datapath {
     }
 
     /// True once every thread runs generation `generation` or later.
-    pub fn is_applied(&self, generation: u64) -> bool {
+    fn is_applied(&self, generation: u64) -> bool {
         self.workers
             .iter()
             .all(|w| w.applied.load(Ordering::Acquire) >= generation)
+    }
+
+    /// Returns once every thread runs generation `generation` or later. Woken
+    /// by the threads rather than polled: a timer's tick (a millisecond) was
+    /// most of what a port change cost.
+    pub async fn applied(&self, generation: u64) {
+        loop {
+            let signalled = self.applied.notified();
+            tokio::pin!(signalled);
+            // Registered before the check, so a switch right after it still wakes us.
+            signalled.as_mut().enable();
+            if self.is_applied(generation) {
+                return;
+            }
+            signalled.await;
+        }
     }
 
     fn publish(&self, topo: &mut Topology) -> u64 {
@@ -794,22 +856,26 @@ impl Datapath {
             self.workers.iter().map(|_| WorkerView::default()).collect();
         for state in topo.bridges.values() {
             let ports = state.sorted_ports();
-            let peers: Arc<[Arc<Port>]> = ports.iter().map(|(p, _)| p.clone()).collect();
-            let peer_ids: Arc<[PortId]> = peers.iter().map(|p| p.id).collect();
-            let peer_egress: Arc<[Egress]> = ports.into_iter().map(|(_, e)| e).collect();
-            for port in peers.iter() {
+            let shared = Arc::new(Shared {
+                bridge: state.bridge.clone(),
+                peers: ports.iter().map(|(p, _)| p.clone()).collect(),
+                peer_ids: ports.iter().map(|(p, _)| p.id).collect(),
+                peer_egress: ports.into_iter().map(|(_, e)| e).collect(),
+                mirrors: state.mirrors.clone(),
+            });
+            for port in shared.peers.iter() {
                 views[port.id as usize % self.workers.len()]
                     .members
                     .push(Member {
                         port: port.clone(),
-                        bridge: state.bridge.clone(),
-                        peers: peers.clone(),
-                        peer_ids: peer_ids.clone(),
-                        peer_egress: peer_egress.clone(),
-                        mirrors: state.mirrors.clone(),
+                        shared: shared.clone(),
                         mirror_output: state.is_mirror_output(port.id),
                     });
             }
+        }
+        for view in &mut views {
+            // Each bridge's run is sorted already; this merges them.
+            view.members.sort_by_key(|m| m.port.id);
         }
         for (worker, view) in self.workers.iter().zip(views) {
             // A closed channel means the thread is gone; shutdown will notice.
@@ -825,6 +891,11 @@ impl Datapath {
 
 impl Drop for Datapath {
     fn drop(&mut self) {
+        // Closed before exit, so no interface stays promiscuous a moment longer.
+        if let Some((tx, thread)) = self.closer.take() {
+            drop(tx);
+            let _ = thread.join();
+        }
         for worker in &self.workers {
             let _ = worker.tx.send(WorkerMsg::Stop);
             worker.wake.notify();

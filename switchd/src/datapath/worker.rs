@@ -7,7 +7,6 @@
 
 use super::decide::{Decider, Ports};
 use super::egress;
-use super::fdb::PortId;
 use super::mirror::{self, MirrorOutput};
 use super::port::Sink;
 use super::spin::{Pass, Spin};
@@ -15,12 +14,12 @@ use super::{now_ms, Member, Port, ThreadTimes, WorkerMsg, WorkerView};
 use crate::sys::{Epoll, EpollEvents, EventFd, RingBatch, RingSlot, RxBatch, RxRing, Sender};
 use crate::sys::{TxBatch, TxFrame, TxOutcome};
 use crate::wire::vnet;
-use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 use switchd_proto::Counters;
+use tokio::sync::Notify;
 
 /// Frames per ring pass or recvmmsg, and per sendmmsg call.
 const BATCH: usize = 32;
@@ -115,7 +114,7 @@ fn staged<'a>(
     frames: &'a Frames<'a>,
     group: &'a [(u32, u32)],
 ) -> impl Iterator<Item = TxFrame<'a>> + 'a {
-    let egress = &member.peer_egress[group[0].0 as usize];
+    let egress = &member.shared.peer_egress[group[0].0 as usize];
     group
         .iter()
         .filter_map(move |&(_, i)| egress::stage(egress, decider.vlan(i), frames.get(i as usize)?))
@@ -133,7 +132,7 @@ fn staged<'a>(
 pub(super) fn run(
     rx: Receiver<WorkerMsg>,
     wake: &EventFd,
-    applied: &AtomicU64,
+    (applied, signal): (&AtomicU64, &Notify),
     times: &ThreadTimes,
     mut spin: Spin,
     ring_frames: usize,
@@ -151,8 +150,6 @@ pub(super) fn run(
         }
     };
     let mut view = WorkerView::default();
-    // Port id (the epoll token) to its index in `view.members`.
-    let mut index: HashMap<u64, usize> = HashMap::new();
     let mut events = EpollEvents::new(64);
     let mut scratch = Scratch {
         rx: RxBatch::new(BATCH),
@@ -222,18 +219,16 @@ pub(super) fn run(
                             // every old port to be registered.
                             rearm(&epoll, &view, &mut hot);
                             switch_view(&epoll, &view, &next);
+                            // The old view goes first: a removed port's last
+                            // reference must be the control plane's, which
+                            // closes it off this thread (`Datapath::retire`).
                             view = next;
-                            index = view
-                                .members
-                                .iter()
-                                .enumerate()
-                                .map(|(i, m)| (u64::from(m.port.id), i))
-                                .collect();
                             applied.store(generation, Ordering::Release);
+                            signal.notify_waiters();
                         }
                     }
                 }
-            } else if let Some(&i) = index.get(&token) {
+            } else if let Ok(i) = view.index(token) {
                 let member = &view.members[i];
                 if process_port(member, &mut scratch) {
                     forwarded = true;
@@ -297,30 +292,39 @@ fn poll_hot(view: &WorkerView, hot: &[usize], s: &mut Scratch) -> bool {
 /// Level-triggered: a port whose ring filled meanwhile is reported at once.
 fn rearm(epoll: &Epoll, view: &WorkerView, hot: &mut Vec<usize>) {
     for i in hot.drain(..) {
-        let Member { port, bridge, .. } = &view.members[i];
+        let Member { port, shared, .. } = &view.members[i];
         match epoll.add(&**port, u64::from(port.id)) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => {
-                tracing::error!(bridge = %bridge.name, port = %port.name, "cannot poll port: {e}")
+                tracing::error!(bridge = %shared.bridge.name, port = %port.name, "cannot poll port: {e}")
             }
         }
     }
 }
 
-/// Moves epoll registrations from the ports of `old` to those of `new`.
+/// Moves epoll registrations from the ports of `old` to those of `new`: one
+/// walk of both, as both are sorted by port id.
 fn switch_view(epoll: &Epoll, old: &WorkerView, new: &WorkerView) {
-    let ids = |v: &WorkerView| -> HashSet<PortId> { v.members.iter().map(|m| m.port.id).collect() };
-    let (old_ids, new_ids) = (ids(old), ids(new));
-    for m in &old.members {
-        if !new_ids.contains(&m.port.id) {
+    let (mut olds, mut news) = (old.members.iter().peekable(), new.members.iter().peekable());
+    loop {
+        let (gone, added) = match (olds.peek(), news.peek()) {
+            (None, None) => return,
+            (Some(o), Some(n)) if o.port.id == n.port.id => {
+                olds.next();
+                news.next();
+                continue;
+            }
+            (Some(o), Some(n)) if o.port.id < n.port.id => (olds.next(), None),
+            (Some(_), None) => (olds.next(), None),
+            (_, Some(_)) => (None, news.next()),
+        };
+        if let Some(m) = gone {
             let _ = epoll.delete(&*m.port);
         }
-    }
-    for m in &new.members {
-        if !old_ids.contains(&m.port.id) {
+        if let Some(m) = added {
             if let Err(e) = epoll.add(&*m.port, u64::from(m.port.id)) {
-                tracing::error!(bridge = %m.bridge.name, port = %m.port.name, "cannot poll port: {e}");
+                tracing::error!(bridge = %m.shared.bridge.name, port = %m.port.name, "cannot poll port: {e}");
             }
         }
     }
@@ -356,11 +360,14 @@ fn attach_ring(member: &Member, s: &mut Scratch) {
     match port.attach_ring(s.ring_frames) {
         Ok(false) => {}
         Ok(true) => {
-            tracing::debug!(bridge = %member.bridge.name, port = %port.name, "busy port moved to a receive ring");
+            tracing::debug!(bridge = %member.shared.bridge.name, port = %port.name, "busy port moved to a receive ring");
         }
-        Err(e) => s
-            .fwd
-            .log_error(&member.bridge.name, &port.name, "receive ring setup", &e),
+        Err(e) => s.fwd.log_error(
+            &member.shared.bridge.name,
+            &port.name,
+            "receive ring setup",
+            &e,
+        ),
     }
 }
 
@@ -408,7 +415,7 @@ fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
                 // reporting the socket again and again.
                 if let Some(e) = member.port.take_error() {
                     member.port.stats.add(&RX_ERROR);
-                    fwd.log_error(&member.bridge.name, &member.port.name, "receive", &e);
+                    fwd.log_error(&member.shared.bridge.name, &member.port.name, "receive", &e);
                 }
             }
             break;
@@ -432,7 +439,9 @@ fn process_ring(member: &Member, ring: &RxRing, s: &mut Scratch) -> bool {
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => fwd.log_error(&member.bridge.name, &member.port.name, "receive", &e),
+                    Err(e) => {
+                        fwd.log_error(&member.shared.bridge.name, &member.port.name, "receive", &e)
+                    }
                 }
             }
         }
@@ -505,7 +514,7 @@ fn process_queue(
                 // once, so this does not spin.
                 member.port.stats.add(&RX_ERROR);
                 s.fwd
-                    .log_error(&member.bridge.name, &member.port.name, "receive", &e);
+                    .log_error(&member.shared.bridge.name, &member.port.name, "receive", &e);
                 break;
             }
         }
@@ -560,7 +569,7 @@ impl Forwarder {
     /// Learns, decides and sends one received batch.
     fn forward_batch(&mut self, member: &Member, frames: &Frames) {
         let ingress = &member.port;
-        let peers = &member.peers;
+        let peers = &member.shared.peers;
         let now = now_ms();
         self.frames = self.frames.saturating_add(frames.len() as u32);
         let stats = &ingress.stats;
@@ -587,13 +596,13 @@ impl Forwarder {
         }
         let ports = Ports {
             ingress: ingress.id,
-            ids: &member.peer_ids,
-            egress: &member.peer_egress,
-            group_fwd_mask: member.bridge.group_fwd_mask(),
-            mdb: member.bridge.snooping_table(),
+            ids: &member.shared.peer_ids,
+            egress: &member.shared.peer_egress,
+            group_fwd_mask: member.shared.bridge.group_fwd_mask(),
+            mdb: member.shared.bridge.snooping_table(),
         };
         let (counts, learned) = {
-            let mut fdb = member.bridge.fdb();
+            let mut fdb = member.shared.bridge.fdb();
             let counts = self.decider.decide(
                 &mut fdb,
                 now,
@@ -605,11 +614,11 @@ impl Forwarder {
         // New, moved or evicted addresses reach the kernel's copy outside the
         // table's lock.
         if learned {
-            member.bridge.sync_kernel();
+            member.shared.bridge.sync_kernel();
         }
         if ingress.loop_guard.note_moves(counts.moves, now) {
             tracing::warn!(
-                bridge = %member.bridge.name,
+                bridge = %member.shared.bridge.name,
                 port = %ingress.name,
                 "more than {} MAC moves a second onto this port: a loop? \
                  dropping what it receives for {} s",
@@ -636,9 +645,9 @@ impl Forwarder {
             }
         }
         if let Some((name, e)) = failed {
-            self.log_error(&member.bridge.name, &name, "send", &e);
+            self.log_error(&member.shared.bridge.name, &name, "send", &e);
         }
-        if !member.mirrors.is_empty() {
+        if !member.shared.mirrors.is_empty() {
             self.mirror(member, frames);
         }
     }
@@ -654,9 +663,9 @@ impl Forwarder {
             mirrored,
             ..
         } = self;
-        for rule in member.mirrors.iter() {
+        for rule in member.shared.mirrors.iter() {
             let selection = &rule.selection;
-            selection.select(member.port.id, &member.peer_ids, decider, mirrored);
+            selection.select(member.port.id, &member.shared.peer_ids, decider, mirrored);
             if mirrored.is_empty() {
                 continue;
             }
@@ -665,16 +674,16 @@ impl Forwarder {
             let mut total = TxOutcome::default();
             match selection.output {
                 MirrorOutput::Port(id) => {
-                    if let Ok(j) = member.peer_ids.binary_search(&id) {
+                    if let Ok(j) = member.shared.peer_ids.binary_search(&id) {
                         let copies = picked.iter().filter_map(|&i| {
                             Some(mirror::to_port(decider.vlan(i), frames.get(i as usize)?))
                         });
-                        total = send_to(tx, direct, through_tc, &member.peers[j], copies);
+                        total = send_to(tx, direct, through_tc, &member.shared.peers[j], copies);
                     }
                 }
                 MirrorOutput::Vlan(vid) => {
-                    for (j, peer) in member.peers.iter().enumerate() {
-                        let egress = &member.peer_egress[j];
+                    for (j, peer) in member.shared.peers.iter().enumerate() {
+                        let egress = &member.shared.peer_egress[j];
                         if peer.id == member.port.id || !egress.vlan.carries(vid) {
                             continue;
                         }
@@ -713,7 +722,7 @@ impl Forwarder {
         let decider = &*decider;
         sent.clear();
         sent.resize_with(decider.groups().count(), TxOutcome::default);
-        let peers = &member.peers;
+        let peers = &member.shared.peers;
         // Each port's way out is read once: a capture starting or ending flips
         // it, and reading it once per pass would send a group twice or never.
         sinks.clear();
