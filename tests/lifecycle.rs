@@ -946,5 +946,37 @@ fn a_change_is_fsynced_before_its_reply() {
     );
     assert!(std::fs::read_to_string(&d.db)
         .unwrap()
-        .ends_with("\"mac_aging_time\":77,\"mac_table_size\":8192,\"ports\":[]}}}\n"));
+        .ends_with("\"mac_aging_time\":77,\"mac_table_size\":8192,\"ports\":[]}}}]\n"));
+}
+
+/// A bridge deleted and made again at once, with its internal port and its
+/// ports: the TAP's name is free again, the ports forward, and the deleted
+/// bridge's sockets close (off the request, within a grace period each).
+#[test]
+fn a_bridge_deleted_and_made_again_at_once_works() {
+    let _machine = shared_machine();
+    let a = Host::new("10.20.9.1/24");
+    let b = Host::new("10.20.9.2/24");
+    let d = Daemon::start();
+    let br = crate::util::unique_name("rb");
+    for round in 0..5 {
+        d.ctl_ok(&[
+            "add-br", &br, "--", "add-port", &br, &a.port, "--", "add-port", &br, &b.port,
+        ]);
+        assert!(a.can_ping(&b.ip), "round {round}: no forwarding");
+        let show = d.ctl_json(&["show"]);
+        let ports = show["bridges"][0]["ports"].as_array().unwrap().clone();
+        assert_eq!(ports.len(), 3, "round {round}: {show}");
+        assert!(
+            ports.iter().all(|p| p["error"].is_null()),
+            "round {round}: {show}"
+        );
+        d.ctl_ok(&["del-br", &br]);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || !promiscuous(&a.port)
+            && !promiscuous(&b.port)),
+        "a deleted bridge's ports stayed promiscuous"
+    );
+    assert!(!a.ping_once(&b.ip), "forwarded after del-br");
 }

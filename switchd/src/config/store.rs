@@ -1,16 +1,16 @@
 //! The database file, kept as Open vSwitch keeps its ovsdb files: the whole
-//! state once (a snapshot), then a line per change since.
+//! state once (a snapshot), then a line per save since.
 //!
-//! A change appends its line and fsyncs before the request is answered, so it
+//! A save appends one line (its changes, a JSON array; a chain of commands is
+//! one save, so one line) and fsyncs before the request is answered, so it
 //! costs what it changes rather than what the database holds: rewriting the
 //! whole file was most of switchd's own share of one more port at 4096 ports
 //! (docs/PERFORMANCE.md, "Many ports"). Once the lines outweigh the snapshot,
-//! the next change writes a new snapshot instead: to a temporary file,
-//! fsynced, renamed over the old one, the directory fsynced, so that a crash
-//! leaves the old file or the new one. A crash in the middle of an append
-//! leaves a torn last line, which loading ignores (that change was never
-//! answered); any other line that does not read or apply is refused, as a
-//! corrupt file is.
+//! the next save writes a new snapshot instead: to a temporary file, fsynced,
+//! renamed over the old one, the directory fsynced, so that a crash leaves the
+//! old file or the new one. A crash in the middle of an append leaves a torn
+//! last line, which loading ignores whole (that save was never answered); any
+//! other line that does not read or apply is refused, as a corrupt file is.
 
 use super::{BridgeConfig, ConfigError, Db, PortConfig, DB_VERSION};
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ use std::sync::Arc;
 /// changes as it has itself.
 const MIN_LOG_BYTES: u64 = 64 * 1024;
 
-/// One change: a line of the file.
+/// One change; a line of the file is a save's changes, in order.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Change {
@@ -298,9 +298,11 @@ impl Store {
                         "a version 1 or 2 database has one document".into(),
                     ));
                 }
-                let change: Change =
+                let saved: Vec<Change> =
                     serde_json::from_slice(text).map_err(|e| line_err(e.to_string()))?;
-                change.apply(&mut db).map_err(line_err)?;
+                for change in saved {
+                    change.apply(&mut db).map_err(line_err)?;
+                }
             }
         }
         store.snapshot_bytes = end as u64;
@@ -320,14 +322,12 @@ impl Store {
         }
         if self.log.is_some() {
             if let Some(changes) = changes(&self.saved, db) {
-                let mut lines = Vec::new();
-                for change in &changes {
-                    serde_json::to_writer(&mut lines, change).expect("a change always serializes");
-                    lines.push(b'\n');
-                }
-                let size = self.log_bytes + lines.len() as u64;
+                // One line, so that a crash keeps all of a save or none of it.
+                let mut line = serde_json::to_vec(&changes).expect("a change always serializes");
+                line.push(b'\n');
+                let size = self.log_bytes + line.len() as u64;
                 if size <= self.snapshot_bytes.max(self.min_log_bytes) {
-                    self.append(&lines)?;
+                    self.append(&line)?;
                     self.saved = db.clone();
                     return Ok(());
                 }
@@ -336,9 +336,9 @@ impl Store {
         self.snapshot(db)
     }
 
-    fn append(&mut self, lines: &[u8]) -> Result<(), ConfigError> {
+    fn append(&mut self, line: &[u8]) -> Result<(), ConfigError> {
         let log = self.log.as_mut().expect("checked by save");
-        let written = log.write_all(lines).and_then(|()| log.sync_data());
+        let written = log.write_all(line).and_then(|()| log.sync_data());
         if let Err(source) = written {
             // A part of a line would read as torn and hide the lines after it:
             // cut it off, or write a snapshot next time.
@@ -350,7 +350,7 @@ impl Store {
             }
             return Err(self.write_err(source));
         }
-        self.log_bytes += lines.len() as u64;
+        self.log_bytes += line.len() as u64;
         Ok(())
     }
 
@@ -379,6 +379,10 @@ impl Store {
         })();
         if let Err(source) = result {
             let _ = fs::remove_file(&tmp);
+            // The rename may have happened: the append handle may be on the
+            // file it replaced, and the file may hold this failed change. The
+            // next save writes a snapshot of what is current then.
+            self.log = None;
             return Err(self.write_err(source));
         }
         self.log = OpenOptions::new().append(true).open(&self.path).ok();
@@ -614,8 +618,9 @@ mod tests {
         fs::remove_dir_all(dir).unwrap();
     }
 
-    /// A crash in the middle of an append: the torn line is ignored, the next
-    /// save writes a snapshot, and nothing before the tear is lost.
+    /// A crash in the middle of an append: the torn line (a save of several
+    /// changes, cut short) is ignored whole, the next save writes a snapshot,
+    /// and nothing before the tear is lost.
     #[test]
     fn a_torn_last_line_is_ignored_and_the_next_save_writes_a_snapshot() {
         let dir = temp_dir("torn");
@@ -626,16 +631,33 @@ mod tests {
         let mut next = db.clone();
         next.bridges.get_mut("br0").unwrap().ports.push(port("b"));
         store.save(&next).unwrap();
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(br#"{"port":{"bridge":"br0","port":{"na"#)
-            .unwrap();
+        let saved = fs::read(&path).unwrap();
+        // A chain of three changes is one line; cut it anywhere but its end.
+        let mut chain = next.clone();
+        chain.bridges.get_mut("br0").unwrap().mac_aging_time = 99;
+        chain.bridges.get_mut("br0").unwrap().ports.push(port("c"));
+        chain.bridges.insert("br1".into(), bridge(&["d"]));
+        assert!(changes(&next, &chain).unwrap().len() >= 3);
+        store.save(&chain).unwrap();
+        let whole = fs::read(&path).unwrap();
+        assert_eq!(
+            whole[saved.len()..].iter().filter(|b| **b == b'\n').count(),
+            1
+        );
+        for cut in [
+            saved.len() + 1,
+            (saved.len() + whole.len()) / 2,
+            whole.len() - 1,
+        ] {
+            fs::write(&path, &whole[..cut]).unwrap();
+            assert_eq!(open(&path).1, next, "cut at {cut} of {}", whole.len());
+        }
         let (mut store, read) = open(&path);
-        assert_eq!(read, next);
         let mut last = read.clone();
-        last.bridges.get_mut("br0").unwrap().ports.push(port("c"));
+        last.bridges.get_mut("br0").unwrap().ports.push(port("e"));
         store.save(&last).unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        let lines = r#"{"port":{"#;
+        let lines = r#"[{""#;
         assert!(
             !text.contains(lines) && text.contains("\"version\": 3"),
             "{text}"
@@ -664,17 +686,18 @@ mod tests {
         // A whole line that does not read, or names what is not there.
         let snapshot = "{\"version\":3,\"bridges\":{}}\n";
         for (line, why) in [
-            ("{\"port\":{\"bridge\":\"br0\"}}", "missing field"),
-            ("{\"del_bridge\":{\"name\":\"br9\"}}", "br9"),
-            ("{\"launch\":{}}", "unknown variant"),
+            ("[{\"port\":{\"bridge\":\"br0\"}}]", "missing field"),
+            ("[{\"del_bridge\":{\"name\":\"br9\"}}]", "br9"),
+            ("[{\"launch\":{}}]", "unknown variant"),
+            ("{\"del_bridge\":{\"name\":\"x\"}}", "expected a sequence"),
         ] {
             let err = refused(
-                format!("{snapshot}{line}\n{{\"del_bridge\":{{\"name\":\"x\"}}}}\n").as_bytes(),
+                format!("{snapshot}{line}\n[{{\"del_bridge\":{{\"name\":\"x\"}}}}]\n").as_bytes(),
             );
             assert!(err.contains("line 2") && err.contains(why), "{err}");
         }
         // Lines after a version 2 document are not version 2.
-        let err = refused(b"{\"version\":2,\"bridges\":{}}\n{\"del_bridge\":{\"name\":\"x\"}}\n");
+        let err = refused(b"{\"version\":2,\"bridges\":{}}\n[{\"del_bridge\":{\"name\":\"x\"}}]\n");
         assert!(err.contains("line 2"), "{err}");
         fs::remove_dir_all(dir).unwrap();
     }

@@ -30,7 +30,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 pub use switch::Switch;
 
@@ -73,12 +73,15 @@ async fn serve(
     metrics: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let datapath = Datapath::start(&config.datapath).context("cannot start the datapath")?;
+    let applied = Arc::new(Notify::new());
+    let signal = applied.clone();
+    let datapath = Datapath::start(&config.datapath, Arc::new(move || signal.notify_waiters()))
+        .context("cannot start the datapath")?;
     let netlink = netlink::Netlink::connect()?;
     // Subscribe before restoring, so an interface that appears meanwhile is not missed.
     let links = netlink::watch_links()?;
     let switch = Arc::new(Mutex::new(
-        Switch::restore(db, store, datapath, netlink).await,
+        Switch::restore(db, store, (datapath, applied), netlink).await,
     ));
     tracing::info!(socket = %config.socket.display(), db = %config.db.display(), "switchd ready");
     let aging = tokio::spawn(age_out(switch.clone()));

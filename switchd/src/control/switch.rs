@@ -22,6 +22,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use switchd_proto::{code, Request, RpcError};
+use tokio::sync::Notify;
 
 /// How long a request waits for the datapath threads to switch to a new topology.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -81,6 +82,13 @@ impl PortState {
             PortState::Failed(_) => None,
         }
     }
+
+    fn into_port(self) -> Option<Arc<Port>> {
+        match self {
+            PortState::Attached(port) => Some(port),
+            PortState::Failed(_) => None,
+        }
+    }
 }
 
 /// A running bridge: its datapath handle and the state of each configured port.
@@ -108,6 +116,8 @@ pub struct Switch {
     pub(super) db: Db,
     pub(super) bridges: BTreeMap<String, RunningBridge>,
     pub(super) datapath: Datapath,
+    /// Signalled by the datapath threads whenever one switches views.
+    applied: Arc<Notify>,
     pub(super) netlink: Netlink,
     /// Set while a `batch` runs: changes are saved once at its end.
     pub(super) batch: Option<BatchState>,
@@ -139,8 +149,15 @@ pub(super) enum AttachError {
 impl Switch {
     /// Recreates the bridges and ports of `db`. A port that cannot attach stays
     /// configured and shows why.
-    pub async fn restore(db: Db, store: Store, datapath: Datapath, netlink: Netlink) -> Self {
+    /// `applied` is what `datapath`'s threads signal when they switch views.
+    pub async fn restore(
+        db: Db,
+        store: Store,
+        (datapath, applied): (Datapath, Arc<Notify>),
+        netlink: Netlink,
+    ) -> Self {
         let mut switch = Switch {
+            applied,
             monitors: Monitors::new(&datapath),
             store,
             db: Db::default(),
@@ -440,13 +457,40 @@ impl Switch {
     }
 
     pub(super) async fn stop_bridge(&mut self, name: &str) {
-        self.bridges.remove(name);
+        // Held until no thread runs a view with them, so that they close off
+        // the datapath threads, as `detach` does.
+        let ports: Vec<Arc<Port>> = self
+            .bridges
+            .remove(name)
+            .map(|b| {
+                b.ports
+                    .into_values()
+                    .filter_map(PortState::into_port)
+                    .collect()
+            })
+            .unwrap_or_default();
         let generation = self.datapath.remove_bridge(name);
         self.wait_applied(generation).await;
+        for port in ports {
+            self.datapath.retire(port);
+        }
     }
 
     pub(super) async fn wait_applied(&self, generation: u64) {
-        let applied = self.datapath.applied(generation);
+        // Woken by the threads rather than polled: a timer's tick (a
+        // millisecond) was most of what a port change cost.
+        let applied = async {
+            loop {
+                let signalled = self.applied.notified();
+                tokio::pin!(signalled);
+                // Registered before the check, so a switch right after it still wakes us.
+                signalled.as_mut().enable();
+                if self.datapath.is_applied(generation) {
+                    return;
+                }
+                signalled.await;
+            }
+        };
         if tokio::time::timeout(APPLY_TIMEOUT, applied).await.is_err() {
             tracing::warn!("datapath threads slow to apply a topology change");
         }

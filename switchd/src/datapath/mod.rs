@@ -42,7 +42,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use switchd_proto::{McastSnooping, VlanConfig};
-use tokio::sync::Notify;
 use trace::Traced;
 use vlan::PortVlan;
 
@@ -380,16 +379,17 @@ pub struct Datapath {
     offload: Option<Arc<Offload>>,
     /// The monitors connected, and where MAC events go for them.
     watchers: Arc<Watchers>,
-    /// Signalled whenever a thread has switched to a new generation.
-    applied: Arc<Notify>,
     /// Where removed ports go to close (`retire`); None once shutting down.
     closer: Option<(mpsc::Sender<Arc<Port>>, JoinHandle<()>)>,
 }
 
+/// Called by a thread each time it has switched to a new generation (the
+/// control plane wakes a waiting request with it).
+pub type OnApplied = Arc<dyn Fn() + Send + Sync>;
+
 impl Datapath {
-    pub fn start(config: &DatapathConfig) -> std::io::Result<Self> {
+    pub fn start(config: &DatapathConfig, on_applied: OnApplied) -> std::io::Result<Self> {
         let ring_frames = config.ring_frames;
-        let signal = Arc::new(Notify::new());
         let closer = {
             let (tx, rx) = mpsc::channel::<Arc<Port>>();
             let thread = std::thread::Builder::new()
@@ -406,13 +406,13 @@ impl Datapath {
             let thread = {
                 let wake = wake.clone();
                 let applied = applied.clone();
-                let signal = signal.clone();
+                let signal = on_applied.clone();
                 let times = times.clone();
                 let spin = spin::Spin::new(config.spin, config.spin_budget_pct, Instant::now());
                 std::thread::Builder::new()
                     .name(format!("datapath-{n}"))
                     .spawn(move || {
-                        worker::run(rx, &wake, (&applied, &signal), &times, spin, ring_frames)
+                        worker::run(rx, &wake, (&applied, &*signal), &times, spin, ring_frames)
                     })?
             };
             workers.push(WorkerHandle {
@@ -441,7 +441,6 @@ impl Datapath {
             workers,
             offload,
             watchers: Arc::default(),
-            applied: signal,
             closer: Some(closer),
         })
     }
@@ -771,13 +770,14 @@ impl Datapath {
     /// Takes a removed port to close once nothing else holds it. Closing a
     /// packet socket waits out an RCU grace period (`synchronize_net` in the
     /// kernel's `packet_release`, ~15 ms on this VM), which was most of what a
-    /// `del-port` cost; the request need not wait for it.
+    /// `del-port` cost; the request need not wait for it. A TAP closes here:
+    /// its device must be gone before a bridge of that name can be made again.
     pub fn retire(&self, port: Arc<Port>) {
-        match &self.closer {
-            Some((tx, _)) => {
+        match (&self.closer, &port.io) {
+            (Some((tx, _)), PortIo::Socket(_)) => {
                 let _ = tx.send(port);
             }
-            None => drop(port),
+            _ => drop(port),
         }
     }
 
@@ -828,26 +828,10 @@ impl Datapath {
     }
 
     /// True once every thread runs generation `generation` or later.
-    fn is_applied(&self, generation: u64) -> bool {
+    pub fn is_applied(&self, generation: u64) -> bool {
         self.workers
             .iter()
             .all(|w| w.applied.load(Ordering::Acquire) >= generation)
-    }
-
-    /// Returns once every thread runs generation `generation` or later. Woken
-    /// by the threads rather than polled: a timer's tick (a millisecond) was
-    /// most of what a port change cost.
-    pub async fn applied(&self, generation: u64) {
-        loop {
-            let signalled = self.applied.notified();
-            tokio::pin!(signalled);
-            // Registered before the check, so a switch right after it still wakes us.
-            signalled.as_mut().enable();
-            if self.is_applied(generation) {
-                return;
-            }
-            signalled.await;
-        }
     }
 
     fn publish(&self, topo: &mut Topology) -> u64 {

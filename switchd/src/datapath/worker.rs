@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 use switchd_proto::Counters;
-use tokio::sync::Notify;
 
 /// Frames per ring pass or recvmmsg, and per sendmmsg call.
 const BATCH: usize = 32;
@@ -132,7 +131,7 @@ fn staged<'a>(
 pub(super) fn run(
     rx: Receiver<WorkerMsg>,
     wake: &EventFd,
-    (applied, signal): (&AtomicU64, &Notify),
+    (applied, signal): (&AtomicU64, &(dyn Fn() + Send + Sync)),
     times: &ThreadTimes,
     mut spin: Spin,
     ring_frames: usize,
@@ -224,7 +223,7 @@ pub(super) fn run(
                             // closes it off this thread (`Datapath::retire`).
                             view = next;
                             applied.store(generation, Ordering::Release);
-                            signal.notify_waiters();
+                            signal();
                         }
                     }
                 }
