@@ -145,6 +145,36 @@ fn metrics_parse_and_equal_dump_ports() {
         Some(1)
     );
     assert!(sample(&samples, "switchd_build_info", &[]).is_some());
+    // Every answered add-port was timed, each in some bucket.
+    let add_ports: u64 = ["ok", "error"]
+        .iter()
+        .filter_map(|outcome| {
+            sample(
+                &samples,
+                "switchd_control_requests_total",
+                &[("method", "add-port"), ("outcome", outcome)],
+            )
+        })
+        .sum();
+    let timed = [("method", "add-port")];
+    assert_eq!(
+        sample(&samples, "switchd_control_request_seconds_count", &timed),
+        Some(add_ports)
+    );
+    let all = [("method", "add-port"), ("le", "+Inf")];
+    assert_eq!(
+        sample(&samples, "switchd_control_request_seconds_bucket", &all),
+        Some(add_ports)
+    );
+    let took = samples
+        .iter()
+        .find(|s| {
+            s["name"] == "switchd_control_request_seconds_sum"
+                && s["labels"]["method"] == "add-port"
+        })
+        .map(|s| s["value"].as_f64().unwrap())
+        .unwrap();
+    assert!(took > 0.0 && took < 60.0, "{took}");
     // The thread forwarded the ARP and the first frames of the pings.
     let busy = samples
         .iter()

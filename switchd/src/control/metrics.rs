@@ -18,6 +18,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -36,16 +37,38 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 
 type Labels = Vec<(String, String)>;
 
-/// Requests the control plane answered, by method and outcome.
-#[derive(Default)]
-pub(super) struct RequestCounts(BTreeMap<(&'static str, &'static str), u64>);
+/// Requests the control plane answered, by method and outcome, and how long
+/// each took.
+pub(super) struct RequestCounts {
+    counts: BTreeMap<(&'static str, &'static str), u64>,
+    /// Kept across scrapes (a histogram's buckets are its history); a scrape
+    /// registers a clone, which shares them.
+    seconds: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for RequestCounts {
+    fn default() -> Self {
+        // 100 µs to 26 s, each bucket four times the last: a change at 10
+        // ports, one at 4096, a chain of thousands.
+        fn histogram() -> Histogram {
+            Histogram::new(exponential_buckets(1e-4, 4.0, 10))
+        }
+        RequestCounts {
+            counts: BTreeMap::new(),
+            seconds: Family::new_with_constructor(histogram),
+        }
+    }
+}
 
 impl RequestCounts {
-    pub(super) fn count(&mut self, method: &'static str, ok: bool) {
+    pub(super) fn count(&mut self, method: &'static str, ok: bool, took: Duration) {
         *self
-            .0
+            .counts
             .entry((method, if ok { "ok" } else { "error" }))
             .or_default() += 1;
+        self.seconds
+            .get_or_create(&label(&[("method", method)]))
+            .observe(took.as_secs_f64());
     }
 }
 
@@ -190,7 +213,12 @@ fn registry(switch: &Switch) -> Registry {
         label(&[("version", env!("CARGO_PKG_VERSION"))]),
         1,
     );
-    for ((method, outcome), n) in &switch.requests.0 {
+    registry.register(
+        "switchd_control_request_seconds",
+        "Time a control request took, from its turn at the control lock to its answer, by method",
+        switch.requests.seconds.clone(),
+    );
+    for ((method, outcome), n) in &switch.requests.counts {
         counters(
             &mut registry,
             &mut c,

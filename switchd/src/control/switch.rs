@@ -20,7 +20,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use switchd_proto::{code, Request, RpcError};
 use tokio::sync::Notify;
 
@@ -245,11 +245,12 @@ impl Switch {
 
     pub async fn handle(&mut self, request: Request) -> RpcResult {
         let method = request.method();
+        let start = Instant::now();
         let result = self.run(request).await;
         // Mirrors follow their ports, whatever the request did to them.
         self.apply_all_mirrors().await;
-        self.requests.count(method, result.is_ok());
         self.publish_changes();
+        self.requests.count(method, result.is_ok(), start.elapsed());
         result
     }
 
@@ -257,6 +258,7 @@ impl Switch {
     /// its connection carries after it.
     pub(super) async fn open_stream(&mut self, request: Request) -> RpcResult<(Value, Stream)> {
         let method = request.method();
+        let start = Instant::now();
         let result = match request {
             Request::Capture {
                 bridge,
@@ -273,7 +275,7 @@ impl Switch {
                 format!("{} does not stream", other.method()),
             )),
         };
-        self.requests.count(method, result.is_ok());
+        self.requests.count(method, result.is_ok(), start.elapsed());
         result
     }
 
