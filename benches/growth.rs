@@ -3,7 +3,9 @@
 //! For each size (default 10, 100, 1000 namespaces) on a fresh switchd: time to
 //! attach all of them with one chained `add-ns-port` command, the time of one more
 //! `add-ns-port` once they are attached (median of 5, to compare port 11 with port
-//! 1001), switchd's RSS and RSS per port, its CPU while idle, and TCP between two
+//! 1001; and the mean of those requests' time inside switchd, read from its
+//! `--metrics` request-time histogram, the rest being switchctl's start and the
+//! kernel's share), switchd's RSS and RSS per port, its CPU while idle, and TCP between two
 //! of the namespaces while all the others stay attached. Then it checks the
 //! bridge works at that size: the host pings every namespace through the
 //! internal port (each ARP request is a broadcast that must reach that namespace),
@@ -30,6 +32,29 @@ fn on_off(b: bool) -> &'static str {
     } else {
         "off"
     }
+}
+
+/// A loopback address no one listens on now.
+fn free_local_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The seconds switchd spent in `add-ns-port` requests so far, and how many:
+/// the sum and count of its request-time histogram.
+fn add_ns_port_seconds(metrics: &str) -> (f64, f64) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(metrics).unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {metrics}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let value = |what: &str| {
+        let name = format!("switchd_control_request_seconds_{what}{{method=\"add-ns-port\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&name))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    };
+    (value("sum"), value("count"))
 }
 
 fn ip(i: usize) -> String {
@@ -59,7 +84,9 @@ fn measure(n: usize, ipv6: bool) -> Value {
         run_with_input("sh", &[], &script);
     }
     let extra = std::env::var("SWITCHD_ARGS").unwrap_or_default();
-    let mut args = vec!["--log-level", "warn"];
+    // The metrics endpoint times each request inside switchd.
+    let metrics = free_local_addr();
+    let mut args = vec!["--log-level", "warn", "--metrics", &metrics];
     args.extend(extra.split_whitespace());
     let d = Daemon::start_with(&args);
     let br = unique_name("gr");
@@ -83,6 +110,7 @@ fn measure(n: usize, ipv6: bool) -> Value {
     let attach_all = start.elapsed().as_secs_f64();
 
     // One more port, now that n are attached.
+    let inside_before = add_ns_port_seconds(&metrics);
     let mut one = Vec::new();
     for (i, ns) in nss[n..].iter().enumerate() {
         let start = Instant::now();
@@ -96,6 +124,8 @@ fn measure(n: usize, ipv6: bool) -> Value {
         one.push(start.elapsed().as_secs_f64() * 1e3);
         d.ctl_ok(&["del-ns-port", &br, &ns.name]);
     }
+    let inside = add_ns_port_seconds(&metrics);
+    let add_one_in_switchd_ms = (inside.0 - inside_before.0) * 1e3 / (inside.1 - inside_before.1);
     one.sort_by(f64::total_cmp);
     let add_one_ms = one[one.len() / 2];
 
@@ -182,6 +212,7 @@ fn measure(n: usize, ipv6: bool) -> Value {
         "attach_all_s": attach_all,
         "attach_per_port_ms": attach_all * 1e3 / n as f64,
         "add_one_more_ms": add_one_ms,
+        "add_one_more_in_switchd_ms": add_one_in_switchd_ms,
         "rss_empty_kib": rss_empty,
         "rss_kib": rss,
         "rss_per_port_kib": (rss.saturating_sub(rss_empty)) as f64 / n as f64,
@@ -223,12 +254,13 @@ fn main() {
 
     println!();
     println!(
-        "{:>6} {:>5} {:>10} {:>9} {:>11} {:>9} {:>10} {:>9} {:>9} {:>12} {:>9} {:>10}",
+        "{:>6} {:>5} {:>10} {:>9} {:>11} {:>10} {:>9} {:>10} {:>9} {:>9} {:>12} {:>9} {:>10}",
         "ports",
         "IPv6",
         "attach s",
         "ms/port",
         "1 more ms",
+        "in switchd",
         "RSS MiB",
         "KiB/port",
         "idle %",
@@ -239,12 +271,13 @@ fn main() {
     );
     for r in &rows {
         println!(
-            "{:>6} {:>5} {:>10.2} {:>9.2} {:>11.1} {:>9.1} {:>10.1} {:>9.2} {:>9.2} {:>12} {:>9} {:>10}",
+            "{:>6} {:>5} {:>10.2} {:>9.2} {:>11.1} {:>10.1} {:>9.1} {:>10.1} {:>9.2} {:>9.2} {:>12} {:>9} {:>10}",
             r["ports"].as_u64().unwrap(),
             on_off(r["ipv6"].as_bool().unwrap()),
             r["attach_all_s"].as_f64().unwrap(),
             r["attach_per_port_ms"].as_f64().unwrap(),
             r["add_one_more_ms"].as_f64().unwrap(),
+            r["add_one_more_in_switchd_ms"].as_f64().unwrap(),
             r["rss_kib"].as_f64().unwrap() / 1024.0,
             r["rss_per_port_kib"].as_f64().unwrap(),
             r["idle_cpu_percent"].as_f64().unwrap(),
