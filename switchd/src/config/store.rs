@@ -427,6 +427,14 @@ mod tests {
         }
     }
 
+    /// A new database at `path` with bridge br0 of `ports`, saved.
+    fn saved_bridge(path: &Path, ports: &[&str]) -> (Store, Db) {
+        let (mut store, mut db) = open(path);
+        db.bridges.insert("br0".into(), bridge(ports));
+        store.save(&db).unwrap();
+        (store, db)
+    }
+
     #[test]
     fn save_then_load() {
         let dir = temp_dir("roundtrip");
@@ -465,12 +473,10 @@ mod tests {
     fn changes_are_lines_that_read_back_as_the_state() {
         let dir = temp_dir("lines");
         let path = dir.join("db.json");
-        let (mut store, mut db) = open(&path);
-        db.bridges.insert("br0".into(), bridge(&["a", "b", "c"]));
-        store.save(&db).unwrap();
+        let (mut store, mut db) = saved_bridge(&path, &["a", "b", "c"]);
         let snapshot = fs::read(&path).unwrap().len();
         type Edit = Box<dyn Fn(&mut Db)>;
-        let mut edits: Vec<Edit> = vec![
+        let edits: Vec<Edit> = vec![
             Box::new(|db| db.bridges.get_mut("br0").unwrap().ports.push(port("d"))),
             Box::new(|db| {
                 db.bridges
@@ -511,7 +517,7 @@ mod tests {
                 db.bridges.insert("br0".into(), bridge(&["z"]));
             }),
         ];
-        for (i, edit) in edits.drain(..).enumerate() {
+        for (i, edit) in edits.into_iter().enumerate() {
             let mut next = db.clone();
             edit(&mut next);
             store.save(&next).unwrap();
@@ -531,9 +537,7 @@ mod tests {
     fn a_reorder_is_a_snapshot() {
         let dir = temp_dir("reorder");
         let path = dir.join("db.json");
-        let (mut store, mut db) = open(&path);
-        db.bridges.insert("br0".into(), bridge(&["a", "b", "c"]));
-        store.save(&db).unwrap();
+        let (mut store, db) = saved_bridge(&path, &["a", "b", "c"]);
         let mut next = db.clone();
         next.bridges.get_mut("br0").unwrap().ports.swap(0, 2);
         assert!(changes(&db, &next).is_none());
@@ -563,11 +567,9 @@ mod tests {
     fn one_more_port_is_one_line_until_the_lines_outweigh_the_snapshot() {
         let dir = temp_dir("compact");
         let path = dir.join("db.json");
-        let (mut store, mut db) = open(&path);
         let names: Vec<String> = (0..4096).map(|i| format!("p{i}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        db.bridges.insert("br0".into(), bridge(&names));
-        store.save(&db).unwrap();
+        let (mut store, db) = saved_bridge(&path, &names);
         let snapshot = fs::read(&path).unwrap().len() as u64;
         let mut next = db.clone();
         next.bridges
@@ -587,10 +589,8 @@ mod tests {
         assert_eq!(open(&path).1, next);
 
         let path = dir.join("small.json");
-        let (mut store, mut db) = open(&path);
+        let (mut store, mut db) = saved_bridge(&path, &names[..20]);
         store.min_log_bytes = 0;
-        db.bridges.insert("br0".into(), bridge(&names[..20]));
-        store.save(&db).unwrap();
         let snapshot = fs::read(&path).unwrap().len();
         let mut saves = 0;
         let mut size = snapshot;
@@ -625,9 +625,7 @@ mod tests {
     fn a_torn_last_line_is_ignored_and_the_next_save_writes_a_snapshot() {
         let dir = temp_dir("torn");
         let path = dir.join("db.json");
-        let (mut store, mut db) = open(&path);
-        db.bridges.insert("br0".into(), bridge(&["a"]));
-        store.save(&db).unwrap();
+        let (mut store, db) = saved_bridge(&path, &["a"]);
         let mut next = db.clone();
         next.bridges.get_mut("br0").unwrap().ports.push(port("b"));
         store.save(&next).unwrap();

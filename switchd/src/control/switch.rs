@@ -82,13 +82,6 @@ impl PortState {
             PortState::Failed(_) => None,
         }
     }
-
-    fn into_port(self) -> Option<Arc<Port>> {
-        match self {
-            PortState::Attached(port) => Some(port),
-            PortState::Failed(_) => None,
-        }
-    }
 }
 
 /// A running bridge: its datapath handle and the state of each configured port.
@@ -467,7 +460,7 @@ impl Switch {
             .map(|b| {
                 b.ports
                     .into_values()
-                    .filter_map(PortState::into_port)
+                    .filter_map(|state| state.port().cloned())
                     .collect()
             })
             .unwrap_or_default();

@@ -773,8 +773,8 @@ impl Datapath {
     /// `del-port` cost; the request need not wait for it. A TAP closes here:
     /// its device must be gone before a bridge of that name can be made again.
     pub fn retire(&self, port: Arc<Port>) {
-        match (&self.closer, &port.io) {
-            (Some((tx, _)), PortIo::Socket(_)) => {
+        match &self.closer {
+            Some((tx, _)) if !port.is_internal() => {
                 let _ = tx.send(port);
             }
             _ => drop(port),
