@@ -203,10 +203,22 @@ fn interoperates_with_the_kernel_vxlan_device(flags: &[&str]) {
     assert_eq!(row["port"], "vx1");
     assert_eq!(row["remote"], "10.200.0.2");
 
+    // What the remote sends is taken off the underlay by switchd's program,
+    // before the vxlan device (which would allocate metadata for each frame).
+    let device_rx = || -> u64 {
+        let n = a.exec_ok(&["cat", "/sys/class/net/vxlan_sys_4789/statistics/rx_packets"]);
+        n.trim().parse().unwrap()
+    };
+    let device_before = device_rx();
     // 1450 bytes of IP is the largest inner packet a 1500-byte underlay carries.
     assert!(
         ping_size(&c1, "10.0.0.2", 1450 - 28, 3),
         "full-size frames lost"
+    );
+    assert_eq!(
+        device_rx() - device_before,
+        0,
+        "the replies went through the vxlan device, not the underlay's program"
     );
     let too_big = counter(&d, "vx1", "tx_too_big");
     assert!(
@@ -234,7 +246,14 @@ fn interoperates_with_the_kernel_vxlan_device(flags: &[&str]) {
         n.trim().parse().unwrap()
     };
     let veth_before = veth_rx();
+    let device_before = device_rx();
     let to_b = tcp_bytes(&c2, &c1, "10.0.0.2");
+    // Its ACKs came by the underlay's program (GSO frames would not).
+    assert!(
+        device_rx() - device_before < 10,
+        "{} frames through the vxlan device",
+        device_rx() - device_before
+    );
     let to_a = tcp_bytes(&c1, &c2, "10.0.0.1");
     assert!(to_b > 0 && to_a > 0, "TCP moved {to_b} and {to_a} bytes");
     if flags.is_empty() {

@@ -186,6 +186,8 @@ impl Netlink {
 pub struct RouteTo {
     pub oif: u32,
     pub mtu: Option<u32>,
+    /// The source address frames on it leave with.
+    pub src: Option<std::net::Ipv4Addr>,
 }
 
 /// An interface's kind, MTU and whether it can pass frames.
@@ -294,7 +296,7 @@ impl Netlink {
         dst: std::net::Ipv4Addr,
         src: Option<std::net::Ipv4Addr>,
     ) -> Result<Result<RouteTo, io::Error>, NetlinkError> {
-        use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric};
+        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMetric};
         let what = dst.to_string();
         bounded("look up the route to", &what, async {
             let mut msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
@@ -305,10 +307,17 @@ impl Netlink {
             let mut routes = self.handle.route().get(msg.build()).execute();
             match routes.try_next().await {
                 Ok(Some(route)) => {
-                    let mut found = RouteTo { oif: 0, mtu: None };
+                    let mut found = RouteTo {
+                        oif: 0,
+                        mtu: None,
+                        src: None,
+                    };
                     for attr in route.attributes {
                         match attr {
                             RouteAttribute::Oif(oif) => found.oif = oif,
+                            RouteAttribute::PrefSource(RouteAddress::Inet(a)) => {
+                                found.src = Some(a)
+                            }
                             RouteAttribute::Metrics(metrics) => {
                                 for m in metrics {
                                     if let RouteMetric::Mtu(mtu) = m {

@@ -31,6 +31,10 @@ pub(super) struct TunnelState {
     devices: BTreeMap<u16, Device>,
     /// By port name.
     pub(super) ports: BTreeMap<String, TunnelPort>,
+    /// The receiving program's link on each underlay interface a tunnel's
+    /// remote is reached by (`Tunnels::attach_underlay`); `None` where the
+    /// kernel refused it (the vxlan device receives there).
+    underlays: BTreeMap<u32, Option<OwnedFd>>,
 }
 
 struct Device {
@@ -51,6 +55,9 @@ pub(super) struct TunnelPort {
     pub(super) down: Option<String>,
     /// The largest inner frame's MTU.
     pub(super) mtu: u32,
+    /// The underlay interface and this host's address the remote's frames
+    /// arrive by, while there is a route.
+    receive: Option<(u32, Ipv4Addr)>,
 }
 
 impl TunnelPort {
@@ -94,6 +101,8 @@ fn disable_ipv6(name: &str) -> Result<(), AttachError> {
 struct Underlay {
     down: Option<String>,
     mtu: Option<u32>,
+    /// The route's interface and source address.
+    receive: Option<(u32, Ipv4Addr)>,
 }
 
 impl Switch {
@@ -203,9 +212,11 @@ impl Switch {
             port_index,
             down: None,
             mtu: 0,
+            receive: None,
         };
         self.follow_underlay(&mut port).await?;
         self.tunnels.ports.insert(name.to_string(), port);
+        self.sync_underlays();
         Ok(())
     }
 
@@ -339,7 +350,35 @@ impl Switch {
         if self.tunnels.ports.remove(name).is_some() {
             self.doom_link(name.to_string()).await;
         }
+        self.sync_underlays();
         self.prune_devices().await;
+    }
+
+    /// Keeps the receiving program on exactly the underlay interfaces the
+    /// tunnels' remotes are reached by.
+    fn sync_underlays(&mut self) {
+        let wanted: std::collections::BTreeSet<u32> = self
+            .tunnels
+            .ports
+            .values()
+            .filter_map(|p| p.receive.map(|(oif, _)| oif))
+            .collect();
+        self.tunnels.underlays.retain(|oif, _| wanted.contains(oif));
+        let Some(maps) = &self.tunnels.maps else {
+            return;
+        };
+        for oif in wanted {
+            self.tunnels.underlays.entry(oif).or_insert_with(|| {
+                maps.attach_underlay(oif)
+                    .map_err(|e| {
+                        tracing::warn!(
+                            ifindex = oif,
+                            "tunnel: the vxlan device receives on this underlay interface, not the kernel fast path: {e}"
+                        )
+                    })
+                    .ok()
+            });
+        }
     }
 
     async fn prune_devices(&mut self) {
@@ -376,6 +415,7 @@ impl Switch {
             }
             self.tunnels.ports.insert(name, port);
         }
+        self.sync_underlays();
     }
 
     async fn follow_underlay(&self, port: &mut TunnelPort) -> Result<(), AttachError> {
@@ -405,6 +445,15 @@ impl Switch {
             .set_state(underlay.down.is_none(), mtu)
             .map_err(|e| AttachError::Tunnel(format!("cannot set the tunnel's state: {e}")))?;
         port.down = underlay.down;
+        let receive = underlay
+            .receive
+            .map(|(oif, src)| (oif, port.config.local_ip.unwrap_or(src)));
+        port.end
+            .set_receive(receive.map(|(_, local)| local))
+            .map_err(|e| {
+                AttachError::Tunnel(format!("cannot set where the tunnel receives: {e}"))
+            })?;
+        port.receive = receive;
         Ok(())
     }
 
@@ -422,6 +471,7 @@ impl Switch {
                 return Ok(Underlay {
                     down: Some(why),
                     mtu: None,
+                    receive: None,
                 });
             }
         };
@@ -430,6 +480,7 @@ impl Switch {
             return Ok(Underlay {
                 down: Some(format!("no route to {remote}")),
                 mtu: None,
+                receive: None,
             });
         };
         if route.oif == 1 || link.kind.as_deref() == Some("vxlan") {
@@ -439,10 +490,12 @@ impl Switch {
                     link.name
                 )),
                 mtu: None,
+                receive: None,
             });
         }
         let mtu = Some(route.mtu.unwrap_or(link.mtu).min(link.mtu));
         let down = (!link.running).then(|| format!("underlay interface {} is down", link.name));
-        Ok(Underlay { down, mtu })
+        let receive = route.src.map(|src| (route.oif, src));
+        Ok(Underlay { down, mtu, receive })
     }
 }

@@ -18,7 +18,8 @@
 use super::lock;
 use super::offload::{count, lookup, percpu_sum, Asm, SlotPool, COUNTER_BYTES};
 use super::offload::{SKB_GSO_SIZE, SKB_LEN, SKB_VLAN_PRESENT, SLOT_KEY};
-use crate::sys::bpf::{self, helper, Insn, Map, Program, Size, FP, R0, R1, R2, R3, R4, R6, R7, R8};
+use crate::sys::bpf::{self, helper, Insn, Map, Program, Size, FP, R0, R1, R2, R3, R4, R5, R6};
+use crate::sys::bpf::{R7, R8};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
@@ -36,6 +37,10 @@ pub struct Tunnels {
     /// (VNI, remote, local, UDP port) -> the ifindex of the port's far end
     /// (u32), its tunnel slot (u32).
     remotes: Map,
+    /// The same for the underlay's receiving program (`underlay`), keyed as
+    /// the fields sit in the frame (`underlay_key`), with the local address
+    /// the remote sends to.
+    underlay_remotes: Map,
     /// Per tunnel slot: the port's kernel fast path for what its remote sends
     /// (`Offload::tunnel_program`), tail called by the decapsulating program.
     fast_paths: Map,
@@ -72,6 +77,7 @@ impl Tunnels {
     pub fn new() -> io::Result<Arc<Tunnels>> {
         let tunnels = Tunnels {
             remotes: Map::create(bpf::MAP_HASH, REMOTE_KEY_BYTES as u32, 8, TUNNEL_SLOTS)?,
+            underlay_remotes: Map::create(bpf::MAP_HASH, REMOTE_KEY_BYTES as u32, 8, TUNNEL_SLOTS)?,
             fast_paths: Map::create(bpf::MAP_PROG_ARRAY, 4, 4, TUNNEL_SLOTS)?,
             states: Map::create(bpf::MAP_ARRAY, 4, 8, TUNNEL_SLOTS)?,
             counters: Map::create(bpf::MAP_PERCPU_ARRAY, 4, COUNTER_BYTES as u32, TUNNEL_SLOTS)?,
@@ -94,6 +100,7 @@ impl Tunnels {
             )?;
         }
         Program::load(bpf::PROG_SCHED_CLS, "switchd_decap", &tunnels.decap(4789))?;
+        Program::load(bpf::PROG_SCHED_CLS, "switchd_underlay", &tunnels.underlay())?;
         Ok(Arc::new(tunnels))
     }
 
@@ -101,6 +108,14 @@ impl Tunnels {
     /// to the tunnel ports, for as long as the returned link is open.
     pub fn attach_device(&self, ifindex: u32, dst_port: u16) -> io::Result<OwnedFd> {
         Program::load(bpf::PROG_SCHED_CLS, "switchd_decap", &self.decap(dst_port))?
+            .attach_tcx_ingress(ifindex)
+    }
+
+    /// Takes the VXLAN frames that arrive on underlay interface `ifindex` for a
+    /// tunnel port with a receive address (`TunnelEnd::set_receive`) to that
+    /// port, for as long as the returned link is open.
+    pub fn attach_underlay(&self, ifindex: u32) -> io::Result<OwnedFd> {
+        Program::load(bpf::PROG_SCHED_CLS, "switchd_underlay", &self.underlay())?
             .attach_tcx_ingress(ifindex)
     }
 
@@ -120,7 +135,10 @@ impl Tunnels {
         let mut end = TunnelEnd {
             tunnels: self.clone(),
             slot,
+            far,
+            key: *key,
             remote_key: None,
+            underlay_key: None,
             links: Vec::new(),
         };
         self.counters
@@ -309,6 +327,18 @@ impl Tunnels {
         a.op(Insn::store_imm(Size::W, FP, REMOTE + 8, 0));
         lookup(&mut a, &self.remotes, REMOTE, SHOT);
         a.label(FOUND);
+        self.deliver(&mut a);
+        a.label(SHOT);
+        a.op(Insn::mov_imm(R0, TC_ACT_SHOT));
+        a.op(Insn::exit());
+        a.finish()
+    }
+}
+
+impl Tunnels {
+    /// With r0 at a remote's entry (far end, tunnel slot) and r6 the frame:
+    /// the port's fast path from the remote (tail called), or out of the far end.
+    fn deliver(&self, a: &mut Asm) {
         a.op(Insn::load(Size::W, R7, R0, 0));
         a.op(Insn::load(Size::W, R3, R0, 4));
         a.op(Insn::mov(R1, R6));
@@ -319,11 +349,162 @@ impl Tunnels {
         a.op(Insn::mov_imm(R2, 0));
         a.op(Insn::call(helper::REDIRECT));
         a.op(Insn::exit());
+    }
+
+    /// VXLAN frames on an underlay interface's TC ingress, before the kernel's
+    /// vxlan device: one for a tunnel port's (VNI, remote, local address, UDP
+    /// port) loses its outer headers here and goes on as `decap` sends it. The
+    /// external device allocates a metadata dst for every frame it receives,
+    /// freed through `call_rcu_hurry`, and the grace periods that forces cost
+    /// a TCP stream a quarter of its rate (its ACKs come this way;
+    /// docs/PERFORMANCE.md "VXLAN"). Everything else goes on to the kernel
+    /// (TCX_NEXT), and the device takes it as before: GSO and GRO frames,
+    /// tagged ones, IP options or fragments, other flags, a bad IP header
+    /// checksum, a length that is not the frame's.
+    fn underlay(&self) -> Vec<Insn> {
+        const NEXT: usize = 0;
+        const SHOT: usize = 1;
+        const DEC: usize = 2;
+        const RESET: usize = 3;
+        const APPLY: usize = 4;
+        const DELIVER: usize = 5;
+        let mut a = Asm::default();
+        a.op(Insn::mov(R6, R1));
+        a.op(Insn::load(Size::W, R2, R6, SKB_GSO_SIZE));
+        a.jne(R2, 0, NEXT);
+        a.op(Insn::load(Size::W, R2, R6, SKB_VLAN_PRESENT));
+        a.jne(R2, 0, NEXT);
+        a.op(Insn::load(Size::W, R2, R6, SKB_PKT_TYPE));
+        a.jne(R2, PACKET_HOST, NEXT);
+        a.op(Insn::mov(R1, R6));
+        a.op(Insn::mov_imm(R2, 0));
+        a.op(Insn::mov(R3, FP));
+        a.op(Insn::add_imm(R3, FRAME.into()));
+        a.op(Insn::mov_imm(R4, UNDERLAY_HEADERS));
+        a.op(Insn::call(helper::SKB_LOAD_BYTES));
+        a.jne(R0, 0, NEXT);
+        a.op(Insn::load(Size::H, R2, FP, FRAME + 12));
+        a.jne(R2, ETH_P_IP_LE, NEXT);
+        a.op(Insn::load(Size::B, R2, FP, FRAME + 14));
+        a.jne(R2, 0x45, NEXT);
+        // More fragments, or a fragment offset (0x3fff as read little-endian).
+        a.op(Insn::load(Size::H, R2, FP, FRAME + 20));
+        a.op(Insn::and_imm(R2, 0xff3f));
+        a.jne(R2, 0, NEXT);
+        a.op(Insn::load(Size::B, R2, FP, FRAME + 23));
+        a.jne(R2, IPPROTO_UDP, NEXT);
+        // Only the I flag: no group policy or other extension.
+        a.op(Insn::load(Size::B, R2, FP, FRAME + 42));
+        a.jne(R2, 0x08, NEXT);
+        // The IP total length must be the frame's (no padding, nothing cut).
+        a.op(Insn::load(Size::B, R2, FP, FRAME + 16));
+        a.op(Insn::lsh_imm(R2, 8));
+        a.op(Insn::load(Size::B, R3, FP, FRAME + 17));
+        a.op(Insn::add(R2, R3));
+        a.op(Insn::add_imm(R2, 14));
+        a.op(Insn::load(Size::W, R3, R6, SKB_LEN));
+        a.op(Insn::sub(R2, R3));
+        a.jne(R2, 0, NEXT);
+        // The IP header checksum, which the kernel would have checked.
+        a.op(Insn::mov_imm(R1, 0));
+        a.op(Insn::mov_imm(R2, 0));
+        a.op(Insn::mov(R3, FP));
+        a.op(Insn::add_imm(R3, (FRAME + 14).into()));
+        a.op(Insn::mov_imm(R4, 20));
+        a.op(Insn::mov_imm(R5, 0));
+        a.op(Insn::call(helper::CSUM_DIFF));
+        for _ in 0..2 {
+            a.op(Insn::mov(R2, R0));
+            a.op(Insn::rsh_imm(R2, 16));
+            a.op(Insn::and_imm(R0, 0xffff));
+            a.op(Insn::add(R0, R2));
+        }
+        a.jne(R0, 0xffff, NEXT);
+        // The key as the fields sit in the frame: VNI (its reserved byte
+        // masked), outer source, outer destination, UDP destination port.
+        a.op(Insn::load(Size::W, R2, FP, FRAME + 46));
+        a.op(Insn::and_imm(R2, 0x00ff_ffff));
+        a.op(Insn::store(Size::W, FP, UKEY, R2));
+        a.op(Insn::load(Size::W, R2, FP, FRAME + 26));
+        a.op(Insn::store(Size::W, FP, UKEY + 4, R2));
+        a.op(Insn::load(Size::W, R2, FP, FRAME + 30));
+        a.op(Insn::store(Size::W, FP, UKEY + 8, R2));
+        a.op(Insn::load(Size::H, R2, FP, FRAME + 36));
+        a.op(Insn::store(Size::W, FP, UKEY + 12, R2));
+        lookup(&mut a, &self.underlay_remotes, UKEY, NEXT);
+        a.op(Insn::mov(R8, R0));
+        // Outer IP, UDP, VXLAN and the inner Ethernet header go; the outer
+        // Ethernet header stays, and the inner one is written over it.
+        a.op(Insn::mov(R1, R6));
+        a.op(Insn::mov_imm(R2, -(VXLAN_HEADERS + 14)));
+        a.op(Insn::mov_imm(R3, BPF_ADJ_ROOM_MAC));
+        a.op(Insn::mov_imm(R4, 0));
+        a.op(Insn::call(helper::SKB_ADJUST_ROOM));
+        a.jne(R0, 0, NEXT);
+        a.op(Insn::mov(R1, R6));
+        a.op(Insn::mov_imm(R2, 0));
+        a.op(Insn::mov(R3, FP));
+        a.op(Insn::add_imm(
+            R3,
+            (FRAME + 14 + VXLAN_HEADERS as i16).into(),
+        ));
+        a.op(Insn::mov_imm(R4, 14));
+        a.op(Insn::mov_imm(R5, 0));
+        a.op(Insn::call(helper::SKB_STORE_BYTES));
+        a.jne(R0, 0, SHOT);
+        // A checksum the device validated was the outer UDP one: one level
+        // less, and none left at level 0.
+        a.op(Insn::mov(R1, R6));
+        a.op(Insn::mov_imm(R2, BPF_CSUM_LEVEL_QUERY));
+        a.op(Insn::call(helper::CSUM_LEVEL));
+        a.jeq(R0, 0, RESET);
+        // Not CHECKSUM_UNNECESSARY (an error, negative): nothing to change.
+        a.jlt(R0, 8, DEC);
+        a.ja(DELIVER);
+        a.label(DEC);
+        a.op(Insn::mov_imm(R2, BPF_CSUM_LEVEL_DEC));
+        a.ja(APPLY);
+        a.label(RESET);
+        a.op(Insn::mov_imm(R2, BPF_CSUM_LEVEL_RESET));
+        a.label(APPLY);
+        a.op(Insn::mov(R1, R6));
+        a.op(Insn::call(helper::CSUM_LEVEL));
+        a.label(DELIVER);
+        a.op(Insn::mov(R0, R8));
+        self.deliver(&mut a);
+        a.label(NEXT);
+        a.op(Insn::mov_imm(R0, TCX_NEXT));
+        a.op(Insn::exit());
         a.label(SHOT);
         a.op(Insn::mov_imm(R0, TC_ACT_SHOT));
         a.op(Insn::exit());
         a.finish()
     }
+}
+
+// The underlay program's stack: the frame's first 64 bytes at fp-66 (so that
+// the outer addresses and the VNI are 4-byte aligned), the key at fp-84.
+const FRAME: i16 = -66;
+const UKEY: i16 = -84;
+/// Outer Ethernet, IPv4 (no options), UDP, VXLAN, inner Ethernet.
+const UNDERLAY_HEADERS: i32 = 64;
+/// Outer IPv4, UDP and VXLAN headers.
+const VXLAN_HEADERS: i32 = 36;
+const SKB_PKT_TYPE: i16 = 4;
+const PACKET_HOST: i32 = 0;
+const BPF_ADJ_ROOM_MAC: i32 = 1;
+const BPF_CSUM_LEVEL_QUERY: i32 = 0;
+const BPF_CSUM_LEVEL_DEC: i32 = 2;
+const BPF_CSUM_LEVEL_RESET: i32 = 3;
+
+/// The underlay program's key: each field as it sits in the frame.
+fn underlay_key(vni: u32, remote: Ipv4Addr, local: Ipv4Addr, dst_port: u16) -> [u8; 16] {
+    let mut k = [0; 16];
+    k[..3].copy_from_slice(&vni.to_be_bytes()[1..]);
+    k[4..8].copy_from_slice(&remote.octets());
+    k[8..12].copy_from_slice(&local.octets());
+    k[12..14].copy_from_slice(&dst_port.to_be_bytes());
+    k
 }
 
 // `struct bpf_tunnel_key` on the stack at fp-100 (44 bytes): tunnel_id at 0,
@@ -384,7 +565,11 @@ fn remote_key(
 pub struct TunnelEnd {
     tunnels: Arc<Tunnels>,
     slot: u32,
+    /// The port's far end.
+    far: u32,
+    key: TunnelKey,
     remote_key: Option<[u8; REMOTE_KEY_BYTES]>,
+    underlay_key: Option<[u8; REMOTE_KEY_BYTES]>,
     links: Vec<OwnedFd>,
 }
 
@@ -408,6 +593,38 @@ impl TunnelEnd {
         }
     }
 
+    /// Lets the underlay's receiving program (`Tunnels::attach_underlay`) take
+    /// what the remote sends to `local` (this host's address it sends to), or
+    /// leaves it all to the vxlan device (`None`).
+    ///
+    /// As the vxlan device's program prefers a port whose `local_ip` is set
+    /// over one without for the same remote, so does this: a port without one
+    /// leaves the key to a port that has it.
+    pub fn set_receive(&mut self, local: Option<Ipv4Addr>) -> io::Result<()> {
+        let key = local.map(|l| underlay_key(self.key.vni, self.key.remote, l, self.key.dst_port));
+        if key == self.underlay_key {
+            return Ok(());
+        }
+        let mut value = [0u8; 8];
+        value[..4].copy_from_slice(&self.far.to_ne_bytes());
+        value[4..].copy_from_slice(&self.slot.to_ne_bytes());
+        let map = &self.tunnels.underlay_remotes;
+        if let Some(old) = self.underlay_key.take() {
+            let mut found = [0u8; 8];
+            if map.lookup(&old, &mut found)? && found == value {
+                map.delete(&old)?;
+            }
+        }
+        if let Some(key) = key {
+            let mut found = [0u8; 8];
+            if self.key.local.is_some() || !map.lookup(&key, &mut found)? {
+                map.update(&key, &value)?;
+                self.underlay_key = Some(key);
+            }
+        }
+        Ok(())
+    }
+
     pub fn drops(&self) -> TunnelDrops {
         let [too_big, _, no_route, _] =
             percpu_sum(&self.tunnels.counters, self.slot, self.tunnels.cpus);
@@ -421,6 +638,9 @@ impl Drop for TunnelEnd {
             if let Err(e) = self.tunnels.remotes.delete(&key) {
                 tracing::warn!("tunnel map: cannot remove a remote: {e}");
             }
+        }
+        if let Err(e) = self.set_receive(None) {
+            tracing::warn!("tunnel map: cannot remove a remote from the underlay's: {e}");
         }
         if let Err(e) = self.set_fast_path(None) {
             tracing::warn!("tunnel map: cannot remove a fast path: {e}");
@@ -456,6 +676,21 @@ mod tests {
             .unwrap();
         }
         Program::load(bpf::PROG_SCHED_CLS, "t", &tunnels.decap(65535)).unwrap();
+        Program::load(bpf::PROG_SCHED_CLS, "t", &tunnels.underlay()).unwrap();
+    }
+
+    #[test]
+    fn underlay_keys_are_the_frames_bytes() {
+        let k = underlay_key(
+            0x0a_0b_0c,
+            Ipv4Addr::new(192, 0, 2, 2),
+            Ipv4Addr::new(192, 0, 2, 1),
+            4789,
+        );
+        assert_eq!(
+            k,
+            [0x0a, 0x0b, 0x0c, 0, 192, 0, 2, 2, 192, 0, 2, 1, 0x12, 0xb5, 0, 0]
+        );
     }
 
     #[test]

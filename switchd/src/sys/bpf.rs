@@ -305,6 +305,7 @@ pub const R1: Reg = 1;
 pub const R2: Reg = 2;
 pub const R3: Reg = 3;
 pub const R4: Reg = 4;
+pub const R5: Reg = 5;
 pub const R6: Reg = 6;
 pub const R7: Reg = 7;
 pub const R8: Reg = 8;
@@ -331,6 +332,10 @@ pub mod helper {
     pub const SKB_SET_TUNNEL_KEY: i32 = 21;
     pub const REDIRECT: i32 = 23;
     pub const SKB_LOAD_BYTES: i32 = 26;
+    pub const SKB_STORE_BYTES: i32 = 9;
+    pub const CSUM_DIFF: i32 = 28;
+    pub const SKB_ADJUST_ROOM: i32 = 50;
+    pub const CSUM_LEVEL: i32 = 135;
 }
 
 impl Insn {
