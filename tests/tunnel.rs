@@ -273,6 +273,21 @@ fn interoperates_with_the_kernel_vxlan_device(flags: &[&str]) {
         );
     }
     assert_eq!(counter(&d, "vx1", "tx_no_route"), 0);
+
+    // With its local address given, the tunnel still receives off the
+    // underlay (a route looked up from a source names none of its own).
+    d.ctl_ok(&["set", "interface", "vx1", "options:local_ip=10.200.0.1"]);
+    assert!(can_ping(&c1, "10.0.0.2"), "no ping with local_ip set");
+    let device_before = device_rx();
+    assert!(
+        ping_size(&c1, "10.0.0.2", 100, 3),
+        "pings lost with local_ip set"
+    );
+    assert_eq!(
+        device_rx() - device_before,
+        0,
+        "with local_ip set, the replies went through the vxlan device"
+    );
 }
 
 /// switchd on host A, Open vSwitch's userspace datapath with a vxlan port on

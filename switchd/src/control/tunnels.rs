@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use switchd_proto::{code, TunnelConfig};
 
 /// IPv4, UDP, VXLAN and the inner Ethernet header.
@@ -22,6 +23,8 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 /// The tunnel MTU while the underlay's is unknown (no route yet): a 1500-byte
 /// underlay's.
 const DEFAULT_TUNNEL_MTU: u32 = 1500 - VXLAN_OVERHEAD;
+/// How long a refused underlay attach waits before it is tried again.
+const ATTACH_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub(super) struct TunnelState {
@@ -32,9 +35,9 @@ pub(super) struct TunnelState {
     /// By port name.
     pub(super) ports: BTreeMap<String, TunnelPort>,
     /// The receiving program's link on each underlay interface a tunnel's
-    /// remote is reached by (`Tunnels::attach_underlay`); `None` where the
-    /// kernel refused it (the vxlan device receives there).
-    underlays: BTreeMap<u32, Option<OwnedFd>>,
+    /// remote is reached by (`Tunnels::attach_underlay`), or when the kernel
+    /// last refused it (the vxlan device receives there meanwhile).
+    underlays: BTreeMap<u32, Result<OwnedFd, Instant>>,
 }
 
 struct Device {
@@ -363,20 +366,25 @@ impl Switch {
             .values()
             .filter_map(|p| p.receive.map(|(oif, _)| oif))
             .collect();
-        self.tunnels.underlays.retain(|oif, _| wanted.contains(oif));
+        let underlays = &mut self.tunnels.underlays;
+        underlays.retain(|oif, link| {
+            wanted.contains(oif)
+                && link
+                    .as_ref()
+                    .map_or_else(|at| at.elapsed() < ATTACH_RETRY, |_| true)
+        });
         let Some(maps) = &self.tunnels.maps else {
             return;
         };
         for oif in wanted {
-            self.tunnels.underlays.entry(oif).or_insert_with(|| {
-                maps.attach_underlay(oif)
-                    .map_err(|e| {
-                        tracing::warn!(
-                            ifindex = oif,
-                            "tunnel: the vxlan device receives on this underlay interface, not the kernel fast path: {e}"
-                        )
-                    })
-                    .ok()
+            underlays.entry(oif).or_insert_with(|| {
+                maps.attach_underlay(oif).map_err(|e| {
+                    tracing::warn!(
+                        ifindex = oif,
+                        "tunnel: cannot attach to this underlay interface, the vxlan device receives there: {e}"
+                    );
+                    Instant::now()
+                })
             });
         }
     }
@@ -445,15 +453,10 @@ impl Switch {
             .set_state(underlay.down.is_none(), mtu)
             .map_err(|e| AttachError::Tunnel(format!("cannot set the tunnel's state: {e}")))?;
         port.down = underlay.down;
-        let receive = underlay
-            .receive
-            .map(|(oif, src)| (oif, port.config.local_ip.unwrap_or(src)));
-        port.end
-            .set_receive(receive.map(|(_, local)| local))
-            .map_err(|e| {
-                AttachError::Tunnel(format!("cannot set where the tunnel receives: {e}"))
-            })?;
-        port.receive = receive;
+        port.end.set_receive(underlay.receive).map_err(|e| {
+            AttachError::Tunnel(format!("cannot set where the tunnel receives: {e}"))
+        })?;
+        port.receive = underlay.receive;
         Ok(())
     }
 
@@ -495,7 +498,8 @@ impl Switch {
         }
         let mtu = Some(route.mtu.unwrap_or(link.mtu).min(link.mtu));
         let down = (!link.running).then(|| format!("underlay interface {} is down", link.name));
-        let receive = route.src.map(|src| (route.oif, src));
+        // A route looked up from a given source names none.
+        let receive = config.local_ip.or(route.src).map(|src| (route.oif, src));
         Ok(Underlay { down, mtu, receive })
     }
 }

@@ -39,8 +39,11 @@ pub struct Tunnels {
     remotes: Map,
     /// The same for the underlay's receiving program (`underlay`), keyed as
     /// the fields sit in the frame (`underlay_key`), with the local address
-    /// the remote sends to.
+    /// the remote sends to; the value adds the interface the route to the
+    /// remote leaves by (u32).
     underlay_remotes: Map,
+    /// That program, attached to each such interface.
+    underlay: Program,
     /// Per tunnel slot: the port's kernel fast path for what its remote sends
     /// (`Offload::tunnel_program`), tail called by the decapsulating program.
     fast_paths: Map,
@@ -75,10 +78,19 @@ pub struct TunnelDrops {
 impl Tunnels {
     /// Creates the maps and checks that this kernel loads both programs.
     pub fn new() -> io::Result<Arc<Tunnels>> {
+        let underlay_remotes =
+            Map::create(bpf::MAP_HASH, REMOTE_KEY_BYTES as u32, 12, TUNNEL_SLOTS)?;
+        let fast_paths = Map::create(bpf::MAP_PROG_ARRAY, 4, 4, TUNNEL_SLOTS)?;
+        let underlay = Program::load(
+            bpf::PROG_SCHED_CLS,
+            "switchd_underlay",
+            &underlay(&underlay_remotes, &fast_paths),
+        )?;
         let tunnels = Tunnels {
             remotes: Map::create(bpf::MAP_HASH, REMOTE_KEY_BYTES as u32, 8, TUNNEL_SLOTS)?,
-            underlay_remotes: Map::create(bpf::MAP_HASH, REMOTE_KEY_BYTES as u32, 8, TUNNEL_SLOTS)?,
-            fast_paths: Map::create(bpf::MAP_PROG_ARRAY, 4, 4, TUNNEL_SLOTS)?,
+            underlay_remotes,
+            underlay,
+            fast_paths,
             states: Map::create(bpf::MAP_ARRAY, 4, 8, TUNNEL_SLOTS)?,
             counters: Map::create(bpf::MAP_PERCPU_ARRAY, 4, COUNTER_BYTES as u32, TUNNEL_SLOTS)?,
             cpus: bpf::possible_cpus()?,
@@ -100,7 +112,6 @@ impl Tunnels {
             )?;
         }
         Program::load(bpf::PROG_SCHED_CLS, "switchd_decap", &tunnels.decap(4789))?;
-        Program::load(bpf::PROG_SCHED_CLS, "switchd_underlay", &tunnels.underlay())?;
         Ok(Arc::new(tunnels))
     }
 
@@ -115,8 +126,7 @@ impl Tunnels {
     /// tunnel port with a receive address (`TunnelEnd::set_receive`) to that
     /// port, for as long as the returned link is open.
     pub fn attach_underlay(&self, ifindex: u32) -> io::Result<OwnedFd> {
-        Program::load(bpf::PROG_SCHED_CLS, "switchd_underlay", &self.underlay())?
-            .attach_tcx_ingress(ifindex)
+        self.underlay.attach_tcx_ingress(ifindex)
     }
 
     /// Makes the veth pair `near` (the port) and `far` a tunnel to `key`
@@ -327,7 +337,7 @@ impl Tunnels {
         a.op(Insn::store_imm(Size::W, FP, REMOTE + 8, 0));
         lookup(&mut a, &self.remotes, REMOTE, SHOT);
         a.label(FOUND);
-        self.deliver(&mut a);
+        deliver(&mut a, &self.fast_paths);
         a.label(SHOT);
         a.op(Insn::mov_imm(R0, TC_ACT_SHOT));
         a.op(Insn::exit());
@@ -335,151 +345,176 @@ impl Tunnels {
     }
 }
 
-impl Tunnels {
-    /// With r0 at a remote's entry (far end, tunnel slot) and r6 the frame:
-    /// the port's fast path from the remote (tail called), or out of the far end.
-    fn deliver(&self, a: &mut Asm) {
-        a.op(Insn::load(Size::W, R7, R0, 0));
-        a.op(Insn::load(Size::W, R3, R0, 4));
-        a.op(Insn::mov(R1, R6));
-        a.ops(&Insn::load_map(R2, &self.fast_paths));
-        // Returns only if the slot has no program.
-        a.op(Insn::call(helper::TAIL_CALL));
-        a.op(Insn::mov(R1, R7));
-        a.op(Insn::mov_imm(R2, 0));
-        a.op(Insn::call(helper::REDIRECT));
-        a.op(Insn::exit());
-    }
+/// With r0 at a remote's entry (far end, tunnel slot) and r6 the frame: the
+/// port's fast path from the remote (tail called), or out of the far end.
+fn deliver(a: &mut Asm, fast_paths: &Map) {
+    a.op(Insn::load(Size::W, R7, R0, 0));
+    a.op(Insn::load(Size::W, R3, R0, 4));
+    a.op(Insn::mov(R1, R6));
+    a.ops(&Insn::load_map(R2, fast_paths));
+    // Returns only if the slot has no program.
+    a.op(Insn::call(helper::TAIL_CALL));
+    a.op(Insn::mov(R1, R7));
+    a.op(Insn::mov_imm(R2, 0));
+    a.op(Insn::call(helper::REDIRECT));
+    a.op(Insn::exit());
+}
 
-    /// VXLAN frames on an underlay interface's TC ingress, before the kernel's
-    /// vxlan device: one for a tunnel port's (VNI, remote, local address, UDP
-    /// port) loses its outer headers here and goes on as `decap` sends it. The
-    /// external device allocates a metadata dst for every frame it receives,
-    /// freed through `call_rcu_hurry`, and the grace periods that forces cost
-    /// a TCP stream a quarter of its rate (its ACKs come this way;
-    /// docs/PERFORMANCE.md "VXLAN"). Everything else goes on to the kernel
-    /// (TCX_NEXT), and the device takes it as before: GSO and GRO frames,
-    /// tagged ones, IP options or fragments, other flags, a bad IP header
-    /// checksum, a length that is not the frame's.
-    fn underlay(&self) -> Vec<Insn> {
-        const NEXT: usize = 0;
-        const SHOT: usize = 1;
-        const DEC: usize = 2;
-        const RESET: usize = 3;
-        const APPLY: usize = 4;
-        const DELIVER: usize = 5;
-        let mut a = Asm::default();
-        a.op(Insn::mov(R6, R1));
-        a.op(Insn::load(Size::W, R2, R6, SKB_GSO_SIZE));
-        a.jne(R2, 0, NEXT);
-        a.op(Insn::load(Size::W, R2, R6, SKB_VLAN_PRESENT));
-        a.jne(R2, 0, NEXT);
-        a.op(Insn::load(Size::W, R2, R6, SKB_PKT_TYPE));
-        a.jne(R2, PACKET_HOST, NEXT);
-        a.op(Insn::mov(R1, R6));
-        a.op(Insn::mov_imm(R2, 0));
-        a.op(Insn::mov(R3, FP));
-        a.op(Insn::add_imm(R3, FRAME.into()));
-        a.op(Insn::mov_imm(R4, UNDERLAY_HEADERS));
-        a.op(Insn::call(helper::SKB_LOAD_BYTES));
-        a.jne(R0, 0, NEXT);
-        a.op(Insn::load(Size::H, R2, FP, FRAME + 12));
-        a.jne(R2, ETH_P_IP_LE, NEXT);
-        a.op(Insn::load(Size::B, R2, FP, FRAME + 14));
-        a.jne(R2, 0x45, NEXT);
-        // More fragments, or a fragment offset (0x3fff as read little-endian).
-        a.op(Insn::load(Size::H, R2, FP, FRAME + 20));
-        a.op(Insn::and_imm(R2, 0xff3f));
-        a.jne(R2, 0, NEXT);
-        a.op(Insn::load(Size::B, R2, FP, FRAME + 23));
-        a.jne(R2, IPPROTO_UDP, NEXT);
-        // Only the I flag: no group policy or other extension.
-        a.op(Insn::load(Size::B, R2, FP, FRAME + 42));
-        a.jne(R2, 0x08, NEXT);
-        // The IP total length must be the frame's (no padding, nothing cut).
-        a.op(Insn::load(Size::B, R2, FP, FRAME + 16));
-        a.op(Insn::lsh_imm(R2, 8));
-        a.op(Insn::load(Size::B, R3, FP, FRAME + 17));
-        a.op(Insn::add(R2, R3));
-        a.op(Insn::add_imm(R2, 14));
-        a.op(Insn::load(Size::W, R3, R6, SKB_LEN));
-        a.op(Insn::sub(R2, R3));
-        a.jne(R2, 0, NEXT);
-        // The IP header checksum, which the kernel would have checked.
-        a.op(Insn::mov_imm(R1, 0));
-        a.op(Insn::mov_imm(R2, 0));
-        a.op(Insn::mov(R3, FP));
-        a.op(Insn::add_imm(R3, (FRAME + 14).into()));
-        a.op(Insn::mov_imm(R4, 20));
-        a.op(Insn::mov_imm(R5, 0));
-        a.op(Insn::call(helper::CSUM_DIFF));
-        for _ in 0..2 {
-            a.op(Insn::mov(R2, R0));
-            a.op(Insn::rsh_imm(R2, 16));
-            a.op(Insn::and_imm(R0, 0xffff));
-            a.op(Insn::add(R0, R2));
-        }
-        a.jne(R0, 0xffff, NEXT);
-        // The key as the fields sit in the frame: VNI (its reserved byte
-        // masked), outer source, outer destination, UDP destination port.
-        a.op(Insn::load(Size::W, R2, FP, FRAME + 46));
-        a.op(Insn::and_imm(R2, 0x00ff_ffff));
-        a.op(Insn::store(Size::W, FP, UKEY, R2));
-        a.op(Insn::load(Size::W, R2, FP, FRAME + 26));
-        a.op(Insn::store(Size::W, FP, UKEY + 4, R2));
-        a.op(Insn::load(Size::W, R2, FP, FRAME + 30));
-        a.op(Insn::store(Size::W, FP, UKEY + 8, R2));
-        a.op(Insn::load(Size::H, R2, FP, FRAME + 36));
-        a.op(Insn::store(Size::W, FP, UKEY + 12, R2));
-        lookup(&mut a, &self.underlay_remotes, UKEY, NEXT);
-        a.op(Insn::mov(R8, R0));
-        // Outer IP, UDP, VXLAN and the inner Ethernet header go; the outer
-        // Ethernet header stays, and the inner one is written over it.
-        a.op(Insn::mov(R1, R6));
-        a.op(Insn::mov_imm(R2, -(VXLAN_HEADERS + 14)));
-        a.op(Insn::mov_imm(R3, BPF_ADJ_ROOM_MAC));
-        a.op(Insn::mov_imm(R4, 0));
-        a.op(Insn::call(helper::SKB_ADJUST_ROOM));
-        a.jne(R0, 0, NEXT);
-        a.op(Insn::mov(R1, R6));
-        a.op(Insn::mov_imm(R2, 0));
-        a.op(Insn::mov(R3, FP));
-        a.op(Insn::add_imm(
-            R3,
-            (FRAME + 14 + VXLAN_HEADERS as i16).into(),
-        ));
-        a.op(Insn::mov_imm(R4, 14));
-        a.op(Insn::mov_imm(R5, 0));
-        a.op(Insn::call(helper::SKB_STORE_BYTES));
-        a.jne(R0, 0, SHOT);
-        // A checksum the device validated was the outer UDP one: one level
-        // less, and none left at level 0.
-        a.op(Insn::mov(R1, R6));
-        a.op(Insn::mov_imm(R2, BPF_CSUM_LEVEL_QUERY));
-        a.op(Insn::call(helper::CSUM_LEVEL));
-        a.jeq(R0, 0, RESET);
-        // Not CHECKSUM_UNNECESSARY (an error, negative): nothing to change.
-        a.jlt(R0, 8, DEC);
-        a.ja(DELIVER);
-        a.label(DEC);
-        a.op(Insn::mov_imm(R2, BPF_CSUM_LEVEL_DEC));
-        a.ja(APPLY);
-        a.label(RESET);
-        a.op(Insn::mov_imm(R2, BPF_CSUM_LEVEL_RESET));
-        a.label(APPLY);
-        a.op(Insn::mov(R1, R6));
-        a.op(Insn::call(helper::CSUM_LEVEL));
-        a.label(DELIVER);
-        a.op(Insn::mov(R0, R8));
-        self.deliver(&mut a);
-        a.label(NEXT);
-        a.op(Insn::mov_imm(R0, TCX_NEXT));
-        a.op(Insn::exit());
-        a.label(SHOT);
-        a.op(Insn::mov_imm(R0, TC_ACT_SHOT));
-        a.op(Insn::exit());
-        a.finish()
+/// VXLAN frames on an underlay interface's TC ingress, before the kernel's
+/// vxlan device: one for a tunnel port's (VNI, remote, local address, UDP
+/// port) loses its outer headers here and goes on as `decap` sends it. The
+/// external device allocates a metadata dst for every frame it receives,
+/// freed through `call_rcu_hurry`, and the grace periods that forces cost
+/// a TCP stream a quarter of its rate (its ACKs come this way;
+/// docs/PERFORMANCE.md "VXLAN"). Everything else goes on to the kernel
+/// (TCX_NEXT), and the device takes it as before: GSO and GRO frames,
+/// tagged ones, IP options or fragments, other flags, a bad IP header
+/// checksum, a length that is not the frame's.
+fn underlay(underlay_remotes: &Map, fast_paths: &Map) -> Vec<Insn> {
+    const NEXT: usize = 0;
+    const SHOT: usize = 1;
+    const DEC: usize = 2;
+    const RESET: usize = 3;
+    const APPLY: usize = 4;
+    const DELIVER: usize = 5;
+    let mut a = Asm::default();
+    a.op(Insn::mov(R6, R1));
+    a.op(Insn::load(Size::W, R2, R6, SKB_GSO_SIZE));
+    a.jne(R2, 0, NEXT);
+    a.op(Insn::load(Size::W, R2, R6, SKB_VLAN_PRESENT));
+    a.jne(R2, 0, NEXT);
+    a.op(Insn::load(Size::W, R2, R6, SKB_PKT_TYPE));
+    a.jne(R2, PACKET_HOST, NEXT);
+    a.op(Insn::mov(R1, R6));
+    a.op(Insn::mov_imm(R2, 0));
+    a.op(Insn::mov(R3, FP));
+    a.op(Insn::add_imm(R3, FRAME.into()));
+    a.op(Insn::mov_imm(R4, UNDERLAY_HEADERS));
+    a.op(Insn::call(helper::SKB_LOAD_BYTES));
+    a.jne(R0, 0, NEXT);
+    a.op(Insn::load(Size::H, R2, FP, FRAME + 12));
+    a.jne(R2, ETH_P_IP_LE, NEXT);
+    a.op(Insn::load(Size::B, R2, FP, FRAME + 14));
+    a.jne(R2, 0x45, NEXT);
+    // Congestion experienced: the device copies the mark to the inner
+    // packet (or drops it if that cannot carry it).
+    a.op(Insn::load(Size::B, R2, FP, FRAME + 15));
+    a.op(Insn::and_imm(R2, 3));
+    a.jeq(R2, 3, NEXT);
+    // More fragments, or a fragment offset (0x3fff as read little-endian).
+    a.op(Insn::load(Size::H, R2, FP, FRAME + 20));
+    a.op(Insn::and_imm(R2, 0xff3f));
+    a.jne(R2, 0, NEXT);
+    a.op(Insn::load(Size::B, R2, FP, FRAME + 23));
+    a.jne(R2, IPPROTO_UDP, NEXT);
+    // Only the I flag, reserved bits zero: no group policy or other
+    // extension (the VNI's reserved byte is checked by the key).
+    a.op(Insn::load(Size::W, R2, FP, FRAME + 42));
+    a.jne(R2, 0x08, NEXT);
+    // A tagged inner frame: the device's path moves the tag to metadata
+    // before the port's fast path, which needs it there.
+    a.op(Insn::load(Size::H, R2, FP, FRAME + 62));
+    a.jeq(R2, ETH_P_8021Q_LE, NEXT);
+    a.jeq(R2, ETH_P_8021AD_LE, NEXT);
+    // The IP total length must be the frame's (no padding, nothing cut),
+    // and the UDP length what it leaves.
+    a.op(Insn::load(Size::B, R7, FP, FRAME + 16));
+    a.op(Insn::lsh_imm(R7, 8));
+    a.op(Insn::load(Size::B, R3, FP, FRAME + 17));
+    a.op(Insn::add(R7, R3));
+    a.op(Insn::mov(R2, R7));
+    a.op(Insn::add_imm(R2, 14));
+    a.op(Insn::load(Size::W, R3, R6, SKB_LEN));
+    a.op(Insn::sub(R2, R3));
+    a.jne(R2, 0, NEXT);
+    a.op(Insn::load(Size::B, R2, FP, FRAME + 38));
+    a.op(Insn::lsh_imm(R2, 8));
+    a.op(Insn::load(Size::B, R3, FP, FRAME + 39));
+    a.op(Insn::add(R2, R3));
+    a.op(Insn::add_imm(R2, 20));
+    a.op(Insn::sub(R2, R7));
+    a.jne(R2, 0, NEXT);
+    // The IP header checksum, which the kernel would have checked.
+    a.op(Insn::mov_imm(R1, 0));
+    a.op(Insn::mov_imm(R2, 0));
+    a.op(Insn::mov(R3, FP));
+    a.op(Insn::add_imm(R3, (FRAME + 14).into()));
+    a.op(Insn::mov_imm(R4, 20));
+    a.op(Insn::mov_imm(R5, 0));
+    a.op(Insn::call(helper::CSUM_DIFF));
+    for _ in 0..2 {
+        a.op(Insn::mov(R2, R0));
+        a.op(Insn::rsh_imm(R2, 16));
+        a.op(Insn::and_imm(R0, 0xffff));
+        a.op(Insn::add(R0, R2));
     }
+    a.jne(R0, 0xffff, NEXT);
+    // The key as the fields sit in the frame: VNI and its reserved byte
+    // (zero in every key), outer source, outer destination, UDP
+    // destination port.
+    a.op(Insn::load(Size::W, R2, FP, FRAME + 46));
+    a.op(Insn::store(Size::W, FP, UKEY, R2));
+    a.op(Insn::load(Size::W, R2, FP, FRAME + 26));
+    a.op(Insn::store(Size::W, FP, UKEY + 4, R2));
+    a.op(Insn::load(Size::W, R2, FP, FRAME + 30));
+    a.op(Insn::store(Size::W, FP, UKEY + 8, R2));
+    a.op(Insn::load(Size::H, R2, FP, FRAME + 36));
+    a.op(Insn::store(Size::W, FP, UKEY + 12, R2));
+    lookup(&mut a, underlay_remotes, UKEY, NEXT);
+    a.op(Insn::mov(R8, R0));
+    // Only by the interface the route to the remote leaves by, as a
+    // strict reverse-path filter would have it.
+    a.op(Insn::load(Size::W, R2, R8, 8));
+    a.op(Insn::load(Size::W, R3, R6, SKB_IFINDEX));
+    a.op(Insn::sub(R2, R3));
+    a.jne(R2, 0, NEXT);
+    // Outer IP, UDP, VXLAN and the inner Ethernet header go; the outer
+    // Ethernet header stays, and the inner one is written over it.
+    a.op(Insn::mov(R1, R6));
+    a.op(Insn::mov_imm(R2, -(VXLAN_HEADERS + 14)));
+    a.op(Insn::mov_imm(R3, BPF_ADJ_ROOM_MAC));
+    // The checksum state is ours to adjust (below).
+    a.op(Insn::mov_imm(R4, BPF_F_ADJ_ROOM_NO_CSUM_RESET));
+    a.op(Insn::call(helper::SKB_ADJUST_ROOM));
+    a.jne(R0, 0, NEXT);
+    a.op(Insn::mov(R1, R6));
+    a.op(Insn::mov_imm(R2, 0));
+    a.op(Insn::mov(R3, FP));
+    a.op(Insn::add_imm(
+        R3,
+        (FRAME + 14 + VXLAN_HEADERS as i16).into(),
+    ));
+    a.op(Insn::mov_imm(R4, 14));
+    a.op(Insn::mov_imm(R5, 0));
+    a.op(Insn::call(helper::SKB_STORE_BYTES));
+    a.jne(R0, 0, SHOT);
+    // A checksum the interface validated: the outermost was the outer
+    // UDP one, so one level less, and none left at level 0.
+    a.op(Insn::mov(R1, R6));
+    a.op(Insn::mov_imm(R2, BPF_CSUM_LEVEL_QUERY));
+    a.op(Insn::call(helper::CSUM_LEVEL));
+    a.jeq(R0, 0, RESET);
+    // Not CHECKSUM_UNNECESSARY (an error, negative): nothing to change.
+    a.jlt(R0, 8, DEC);
+    a.ja(DELIVER);
+    a.label(DEC);
+    a.op(Insn::mov_imm(R2, BPF_CSUM_LEVEL_DEC));
+    a.ja(APPLY);
+    a.label(RESET);
+    a.op(Insn::mov_imm(R2, BPF_CSUM_LEVEL_RESET));
+    a.label(APPLY);
+    a.op(Insn::mov(R1, R6));
+    a.op(Insn::call(helper::CSUM_LEVEL));
+    a.label(DELIVER);
+    a.op(Insn::mov(R0, R8));
+    deliver(&mut a, fast_paths);
+    a.label(NEXT);
+    a.op(Insn::mov_imm(R0, TCX_NEXT));
+    a.op(Insn::exit());
+    a.label(SHOT);
+    a.op(Insn::mov_imm(R0, TC_ACT_SHOT));
+    a.op(Insn::exit());
+    a.finish()
 }
 
 // The underlay program's stack: the frame's first 64 bytes at fp-66 (so that
@@ -491,6 +526,10 @@ const UNDERLAY_HEADERS: i32 = 64;
 /// Outer IPv4, UDP and VXLAN headers.
 const VXLAN_HEADERS: i32 = 36;
 const SKB_PKT_TYPE: i16 = 4;
+const SKB_IFINDEX: i16 = 40;
+const ETH_P_8021Q_LE: i32 = 0x0081;
+const ETH_P_8021AD_LE: i32 = 0xa888;
+const BPF_F_ADJ_ROOM_NO_CSUM_RESET: i32 = 1 << 5;
 const PACKET_HOST: i32 = 0;
 const BPF_ADJ_ROOM_MAC: i32 = 1;
 const BPF_CSUM_LEVEL_QUERY: i32 = 0;
@@ -594,30 +633,37 @@ impl TunnelEnd {
     }
 
     /// Lets the underlay's receiving program (`Tunnels::attach_underlay`) take
-    /// what the remote sends to `local` (this host's address it sends to), or
-    /// leaves it all to the vxlan device (`None`).
+    /// what the remote sends to `local` (this host's address it sends to) on
+    /// interface `ifindex` (the one the route to it leaves by), or leaves it
+    /// all to the vxlan device (`None`). Called again every time the route is
+    /// looked up.
     ///
     /// As the vxlan device's program prefers a port whose `local_ip` is set
     /// over one without for the same remote, so does this: a port without one
-    /// leaves the key to a port that has it.
-    pub fn set_receive(&mut self, local: Option<Ipv4Addr>) -> io::Result<()> {
-        let key = local.map(|l| underlay_key(self.key.vni, self.key.remote, l, self.key.dst_port));
-        if key == self.underlay_key {
-            return Ok(());
-        }
-        let mut value = [0u8; 8];
+    /// leaves the key to a port that has it, and takes it once that one is gone.
+    pub fn set_receive(&mut self, via: Option<(u32, Ipv4Addr)>) -> io::Result<()> {
+        let key =
+            via.map(|(_, l)| underlay_key(self.key.vni, self.key.remote, l, self.key.dst_port));
+        let mut value = [0u8; 12];
         value[..4].copy_from_slice(&self.far.to_ne_bytes());
-        value[4..].copy_from_slice(&self.slot.to_ne_bytes());
+        value[4..8].copy_from_slice(&self.slot.to_ne_bytes());
+        value[8..].copy_from_slice(&via.map_or(0, |(i, _)| i).to_ne_bytes());
         let map = &self.tunnels.underlay_remotes;
-        if let Some(old) = self.underlay_key.take() {
-            let mut found = [0u8; 8];
-            if map.lookup(&old, &mut found)? && found == value {
-                map.delete(&old)?;
+        let mut found = [0u8; 12];
+        if self.underlay_key != key {
+            if let Some(old) = self.underlay_key.take() {
+                // Ours unless a port with `local_ip` took it over.
+                if map.lookup(&old, &mut found)? && found[..8] == value[..8] {
+                    map.delete(&old)?;
+                }
             }
         }
+        self.underlay_key = None;
         if let Some(key) = key {
-            let mut found = [0u8; 8];
-            if self.key.local.is_some() || !map.lookup(&key, &mut found)? {
+            let present = map.lookup(&key, &mut found)?;
+            if present && found == value {
+                self.underlay_key = Some(key);
+            } else if self.key.local.is_some() || !present || found[..8] == value[..8] {
                 map.update(&key, &value)?;
                 self.underlay_key = Some(key);
             }
@@ -676,7 +722,8 @@ mod tests {
             .unwrap();
         }
         Program::load(bpf::PROG_SCHED_CLS, "t", &tunnels.decap(65535)).unwrap();
-        Program::load(bpf::PROG_SCHED_CLS, "t", &tunnels.underlay()).unwrap();
+        let program = underlay(&tunnels.underlay_remotes, &tunnels.fast_paths);
+        Program::load(bpf::PROG_SCHED_CLS, "t", &program).unwrap();
     }
 
     #[test]
