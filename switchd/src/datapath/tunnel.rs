@@ -368,8 +368,9 @@ fn deliver(a: &mut Asm, fast_paths: &Map) {
 /// a TCP stream a quarter of its rate (its ACKs come this way;
 /// docs/PERFORMANCE.md "VXLAN"). Everything else goes on to the kernel
 /// (TCX_NEXT), and the device takes it as before: GSO and GRO frames,
-/// tagged ones, IP options or fragments, other flags, a bad IP header
-/// checksum, a length that is not the frame's.
+/// tagged ones, IP options or fragments, an ECN CE mark, other flags or
+/// reserved bits, tagged inner frames, a bad IP header checksum, lengths that
+/// disagree, a remote's frames on another interface than its route's.
 fn underlay(underlay_remotes: &Map, fast_paths: &Map) -> Vec<Insn> {
     const NEXT: usize = 0;
     const SHOT: usize = 1;
@@ -392,10 +393,8 @@ fn underlay(underlay_remotes: &Map, fast_paths: &Map) -> Vec<Insn> {
     a.op(Insn::mov_imm(R4, UNDERLAY_HEADERS));
     a.op(Insn::call(helper::SKB_LOAD_BYTES));
     a.jne(R0, 0, NEXT);
-    a.op(Insn::load(Size::H, R2, FP, FRAME + 12));
-    a.jne(R2, ETH_P_IP_LE, NEXT);
-    a.op(Insn::load(Size::B, R2, FP, FRAME + 14));
-    a.jne(R2, 0x45, NEXT);
+    expect(&mut a, Size::H, 12, ETH_P_IP_LE, NEXT);
+    expect(&mut a, Size::B, 14, 0x45, NEXT);
     // Congestion experienced: the device copies the mark to the inner
     // packet (or drops it if that cannot carry it).
     a.op(Insn::load(Size::B, R2, FP, FRAME + 15));
@@ -405,12 +404,10 @@ fn underlay(underlay_remotes: &Map, fast_paths: &Map) -> Vec<Insn> {
     a.op(Insn::load(Size::H, R2, FP, FRAME + 20));
     a.op(Insn::and_imm(R2, 0xff3f));
     a.jne(R2, 0, NEXT);
-    a.op(Insn::load(Size::B, R2, FP, FRAME + 23));
-    a.jne(R2, IPPROTO_UDP, NEXT);
+    expect(&mut a, Size::B, 23, IPPROTO_UDP, NEXT);
     // Only the I flag, reserved bits zero: no group policy or other
     // extension (the VNI's reserved byte is checked by the key).
-    a.op(Insn::load(Size::W, R2, FP, FRAME + 42));
-    a.jne(R2, 0x08, NEXT);
+    expect(&mut a, Size::W, 42, 0x08, NEXT);
     // A tagged inner frame: the device's path moves the tag to metadata
     // before the port's fast path, which needs it there.
     a.op(Insn::load(Size::H, R2, FP, FRAME + 62));
@@ -418,19 +415,13 @@ fn underlay(underlay_remotes: &Map, fast_paths: &Map) -> Vec<Insn> {
     a.jeq(R2, ETH_P_8021AD_LE, NEXT);
     // The IP total length must be the frame's (no padding, nothing cut),
     // and the UDP length what it leaves.
-    a.op(Insn::load(Size::B, R7, FP, FRAME + 16));
-    a.op(Insn::lsh_imm(R7, 8));
-    a.op(Insn::load(Size::B, R3, FP, FRAME + 17));
-    a.op(Insn::add(R7, R3));
+    be16(&mut a, R7, 16);
     a.op(Insn::mov(R2, R7));
     a.op(Insn::add_imm(R2, 14));
     a.op(Insn::load(Size::W, R3, R6, SKB_LEN));
     a.op(Insn::sub(R2, R3));
     a.jne(R2, 0, NEXT);
-    a.op(Insn::load(Size::B, R2, FP, FRAME + 38));
-    a.op(Insn::lsh_imm(R2, 8));
-    a.op(Insn::load(Size::B, R3, FP, FRAME + 39));
-    a.op(Insn::add(R2, R3));
+    be16(&mut a, R2, 38);
     a.op(Insn::add_imm(R2, 20));
     a.op(Insn::sub(R2, R7));
     a.jne(R2, 0, NEXT);
@@ -515,6 +506,21 @@ fn underlay(underlay_remotes: &Map, fast_paths: &Map) -> Vec<Insn> {
     a.op(Insn::mov_imm(R0, TC_ACT_SHOT));
     a.op(Insn::exit());
     a.finish()
+}
+
+/// Jumps to `otherwise` unless the frame's bytes at `off` (as read on this
+/// little-endian CPU) are `value`.
+fn expect(a: &mut Asm, size: Size, off: i16, value: i32, otherwise: usize) {
+    a.op(Insn::load(size, R2, FP, FRAME + off));
+    a.jne(R2, value, otherwise);
+}
+
+/// `dst` = the frame's big-endian u16 at `off`; clobbers r3.
+fn be16(a: &mut Asm, dst: bpf::Reg, off: i16) {
+    a.op(Insn::load(Size::B, dst, FP, FRAME + off));
+    a.op(Insn::lsh_imm(dst, 8));
+    a.op(Insn::load(Size::B, R3, FP, FRAME + off + 1));
+    a.op(Insn::add(dst, R3));
 }
 
 // The underlay program's stack: the frame's first 64 bytes at fp-66 (so that
