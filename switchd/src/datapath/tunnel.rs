@@ -76,7 +76,7 @@ pub struct TunnelDrops {
 }
 
 impl Tunnels {
-    /// Creates the maps and checks that this kernel loads both programs.
+    /// Creates the maps and checks that this kernel loads every program.
     pub fn new() -> io::Result<Arc<Tunnels>> {
         let underlay_remotes =
             Map::create(bpf::MAP_HASH, REMOTE_KEY_BYTES as u32, 12, TUNNEL_SLOTS)?;
@@ -706,7 +706,7 @@ impl Drop for TunnelEnd {
 mod tests {
     use super::*;
 
-    /// Both programs pass the verifier, with every option set and none.
+    /// Every program passes the verifier, with every option set and none.
     #[test]
     fn programs_load() {
         // Needs root (CAP_BPF), as switchd does.
