@@ -5,7 +5,7 @@
 //! and vxlan device, or another switchd.
 
 use crate::util::ovs::Ovs;
-use crate::util::{exclusive_machine, shared_machine, wait_until, Daemon, Netns};
+use crate::util::{exclusive_machine, frame, shared_machine, wait_until, Daemon, Netns};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -605,5 +605,155 @@ fn tunnels_follow_the_underlay_persist_and_refuse_bad_options() {
             !links.contains(&format!(": {name}")),
             "{name} left: {links}"
         );
+    }
+}
+
+/// A VXLAN frame from `src` (an underlay address, `src_mac`) to host A
+/// (`dst`, `dst_mac`) carrying `inner`, built by hand so that each field can
+/// be made wrong: `tos`, the VXLAN word after the flags, `vni`, and whether the
+/// IP header checksum is right.
+struct Outer {
+    src: [u8; 4],
+    tos: u8,
+    reserved: u8,
+    vni: u32,
+    good_checksum: bool,
+}
+
+fn vxlan_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    dst: [u8; 4],
+    o: &Outer,
+    inner: &[u8],
+) -> Vec<u8> {
+    let udp_len = 8 + 8 + inner.len();
+    let mut ip = vec![0x45, o.tos];
+    ip.extend_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&o.src);
+    ip.extend_from_slice(&dst);
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let checksum = !(sum as u16) ^ u16::from(!o.good_checksum);
+    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0xc0, 0x01, 0x12, 0xb5]);
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&[0x08, o.reserved, 0, 0]);
+    f.extend_from_slice(&(o.vni << 8).to_be_bytes());
+    f.extend_from_slice(inner);
+    f
+}
+
+fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
+    let text = ns.exec_ok(&["cat", &format!("/sys/class/net/{ifname}/address")]);
+    let mut mac = [0u8; 6];
+    for (m, part) in mac.iter_mut().zip(text.trim().split(':')) {
+        *m = u8::from_str_radix(part, 16).unwrap();
+    }
+    mac
+}
+
+/// The underlay's receiving program takes only plain VXLAN frames from a
+/// tunnel's remote; what it leaves goes to the vxlan device and the host's IP
+/// stack, which deliver or drop it as they would without the program: an
+/// outer ECN mark (delivered by the device, which copies it inward where the
+/// inner packet can carry it), reserved bits, a bad IP header checksum, a
+/// source that is no tunnel's remote, an unknown VNI (dropped).
+#[test]
+fn the_underlay_program_takes_only_plain_frames_from_a_remote() {
+    let _machine = shared_machine();
+    let underlay = Underlay::new();
+    let (a, b) = (underlay.host(1), underlay.host(2));
+    let d = switchd_in(&a, &[]);
+    let c1 = container(&d, "10.0.0.1/24");
+    add_tunnel(
+        &d,
+        "vx1",
+        &["options:remote_ip=10.200.0.2", "options:key=42"],
+    );
+    assert!(is_up(&d, "vx1"), "{}", port(&d, "vx1"));
+    let (a_mac, b_mac) = (mac_of(&a, "eth0"), mac_of(&b, "eth0"));
+    let device_rx = || -> u64 {
+        let n = a.exec_ok(&["cat", "/sys/class/net/vxlan_sys_4789/statistics/rx_packets"]);
+        n.trim().parse().unwrap()
+    };
+    let mut from_b = b.packet_socket("eth0");
+    let mut at_c1 = c1.packet_socket("eth0");
+    let plain = Outer {
+        src: [10, 200, 0, 2],
+        tos: 0,
+        reserved: 0,
+        vni: 42,
+        good_checksum: true,
+    };
+    // Delivered by the program (the device sees nothing), by the device, or
+    // dropped (which the program, had it taken the frame, would not have).
+    #[derive(PartialEq, Debug)]
+    enum Fate {
+        Program,
+        Device,
+        Dropped,
+    }
+    let cases = [
+        ("a plain frame", Outer { ..plain }, Fate::Program),
+        (
+            "an outer ECN CE mark",
+            Outer { tos: 3, ..plain },
+            Fate::Device,
+        ),
+        (
+            "a reserved bit set",
+            Outer {
+                reserved: 1,
+                ..plain
+            },
+            Fate::Dropped,
+        ),
+        (
+            "a bad IP header checksum",
+            Outer {
+                good_checksum: false,
+                ..plain
+            },
+            Fate::Dropped,
+        ),
+        (
+            "a source that is no tunnel's remote",
+            Outer {
+                src: [10, 200, 0, 9],
+                ..plain
+            },
+            Fate::Dropped,
+        ),
+        ("an unknown VNI", Outer { vni: 43, ..plain }, Fate::Dropped),
+        ("a plain frame again", Outer { ..plain }, Fate::Program),
+    ];
+    for (marker, (what, outer, fate)) in cases.iter().enumerate() {
+        let marker = marker as u8 + 1;
+        let inner = frame([0xff; 6], [2, 0, 0, 0x42, 0, 1], None, &[0x5a, marker]);
+        let before = device_rx();
+        from_b.send(&vxlan_frame(a_mac, b_mac, [10, 200, 0, 1], outer, &inner));
+        let wanted = |f: &[u8]| f.len() > 15 && f[12..16] == [0x88, 0xb5, 0x5a, marker];
+        let wait = Duration::from_secs(if *fate == Fate::Dropped { 1 } else { 3 });
+        let seen = at_c1.recv_until(wait, wanted);
+        let arrived = seen.last().is_some_and(|f| wanted(f));
+        let got = match (arrived, device_rx() - before) {
+            (false, _) => Fate::Dropped,
+            (true, 0) => Fate::Program,
+            (true, _) => Fate::Device,
+        };
+        assert_eq!(&got, fate, "{what}");
     }
 }
