@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 use switchd_testkit::measure::env_u64;
 use switchd_testkit::ovs::Ovs;
 use switchd_testkit::procfs::{cpu_secs, machine_ticks};
-use switchd_testkit::{run, run_with_input, unique_name, wait_until, ChildGuard, Daemon, Netns};
+use switchd_testkit::{
+    checksum, run, run_with_input, unique_name, wait_until, ChildGuard, Daemon, Netns,
+};
 
 const KINDS: &[&str] = &["bridge", "switchd", "switchd-user", "ovs"];
 const SAMPLES: usize = 8;
@@ -59,17 +61,6 @@ fn arp_config() -> String {
     trafgen_frame(&f)
 }
 
-fn checksum(b: &[u8]) -> [u8; 2] {
-    let mut sum: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    (!(sum as u16)).to_be_bytes()
-}
-
 /// An IPv4 frame from the sender (10.241.0.1) to `dst`; `ra` adds the router
 /// alert option IGMP carries.
 fn ipv4_frame(dst: [u8; 4], proto: u8, ra: bool, body: &[u8]) -> Vec<u8> {
@@ -84,7 +75,7 @@ fn ipv4_frame(dst: [u8; 4], proto: u8, ra: bool, body: &[u8]) -> Vec<u8> {
     if ra {
         ip.extend_from_slice(&[0x94, 0x04, 0, 0]);
     }
-    let sum = checksum(&ip);
+    let sum = checksum(&[&ip]).to_be_bytes();
     ip[10..12].copy_from_slice(&sum);
     f.extend_from_slice(&ip);
     f.extend_from_slice(body);
@@ -94,7 +85,7 @@ fn ipv4_frame(dst: [u8; 4], proto: u8, ra: bool, body: &[u8]) -> Vec<u8> {
 /// An IGMPv3 general query, answered within a second.
 fn query_config() -> String {
     let mut q = vec![0x11, 10, 0, 0, 0, 0, 0, 0, 0x02, 125, 0, 0];
-    let sum = checksum(&q);
+    let sum = checksum(&[&q]).to_be_bytes();
     q[2..4].copy_from_slice(&sum);
     trafgen_frame(&ipv4_frame([224, 0, 0, 1], 2, true, &q))
 }

@@ -5,27 +5,12 @@
 //! marker, read back by a raw socket in every namespace.
 
 use crate::forwarding::daemon;
-use crate::util::{shared_machine, wait_until, ChildGuard, Daemon, Host, NsSocket};
+use crate::util::{checksum, shared_machine, wait_until, ChildGuard, Daemon, Host, NsSocket};
 use serde_json::Value;
 use std::time::Duration;
 
 const GROUP4: [u8; 4] = [239, 7, 7, 7];
 const GROUP6: &str = "ff15::7777";
-
-/// The one's-complement sum of RFC 1071, folded.
-fn checksum(chunks: &[&[u8]]) -> u16 {
-    let mut sum = 0u32;
-    for chunk in chunks {
-        for pair in chunk.chunks(2) {
-            let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-            sum += u32::from(word);
-        }
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// An IPv4 frame from `src` (MAC, address) to `dst` with the router alert
 /// option, as IGMP sends it.

@@ -5,7 +5,7 @@
 //! and vxlan device, or another switchd.
 
 use crate::util::ovs::Ovs;
-use crate::util::{exclusive_machine, frame, shared_machine, wait_until, Daemon, Netns};
+use crate::util::{checksum, exclusive_machine, frame, shared_machine, wait_until, Daemon, Netns};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -633,15 +633,8 @@ fn vxlan_frame(
     ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
     ip.extend_from_slice(&o.src);
     ip.extend_from_slice(&dst);
-    let mut sum: u32 = ip
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let checksum = !(sum as u16) ^ u16::from(!o.good_checksum);
-    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    let sum = checksum(&[&ip]) ^ u16::from(!o.good_checksum);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
     let mut f = Vec::new();
     f.extend_from_slice(&dst_mac);
     f.extend_from_slice(&src_mac);

@@ -94,6 +94,22 @@ impl NsSocket {
     }
 }
 
+/// The one's-complement sum of RFC 1071 over `chunks` laid end to end (each
+/// of even length but the last), folded: what IP, ICMP, IGMP and MLD carry.
+pub fn checksum(chunks: &[&[u8]]) -> u16 {
+    let mut sum = 0u32;
+    for chunk in chunks {
+        for pair in chunk.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+            sum += u32::from(word);
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 /// An Ethernet frame of 60 bytes; `vlan` adds an 802.1Q tag with that TCI.
 pub fn frame(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(64);

@@ -19,7 +19,7 @@ pub mod ovs;
 pub mod procfs;
 
 pub use daemon::{bin, run_switchd, Daemon};
-pub use frames::{frame, NsSocket};
+pub use frames::{checksum, frame, NsSocket};
 pub use netns::{ChildGuard, Host, Netns, Wire};
 pub use procfs::{cpu_ticks, datapath_ticks, rss_kib, stat_ticks};
 

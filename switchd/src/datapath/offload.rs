@@ -611,13 +611,15 @@ const DST_KEY: i16 = -48;
 pub(super) const SLOT_KEY: i16 = -52;
 // __sk_buff fields.
 pub(super) const SKB_LEN: i16 = 0;
+pub(super) const SKB_PKT_TYPE: i16 = 4;
 pub(super) const SKB_VLAN_PRESENT: i16 = 20;
 const SKB_VLAN_TCI: i16 = 24;
 const SKB_VLAN_PROTO: i16 = 28;
+pub(super) const SKB_IFINDEX: i16 = 40;
 pub(super) const SKB_GSO_SIZE: i16 = 176;
 /// 0x8100 as the kernel stores it (network order), read on a little-endian CPU.
-const ETH_P_8021Q_LE: i32 = 0x0081;
-const ETH_P_8021AD_LE: i32 = 0xa888;
+pub(super) const ETH_P_8021Q_LE: i32 = 0x0081;
+pub(super) const ETH_P_8021AD_LE: i32 = 0xa888;
 
 /// Builds the program for one port. Both hooks share the decision, so the socket
 /// skips exactly what TC forwards:

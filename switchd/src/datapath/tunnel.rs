@@ -17,6 +17,7 @@
 
 use super::lock;
 use super::offload::{count, lookup, percpu_sum, Asm, SlotPool, COUNTER_BYTES};
+use super::offload::{ETH_P_8021AD_LE, ETH_P_8021Q_LE, SKB_IFINDEX, SKB_PKT_TYPE};
 use super::offload::{SKB_GSO_SIZE, SKB_LEN, SKB_VLAN_PRESENT, SLOT_KEY};
 use crate::sys::bpf::{self, helper, Insn, Map, Program, Size, FP, R0, R1, R2, R3, R4, R5, R6};
 use crate::sys::bpf::{R7, R8};
@@ -531,10 +532,6 @@ const UKEY: i16 = -84;
 const UNDERLAY_HEADERS: i32 = 64;
 /// Outer IPv4, UDP and VXLAN headers.
 const VXLAN_HEADERS: i32 = 36;
-const SKB_PKT_TYPE: i16 = 4;
-const SKB_IFINDEX: i16 = 40;
-const ETH_P_8021Q_LE: i32 = 0x0081;
-const ETH_P_8021AD_LE: i32 = 0xa888;
 const BPF_F_ADJ_ROOM_NO_CSUM_RESET: i32 = 1 << 5;
 const PACKET_HOST: i32 = 0;
 const BPF_ADJ_ROOM_MAC: i32 = 1;
