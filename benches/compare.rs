@@ -821,6 +821,7 @@ fn write_json(
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "kernel": run("uname", &["-r"]).trim(),
             "thread_wakeup_us_p50": finite(wakeup_us),
+            "host_settings": switchd_testkit::host_settings(),
         },
         "switchd_args": std::env::var("SWITCHD_ARGS").unwrap_or_default(),
         "median": medians.iter().map(|(k, f)| (k.name().to_string(),

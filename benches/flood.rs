@@ -21,15 +21,25 @@
 //! every veth, so the broadcasts are all there is to count (the growth bench has
 //! IPv6 on as well). Nothing answers: no namespace has an address.
 //!
+//! A fifth row, `floor`, is no switch: a thread of the bench floods each frame
+//! from the sender's port with one `sendmmsg` naming every other port (switchd's
+//! `Sender` and `TxBatch`, nothing else), the least any switch flooding by
+//! packet socket can pay; it has no multicast rows.
+//!
 //! Run as root: `scripts/bench flood`. Environment: `FLOOD_PORTS`, `FLOOD_RATE`,
-//! `FLOOD_SECS`, `FLOOD_ONLY` (comma list of bridge, switchd, switchd-user, ovs),
+//! `FLOOD_SECS`, `FLOOD_ONLY` (comma list of bridge, floor, switchd, switchd-user, ovs),
 //! `SWITCHD_ARGS` (more switchd flags, e.g. `--spin-budget 0`),
 //! `FLOOD_JSON` (results file, default target/flood/<unix time>.json).
 
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchd::sys::{
+    Epoll, EpollEvents, PacketSocket, RxBatch, Sender, TxBatch, TxFrame, TxOutcome,
+};
 use switchd_testkit::measure::env_u64;
 use switchd_testkit::ovs::Ovs;
 use switchd_testkit::procfs::{cpu_secs, machine_ticks};
@@ -37,7 +47,7 @@ use switchd_testkit::{
     checksum, run, run_with_input, unique_name, wait_until, ChildGuard, Daemon, Netns,
 };
 
-const KINDS: &[&str] = &["bridge", "switchd", "switchd-user", "ovs"];
+const KINDS: &[&str] = &["bridge", "floor", "switchd", "switchd-user", "ovs"];
 const SAMPLES: usize = 8;
 /// Who sends: a MAC nobody else has.
 const SENDER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x5e, 0xf1, 0x01];
@@ -193,6 +203,72 @@ enum Switch {
     Bridge(String),
     Switchd(Daemon),
     Ovs(Ovs),
+    Floor(Floor),
+}
+
+/// The least a userspace switch on packet sockets can pay per broadcast: a
+/// thread of this bench reads each frame from the sender's port and sends it
+/// to every other port in one `sendmmsg` naming each, through switchd's own
+/// `Sender` and `TxBatch`, and does nothing else (no learning, no decision, no
+/// counters, no polling, no snooping). Its cost per delivery against the
+/// bridge's is the kernel's price of delivering by packet socket rather than
+/// by cloning in softirq, whoever the switch.
+struct Floor {
+    /// This process: its main thread only sleeps while the phases run.
+    pid: u32,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Floor {
+    fn start(topo: &Topology) -> Result<Floor, String> {
+        let ifindex = |h: &String| switchd::sys::ifindex(h).ok_or(format!("no interface {h}"));
+        let ingress = ifindex(&topo.hosts[0])?;
+        let egress: Vec<u32> = topo.hosts[1..]
+            .iter()
+            .map(ifindex)
+            .collect::<Result<_, _>>()?;
+        let io = |e: std::io::Error| e.to_string();
+        let sock = PacketSocket::open(ingress).map_err(io)?;
+        let sender = Sender::open(false).map_err(io)?;
+        let epoll = Epoll::new().map_err(io)?;
+        epoll.add(&sock, 0).map_err(io)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut rx, mut tx) = (RxBatch::new(32), TxBatch::new(1024));
+            let mut events = EpollEvents::new(1);
+            let mut outcome = [TxOutcome::default()];
+            while !stopped.load(Ordering::Relaxed) {
+                if epoll
+                    .wait(&mut events, Some(Duration::from_millis(100)))
+                    .is_err()
+                {
+                    return;
+                }
+                while let Ok(n) = rx.recv(&sock) {
+                    for i in 0..n {
+                        let frame = TxFrame::Whole(rx.frame(i).bytes);
+                        tx.send(&sender, egress.iter().map(|&e| (0, e, frame)), &mut outcome);
+                    }
+                }
+            }
+        });
+        Ok(Floor {
+            pid: std::process::id(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Switch {
@@ -238,6 +314,7 @@ impl Switch {
                 ovs.vsctl(&cmd[1..])?;
                 Switch::Ovs(ovs)
             }
+            "floor" => Switch::Floor(Floor::start(topo)?),
             other => return Err(format!("unknown kind {other}")),
         };
         eprintln!(
@@ -251,6 +328,7 @@ impl Switch {
     fn pid(&self) -> Option<u32> {
         match self {
             Switch::Bridge(_) => None,
+            Switch::Floor(f) => Some(f.pid),
             Switch::Switchd(d) => Some(d.pid()),
             Switch::Ovs(o) => Some(o.vswitchd_pid()),
         }
@@ -433,20 +511,34 @@ fn main() {
         let idle = phase(&topo, pid, Load::Idle, secs, &arp, &samples);
         let fixed = phase(&topo, pid, Load::Rate(rate), secs, &arp, &samples);
         let top = phase(&topo, pid, Load::FlatOut, secs, &arp, &samples);
-        eprintln!("flood: {kind}: a query, then the group at {rate}/s and flat out");
-        // Two queries, as a querier starts (RFC 3376 8.7, Startup Query Count:
-        // the robustness variable, 2), after a pause for the flat-out phase.
-        // A switch still flooding that phase's backlog sees them late and
-        // leaks meanwhile (docs/PERFORMANCE.md, "a busy port's backlog").
-        std::thread::sleep(Duration::from_secs(2));
-        for _ in 0..2 {
-            send_once(&topo, &query_config());
+        // The floor floods everything: it has no multicast of its own to show.
+        let mcast = (*kind != "floor").then(|| {
+            eprintln!("flood: {kind}: a query, then the group at {rate}/s and flat out");
+            // Two queries, as a querier starts (RFC 3376 8.7, Startup Query Count:
+            // the robustness variable, 2), after a pause for the flat-out phase.
+            // A switch still flooding that phase's backlog sees them late and
+            // leaks meanwhile (docs/PERFORMANCE.md, "a busy port's backlog").
+            std::thread::sleep(Duration::from_secs(2));
+            for _ in 0..2 {
+                send_once(&topo, &query_config());
+                std::thread::sleep(Duration::from_secs(1));
+            }
             std::thread::sleep(Duration::from_secs(1));
-        }
-        std::thread::sleep(Duration::from_secs(1));
-        let m_fixed = phase(&topo, pid, Load::Rate(rate), secs, &group, &samples);
-        let m_top = phase(&topo, pid, Load::FlatOut, secs, &group, &samples);
-        let m_leak = phase(&topo, pid, Load::Rate(rate), secs, &group, &others);
+            let m_fixed = phase(&topo, pid, Load::Rate(rate), secs, &group, &samples);
+            let m_top = phase(&topo, pid, Load::FlatOut, secs, &group, &samples);
+            let m_leak = phase(&topo, pid, Load::Rate(rate), secs, &group, &others);
+            json!({
+                "mcast_rate_machine_busy_pct": m_fixed.machine_busy_pct,
+                "mcast_rate_switch_cpu_pct": m_fixed.switch_cpu_pct,
+                "mcast_rate_sent_per_sec": m_fixed.sent_per_sec,
+                "mcast_rate_delivered_per_member_per_sec": m_fixed.delivered_per_sec,
+                "mcast_rate_worst_loss": m_fixed.worst_loss,
+                "mcast_top_machine_busy_pct": m_top.machine_busy_pct,
+                "mcast_top_sent_per_sec": m_top.sent_per_sec,
+                "mcast_top_delivered_per_member_per_sec": m_top.delivered_per_sec,
+                "mcast_leak_per_non_member_per_sec": m_leak.delivered_per_sec,
+            })
+        });
         drop(switch);
         rows.push(json!({
             "kind": kind,
@@ -461,16 +553,10 @@ fn main() {
             "top_sent_per_sec": top.sent_per_sec,
             "top_delivered_per_port_per_sec": top.delivered_per_sec,
             "top_worst_loss": top.worst_loss,
-            "mcast_rate_machine_busy_pct": m_fixed.machine_busy_pct,
-            "mcast_rate_switch_cpu_pct": m_fixed.switch_cpu_pct,
-            "mcast_rate_sent_per_sec": m_fixed.sent_per_sec,
-            "mcast_rate_delivered_per_member_per_sec": m_fixed.delivered_per_sec,
-            "mcast_rate_worst_loss": m_fixed.worst_loss,
-            "mcast_top_machine_busy_pct": m_top.machine_busy_pct,
-            "mcast_top_sent_per_sec": m_top.sent_per_sec,
-            "mcast_top_delivered_per_member_per_sec": m_top.delivered_per_sec,
-            "mcast_leak_per_non_member_per_sec": m_leak.delivered_per_sec,
         }));
+        if let (Some(row), Some(Value::Object(m))) = (rows.last_mut(), mcast) {
+            row.as_object_mut().unwrap().extend(m);
+        }
     }
     report(n, rate, &rows);
 }
@@ -533,7 +619,10 @@ fn report(n: usize, rate: u64, rows: &[Value]) {
         "/ bridge",
         "leaked/s"
     );
-    for r in rows {
+    for r in rows
+        .iter()
+        .filter(|r| r.get("mcast_rate_sent_per_sec").is_some())
+    {
         let ratio = |k: &str| bridge.map_or(f64::NAN, |b| f(r, k) / f(b, k));
         println!(
             "{:>13} {:>7.0} {:>11.0} {:>8.1} {:>8.2}x {:>8.2} {:>9.0} {:>11.0} {:>8.2}x {:>11.1}",

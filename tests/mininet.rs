@@ -92,9 +92,64 @@ impl Drop for Decoy {
 
 /// What a test checks before and after a Mininet run: no Mininet links or
 /// shells, and a private directory for the class's state files.
+/// The host settings Mininet's `fixLimits` (mininet/util.py, run by every
+/// `Mininet` and so by every `mn`) raises or overwrites and never puts back.
+/// Left behind, they change what later runs on the machine measure: TCP's
+/// buffer sizes (its default receive buffer shrinks from 128 KiB to 85 KiB)
+/// and the backlog queue the kernel bridge floods into. So each test puts
+/// back what it found.
+const MININET_SYSCTLS: &[&str] = &[
+    "fs/file-max",
+    "kernel/pty/max",
+    "net/core/netdev_max_backlog",
+    "net/core/rmem_max",
+    "net/core/wmem_max",
+    "net/ipv4/neigh/default/gc_thresh1",
+    "net/ipv4/neigh/default/gc_thresh2",
+    "net/ipv4/neigh/default/gc_thresh3",
+    "net/ipv4/route/max_size",
+    "net/ipv4/tcp_rmem",
+    "net/ipv4/tcp_wmem",
+];
+
+/// Each of `MININET_SYSCTLS` with its value now.
+fn host_sysctls() -> Vec<(PathBuf, String)> {
+    MININET_SYSCTLS
+        .iter()
+        .map(|name| {
+            let path = Path::new("/proc/sys").join(name);
+            let value = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            (path, value)
+        })
+        .collect()
+}
+
+/// One host setting changed for a test, and put back when the guard goes.
+struct SysctlGuard {
+    path: PathBuf,
+    old: String,
+}
+
+impl SysctlGuard {
+    fn set(name: &str, value: &str) -> SysctlGuard {
+        let path = Path::new("/proc/sys").join(name);
+        let old = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, value).unwrap();
+        SysctlGuard { path, old }
+    }
+}
+
+impl Drop for SysctlGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, &self.old);
+    }
+}
+
 struct Run {
     state_dir: PathBuf,
     shells_before: BTreeSet<u32>,
+    sysctls_before: Vec<(PathBuf, String)>,
     _lock: switchd::sys::LockFile,
 }
 
@@ -124,6 +179,7 @@ impl Run {
         Run {
             state_dir,
             shells_before: mininet_shells(),
+            sysctls_before: host_sysctls(),
             _lock: lock,
         }
     }
@@ -241,6 +297,11 @@ impl Drop for Run {
                 .status();
         }
         let _ = std::fs::remove_dir_all(&self.state_dir);
+        for (path, value) in &self.sysctls_before {
+            if let Err(e) = std::fs::write(path, value) {
+                eprintln!("could not put back {}: {e}", path.display());
+            }
+        }
     }
 }
 
@@ -276,6 +337,10 @@ fn switchd_running(pid: u32, socket: &Path) -> bool {
 #[test]
 fn pingall_linear_3_over_a_shared_daemon() {
     let _machine = exclusive_machine();
+    // Below the 5000 Mininet sets, so that this run changes it; and the
+    // machine's own value back at the end, however the test ends.
+    let _backlog = SysctlGuard::set("net/core/netdev_max_backlog", "1000");
+    let sysctls_before = host_sysctls();
     let run = Run::new();
     let d = Daemon::start();
     let (out, text) = run.mn_test(
@@ -310,6 +375,12 @@ fn pingall_linear_3_over_a_shared_daemon() {
     );
     assert_eq!(d.ctl_ok(&["list-br"]), "", "bridges left in switchd");
     run.assert_clean(&text);
+    drop(run);
+    assert_eq!(
+        host_sysctls(),
+        sysctls_before,
+        "Mininet's settings were left on the host"
+    );
 }
 
 #[test]

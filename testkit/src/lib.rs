@@ -127,7 +127,34 @@ pub fn bench_should_run(name: &str) -> bool {
     true
 }
 
-/// Writes a bench's results, with the kernel and CPU count added, to the file
+/// Host settings that change what a bench measures, as /proc/sys has them:
+/// the TCP and socket buffer sizes and the backlog queue. Mininet's runs raise
+/// or overwrite all of them and leave them so (tests/mininet.rs puts them
+/// back), and an administrator may have tuned them: results from machines or
+/// moments with different values are not comparable.
+pub fn host_settings() -> serde_json::Value {
+    const SETTINGS: &[&str] = &[
+        "net.core.netdev_max_backlog",
+        "net.core.rmem_default",
+        "net.core.rmem_max",
+        "net.core.wmem_default",
+        "net.core.wmem_max",
+        "net.ipv4.tcp_rmem",
+        "net.ipv4.tcp_wmem",
+    ];
+    SETTINGS
+        .iter()
+        .map(|name| {
+            let path = format!("/proc/sys/{}", name.replace('.', "/"));
+            let value = std::fs::read_to_string(path).unwrap_or_default();
+            let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
+            (name.to_string(), serde_json::Value::from(value))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Writes a bench's results, with the kernel, CPU count and `host_settings` added, to the file
 /// `env` names or target/`bench`/<unix time>.json; returns the path.
 pub fn write_results(env: &str, bench: &str, mut doc: serde_json::Value) -> std::path::PathBuf {
     let path = std::env::var(env)
@@ -148,6 +175,7 @@ pub fn write_results(env: &str, bench: &str, mut doc: serde_json::Value) -> std:
         .map(|n| n.get())
         .unwrap_or(0)
         .into();
+    doc["host_settings"] = host_settings();
     std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
     path
 }
