@@ -7,7 +7,7 @@ use pnet_packet::vlan::VlanPacket;
 use pnet_packet::Packet;
 use std::hint::black_box;
 use switchd::datapath::decide::Decider;
-use switchd::datapath::decide::Ports;
+use switchd::datapath::decide::{index_by_id, Ports};
 use switchd::datapath::egress::{self, Egress};
 use switchd::datapath::vlan::PortVlan;
 use switchd::datapath::{Fdb, FdbKey};
@@ -91,9 +91,11 @@ fn forward_decision(c: &mut Criterion) {
             .collect();
         let mut decider = Decider::default();
         let egress = vec![Egress::default(); peers.len()];
+        let by_id = index_by_id(&peers);
         let ports = Ports {
             ingress: 0,
             ids: &peers,
+            by_id: &by_id,
             egress: &egress,
             group_fwd_mask: 0,
             mdb: None,
@@ -136,9 +138,11 @@ fn egress_stage(c: &mut Criterion) {
         let mut decider = Decider::default();
         let mut egress = vec![Egress::default(); peers.len()];
         egress[0] = first;
+        let by_id = index_by_id(&peers);
         let ports = Ports {
             ingress: 0,
             ids: &peers,
+            by_id: &by_id,
             egress: &egress,
             group_fwd_mask: 0,
             mdb: None,

@@ -224,10 +224,12 @@ impl Floor {
     fn start(topo: &Topology) -> Result<Floor, String> {
         let ifindex = |h: &String| switchd::sys::ifindex(h).ok_or(format!("no interface {h}"));
         let ingress = ifindex(&topo.hosts[0])?;
-        let egress: Vec<u32> = topo.hosts[1..]
+        let mut egress: Vec<u32> = topo.hosts[1..]
             .iter()
             .map(ifindex)
             .collect::<Result<_, _>>()?;
+        // In the order switchd sends a flood, the cheapest for the kernel.
+        egress.sort_by_key(|&i| switchd::datapath::decide::send_order(i));
         let io = |e: std::io::Error| e.to_string();
         let sock = PacketSocket::open(ingress).map_err(io)?;
         let sender = Sender::open(false).map_err(io)?;

@@ -14,7 +14,9 @@
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Mutex;
-use switchd::datapath::decide::{is_withheld, Decider, FrameTag, FrameVlan, Ports};
+use switchd::datapath::decide::{
+    index_by_id, is_withheld, send_order, Decider, FrameTag, FrameVlan, Ports,
+};
 use switchd::datapath::egress::{self, Egress};
 use switchd::datapath::mcast::Mdb;
 use switchd::datapath::vlan::PortVlan;
@@ -191,10 +193,14 @@ fuzz_target!(|ops: Vec<Op>| {
 fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
     // A port that receives is attached (again, if it was removed).
     state.present[ingress as usize] = true;
-    let peers: Vec<PortId> = (0..PORTS)
+    let mut peers: Vec<PortId> = (0..PORTS)
         .filter(|&p| state.present[usize::from(p)])
         .map(PortId::from)
         .collect();
+    // As a view lists them: in send order, which is not the order of ids
+    // (interface indexes made up so that it differs).
+    peers.sort_by_key(|&p| send_order(p * 97));
+    let by_id = index_by_id(&peers);
     let egress: Vec<Egress> = peers
         .iter()
         .map(|&p| state.egress[p as usize].clone())
@@ -202,6 +208,7 @@ fn batch(state: &mut State, ingress: PortId, rx: Vec<Rx>) {
     let ports = Ports {
         ingress,
         ids: &peers,
+        by_id: &by_id,
         egress: &egress,
         group_fwd_mask: state.group_fwd_mask,
         mdb: state.snooping.enable.then_some(&state.mdb),

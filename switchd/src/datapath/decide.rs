@@ -18,8 +18,11 @@ use switchd_proto::Counters;
 pub struct Ports<'a> {
     /// The port the batch came in on.
     pub ingress: PortId,
-    /// Every port of the bridge, the ingress port included, sorted.
+    /// Every port of the bridge, the ingress port included, in the order a
+    /// flood sends to them (`send_order`).
     pub ids: &'a [PortId],
+    /// Each of `ids` with its index there, sorted by id.
+    pub by_id: &'a [(PortId, u32)],
     /// What each of `ids` does on egress (its VLAN policy), in the same order.
     pub egress: &'a [Egress],
     /// Reserved group addresses the bridge relays: bit N for 01:80:C2:00:00:0N.
@@ -27,6 +30,42 @@ pub struct Ports<'a> {
     /// The bridge's multicast snooping table, when snooping is on. Locked (after
     /// the MAC table) only by a batch that holds IP multicast.
     pub mdb: Option<&'a Mutex<Mdb>>,
+}
+
+impl Ports<'_> {
+    /// Where port `id` is in `ids`.
+    pub fn index_of(&self, id: PortId) -> Option<usize> {
+        position(self.by_id, id)
+    }
+}
+
+/// Where port `id` is, by an index from `index_by_id`.
+pub fn position(by_id: &[(PortId, u32)], id: PortId) -> Option<usize> {
+    by_id
+        .binary_search_by_key(&id, |&(id, _)| id)
+        .ok()
+        .map(|k| by_id[k].1 as usize)
+}
+
+/// The order a flood sends to the ports of a bridge, by their interface
+/// index: grouped by the index's bucket in the kernel's table of a
+/// namespace's interfaces (`dev_index_hash`: the low 8 bits), in index order
+/// within one. A packet socket looks each message's interface up by walking
+/// that bucket's chain, each entry a cache line; sent in id order, a flood
+/// walks a different chain every message and finds it cold, while in this
+/// order a chain is walked once and stays warm for the messages that follow.
+/// With 4000 veths in the root namespace (chains 16 long) this took the
+/// lookup from 32% to 14% of a flood's CPU, and a flood's whole cost per
+/// delivery from 2.0 to 1.6 µs; 3% at 1000 (docs/PERFORMANCE.md).
+pub fn send_order(ifindex: u32) -> (u32, u32) {
+    (ifindex & 0xff, ifindex)
+}
+
+/// `ids` with each one's index, sorted by id: `Ports::by_id`.
+pub fn index_by_id(ids: &[PortId]) -> Vec<(PortId, u32)> {
+    let mut by_id: Vec<(PortId, u32)> = ids.iter().zip(0..).map(|(&id, j)| (id, j)).collect();
+    by_id.sort_unstable();
+    by_id
 }
 
 /// A frame's VLAN as `decide` classified it, for the egress stage.
@@ -137,7 +176,7 @@ impl Decider {
         self.flood.clear();
         self.vlans.clear();
         self.accepted.clear();
-        let Ok(me) = peers.binary_search(&ingress) else {
+        let Some(me) = ports.index_of(ingress) else {
             return counts;
         };
         let policy = &ports.egress[me].vlan;
@@ -206,16 +245,15 @@ impl Decider {
             match fdb.lookup(&FdbKey { vlan, mac: dst }, now_ms) {
                 // The destination sits behind the port the frame came in on: filter it.
                 Some(port) if port == ingress => {}
-                Some(port) => match peers.binary_search(&port) {
+                Some(port) => match ports.index_of(port) {
                     // Learned in this VLAN, so the port carries it; checked anyway,
                     // so that no stale or static entry can let a frame cross
                     // VLANs. One that points at a port without the VLAN is no
                     // better than none: flood, in the VLAN.
-                    Ok(j) if ports.egress[j].vlan.carries(vlan) => {
+                    Some(j) if ports.egress[j].vlan.carries(vlan) => {
                         self.out.push((j as u32, i as u32))
                     }
-                    Ok(_) => self.flood.push(i as u32),
-                    Err(_) => self.flood.push(i as u32),
+                    Some(_) | None => self.flood.push(i as u32),
                 },
                 None => self.flood.push(i as u32),
             }
@@ -310,7 +348,7 @@ impl Decider {
                 continue;
             }
             // A port that left the bridge, or no longer carries the VLAN, gets nothing.
-            if let Ok(j) = ports.ids.binary_search(&port) {
+            if let Some(j) = ports.index_of(port) {
                 if ports.egress[j].vlan.carries(vlan) {
                     self.out.push((j as u32, i));
                 }
@@ -375,6 +413,7 @@ mod tests {
         Ports {
             ingress,
             ids: &[10, 20, 30][..egress.len()],
+            by_id: &[(10, 0), (20, 1), (30, 2)][..egress.len()],
             egress,
             group_fwd_mask: 0,
             mdb: None,
@@ -392,6 +431,40 @@ mod tests {
 
     fn sent(d: &Decider) -> Vec<(u32, u32)> {
         d.groups().flatten().copied().collect()
+    }
+
+    #[test]
+    fn ports_in_send_order_are_found_by_id() {
+        // Interfaces 1, 257 and 513 share a bucket of the kernel's table, 2 and
+        // 258 another: each bucket's together, in index order.
+        let mut ifindexes = [258, 513, 1, 2, 257];
+        ifindexes.sort_by_key(|&i| send_order(i));
+        assert_eq!(ifindexes, [1, 257, 513, 2, 258]);
+        // A view lists its ports in that order, not by id.
+        let ids = [30, 10, 20];
+        let by_id = index_by_id(&ids);
+        assert_eq!(by_id, [(10, 1), (20, 2), (30, 0)]);
+        let ports = |ingress| Ports {
+            ingress,
+            ids: &ids,
+            by_id: &by_id,
+            egress: &EGRESS,
+            group_fwd_mask: 0,
+            mdb: None,
+        };
+        let (mut d, mut fdb) = (Decider::default(), Fdb::new(16, 300));
+        let run = |d: &mut Decider, fdb: &mut Fdb, ingress, f: Vec<u8>| {
+            d.decide(fdb, 0, &ports(ingress), std::iter::once(Some(&f[..])))
+        };
+        // A on port 10 (index 1) to unknown B: to 30 and 20, in that order.
+        run(&mut d, &mut fdb, 10, frame(B, A));
+        assert_eq!(sent(&d), [(0, 0), (2, 0)]);
+        // B on port 20 answers A: to port 10 only.
+        run(&mut d, &mut fdb, 20, frame(A, B));
+        assert_eq!(sent(&d), [(1, 0)]);
+        // A port that is not the bridge's sends nothing.
+        run(&mut d, &mut fdb, 40, frame(A, C));
+        assert_eq!(sent(&d), []);
     }
 
     #[test]

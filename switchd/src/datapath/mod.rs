@@ -251,14 +251,24 @@ struct Member {
 /// What the members of one bridge share in a view.
 struct Shared {
     bridge: Arc<Bridge>,
-    /// Every port of the bridge, the ingress port included, sorted by id.
+    /// Every port of the bridge, the ingress port included, in the order a
+    /// flood sends to them (`decide::send_order`).
     peers: Box<[Arc<Port>]>,
     /// The ids of `peers`, in the same order.
     peer_ids: Box<[PortId]>,
+    /// Each of `peer_ids` with its index there, sorted by id.
+    peer_by_id: Box<[(PortId, u32)]>,
     /// What each of `peers` does to the frames it sends, in the same order.
     peer_egress: Box<[Egress]>,
     /// The bridge's mirrors.
     mirrors: Arc<[MirrorRule]>,
+}
+
+impl Shared {
+    /// Where port `id` is in `peers`.
+    fn index_of(&self, id: PortId) -> Option<usize> {
+        decide::position(&self.peer_by_id, id)
+    }
 }
 
 /// Everything one thread needs; replaced whole on every topology change.
@@ -319,9 +329,10 @@ impl BridgeState {
             .any(|m| m.selection.output == MirrorOutput::Port(id))
     }
 
-    /// The ports sorted by id, with their egress as forwarding sees it: a
-    /// mirror's output port carries no VLAN, so nothing is forwarded to it.
-    fn sorted_ports(&self) -> Vec<(Arc<Port>, Egress)> {
+    /// The ports in the order a flood sends to them (`decide::send_order`),
+    /// with their egress as forwarding sees it: a mirror's output port carries
+    /// no VLAN, so nothing is forwarded to it.
+    fn ports_in_send_order(&self) -> Vec<(Arc<Port>, Egress)> {
         let mut ports: Vec<(Arc<Port>, Egress)> = self
             .ports
             .iter()
@@ -336,7 +347,7 @@ impl BridgeState {
                 (p.clone(), egress)
             })
             .collect();
-        ports.sort_by_key(|(p, _)| p.id);
+        ports.sort_by_key(|(p, _)| decide::send_order(p.ifindex().unwrap_or(0)));
         ports
     }
 }
@@ -789,15 +800,17 @@ impl Datapath {
         let (bridge, ports) = {
             let topo = self.topology();
             let state = topo.bridges.get(bridge)?;
-            (state.bridge.clone(), state.sorted_ports())
+            (state.bridge.clone(), state.ports_in_send_order())
         };
         let ids: Vec<PortId> = ports.iter().map(|(p, _)| p.id).collect();
+        let by_id = decide::index_by_id(&ids);
         let egress: Vec<Egress> = ports.iter().map(|(_, e)| e.clone()).collect();
         let fdb = bridge.fdb().clone();
         let mdb = bridge.snooping_table().map(|m| lock(m).clone());
         let view = Ports {
             ingress,
             ids: &ids,
+            by_id: &by_id,
             egress: &egress,
             group_fwd_mask: bridge.group_fwd_mask(),
             mdb: None,
@@ -839,11 +852,13 @@ impl Datapath {
         let mut views: Vec<WorkerView> =
             self.workers.iter().map(|_| WorkerView::default()).collect();
         for state in topo.bridges.values() {
-            let ports = state.sorted_ports();
+            let ports = state.ports_in_send_order();
+            let peer_ids: Box<[PortId]> = ports.iter().map(|(p, _)| p.id).collect();
             let shared = Arc::new(Shared {
                 bridge: state.bridge.clone(),
                 peers: ports.iter().map(|(p, _)| p.clone()).collect(),
-                peer_ids: ports.iter().map(|(p, _)| p.id).collect(),
+                peer_by_id: decide::index_by_id(&peer_ids).into(),
+                peer_ids,
                 peer_egress: ports.into_iter().map(|(_, e)| e).collect(),
                 mirrors: state.mirrors.clone(),
             });
@@ -858,7 +873,6 @@ impl Datapath {
             }
         }
         for view in &mut views {
-            // Each bridge's run is sorted already; this merges them.
             view.members.sort_by_key(|m| m.port.id);
         }
         for (worker, view) in self.workers.iter().zip(views) {

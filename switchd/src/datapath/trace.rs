@@ -146,8 +146,8 @@ pub fn trace(fdb: &Fdb, mdb: Option<Mdb>, ports: &Ports, frame: &[u8], now_ms: u
         match after.lookup(&key(dst), now_ms) {
             None => Lookup::Miss,
             Some(p) if p == ports.ingress => Lookup::BehindIngress,
-            Some(p) => match ports.ids.binary_search(&p) {
-                Ok(j) if ports.egress[j].vlan.carries(vid) => Lookup::Hit {
+            Some(p) => match ports.index_of(p) {
+                Some(j) if ports.egress[j].vlan.carries(vid) => Lookup::Hit {
                     port: p,
                     age_ms: after
                         .rows(now_ms)
@@ -158,7 +158,7 @@ pub fn trace(fdb: &Fdb, mdb: Option<Mdb>, ports: &Ports, frame: &[u8], now_ms: u
             },
         }
     };
-    let outputs = decider
+    let mut outputs: Vec<Output> = decider
         .groups()
         .map(|group| {
             let j = group[0].0 as usize;
@@ -168,6 +168,8 @@ pub fn trace(fdb: &Fdb, mdb: Option<Mdb>, ports: &Ports, frame: &[u8], now_ms: u
             }
         })
         .collect();
+    // Shown by port id, not in the order a flood sends.
+    outputs.sort_by_key(|o| o.port);
     Traced {
         vlan: Ok(vid),
         retagged: frame_vlan.tag == FrameTag::Other,
@@ -213,9 +215,11 @@ mod tests {
     fn a_trace_predicts_and_changes_nothing() {
         let egress = [Egress::default(), Egress::default(), access(10)];
         let ids = [1, 2, 3];
+        let by_id = [(1, 0), (2, 1), (3, 2)];
         let ports = |ingress| Ports {
             ingress,
             ids: &ids,
+            by_id: &by_id,
             egress: &egress,
             group_fwd_mask: 0,
             mdb: None,

@@ -596,6 +596,7 @@ impl Forwarder {
         let ports = Ports {
             ingress: ingress.id,
             ids: &member.shared.peer_ids,
+            by_id: &member.shared.peer_by_id,
             egress: &member.shared.peer_egress,
             group_fwd_mask: member.shared.bridge.group_fwd_mask(),
             mdb: member.shared.bridge.snooping_table(),
@@ -673,7 +674,7 @@ impl Forwarder {
             let mut total = TxOutcome::default();
             match selection.output {
                 MirrorOutput::Port(id) => {
-                    if let Ok(j) = member.shared.peer_ids.binary_search(&id) {
+                    if let Some(j) = member.shared.index_of(id) {
                         let copies = picked.iter().filter_map(|&i| {
                             Some(mirror::to_port(decider.vlan(i), frames.get(i as usize)?))
                         });
