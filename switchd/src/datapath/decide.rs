@@ -54,9 +54,8 @@ pub fn position(by_id: &[(PortId, u32)], id: PortId) -> Option<usize> {
 /// that bucket's chain, each entry a cache line; sent in id order, a flood
 /// walks a different chain every message and finds it cold, while in this
 /// order a chain is walked once and stays warm for the messages that follow.
-/// With 4000 veths in the root namespace (chains 16 long) this took the
-/// lookup from 32% to 14% of a flood's CPU, and a flood's whole cost per
-/// delivery from 2.0 to 1.6 µs; 3% at 1000 (docs/PERFORMANCE.md).
+/// With 4000 ports (chains 16 long) a flood costs switchd 13% less CPU per
+/// delivery this way; at 1000, a few percent (docs/PERFORMANCE.md).
 pub fn send_order(ifindex: u32) -> (u32, u32) {
     (ifindex & 0xff, ifindex)
 }
