@@ -248,7 +248,13 @@ impl Floor {
                 {
                     return;
                 }
-                while let Ok(n) = rx.recv(&sock) {
+                loop {
+                    let n = match rx.recv(&sock) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        // The port went away: nothing more to flood.
+                        Err(_) => return,
+                    };
                     for i in 0..n {
                         let frame = TxFrame::Whole(rx.frame(i).bytes);
                         tx.send(&sender, egress.iter().map(|&e| (0, e, frame)), &mut outcome);

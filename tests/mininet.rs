@@ -90,8 +90,6 @@ impl Drop for Decoy {
     }
 }
 
-/// What a test checks before and after a Mininet run: no Mininet links or
-/// shells, and a private directory for the class's state files.
 /// The host settings Mininet's `fixLimits` (mininet/util.py, run by every
 /// `Mininet` and so by every `mn`) raises or overwrites and never puts back.
 /// Left behind, they change what later runs on the machine measure: TCP's
@@ -125,36 +123,27 @@ fn host_sysctls() -> Vec<(PathBuf, String)> {
         .collect()
 }
 
-/// One host setting changed for a test, and put back when the guard goes.
-struct SysctlGuard {
-    path: PathBuf,
-    old: String,
-}
-
-impl SysctlGuard {
-    fn set(name: &str, value: &str) -> SysctlGuard {
-        let path = Path::new("/proc/sys").join(name);
-        let old = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, value).unwrap();
-        SysctlGuard { path, old }
-    }
-}
-
-impl Drop for SysctlGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::write(&self.path, &self.old);
-    }
-}
-
+/// What a test checks before and after a Mininet run: no Mininet links or
+/// shells, and a private directory for the class's state files; and the host
+/// settings, put back as the run found them.
 struct Run {
     state_dir: PathBuf,
     shells_before: BTreeSet<u32>,
     sysctls_before: Vec<(PathBuf, String)>,
+    /// The machine's own settings, where `new_with` changed some first.
+    sysctls_original: Vec<(PathBuf, String)>,
     _lock: switchd::sys::LockFile,
 }
 
 impl Run {
     fn new() -> Run {
+        Run::new_with(&[])
+    }
+
+    /// A run that starts from the host settings `set` (name under
+    /// /proc/sys, value), changed once the lock is held; the machine's own
+    /// come back when the run goes.
+    fn new_with(set: &[(&str, &str)]) -> Run {
         require_mininet();
         let mut lock = None;
         let mut holder = None;
@@ -176,10 +165,19 @@ impl Run {
         );
         let state_dir = std::env::temp_dir().join(format!("switchd-mn-{}", unique_name("st")));
         std::fs::create_dir_all(&state_dir).unwrap();
+        let sysctls_original = if set.is_empty() {
+            Vec::new()
+        } else {
+            host_sysctls()
+        };
+        for (name, value) in set {
+            std::fs::write(Path::new("/proc/sys").join(name), value).unwrap();
+        }
         Run {
             state_dir,
             shells_before: mininet_shells(),
             sysctls_before: host_sysctls(),
+            sysctls_original,
             _lock: lock,
         }
     }
@@ -266,6 +264,11 @@ impl Run {
             .unwrap_or_default()
     }
 
+    /// The host settings as the run found them.
+    fn put_back_host_settings(&self) {
+        put_back(&self.sysctls_before);
+    }
+
     /// Nothing of the run is left: no Mininet links, no new node shells, no
     /// state file.
     fn assert_clean(&self, output: &str) {
@@ -297,10 +300,15 @@ impl Drop for Run {
                 .status();
         }
         let _ = std::fs::remove_dir_all(&self.state_dir);
-        for (path, value) in &self.sysctls_before {
-            if let Err(e) = std::fs::write(path, value) {
-                eprintln!("could not put back {}: {e}", path.display());
-            }
+        self.put_back_host_settings();
+        put_back(&self.sysctls_original);
+    }
+}
+
+fn put_back(sysctls: &[(PathBuf, String)]) {
+    for (path, value) in sysctls {
+        if let Err(e) = std::fs::write(path, value) {
+            eprintln!("could not put back {}: {e}", path.display());
         }
     }
 }
@@ -337,11 +345,9 @@ fn switchd_running(pid: u32, socket: &Path) -> bool {
 #[test]
 fn pingall_linear_3_over_a_shared_daemon() {
     let _machine = exclusive_machine();
-    // Below the 5000 Mininet sets, so that this run changes it; and the
-    // machine's own value back at the end, however the test ends.
-    let _backlog = SysctlGuard::set("net/core/netdev_max_backlog", "1000");
-    let sysctls_before = host_sysctls();
-    let run = Run::new();
+    // Below the 5000 Mininet sets, so that this run changes it.
+    const BACKLOG: &str = "net/core/netdev_max_backlog";
+    let run = Run::new_with(&[(BACKLOG, "1000")]);
     let d = Daemon::start();
     let (out, text) = run.mn_test(
         Some(&d.socket),
@@ -375,10 +381,12 @@ fn pingall_linear_3_over_a_shared_daemon() {
     );
     assert_eq!(d.ctl_ok(&["list-br"]), "", "bridges left in switchd");
     run.assert_clean(&text);
-    drop(run);
+    let backlog = std::fs::read_to_string(Path::new("/proc/sys").join(BACKLOG)).unwrap();
+    assert_eq!(backlog.trim(), "5000", "Mininet did not raise the backlog");
+    run.put_back_host_settings();
     assert_eq!(
         host_sysctls(),
-        sysctls_before,
+        run.sysctls_before,
         "Mininet's settings were left on the host"
     );
 }

@@ -212,6 +212,22 @@ mod tests {
     const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 
     #[test]
+    fn a_flood_is_shown_by_port_id_whatever_the_send_order() {
+        let egress = [Egress::default(), Egress::default(), Egress::default()];
+        let ports = Ports {
+            ingress: 1,
+            ids: &[3, 1, 2],
+            by_id: &[(1, 1), (2, 2), (3, 0)],
+            egress: &egress,
+            group_fwd_mask: 0,
+            mdb: None,
+        };
+        let t = trace(&Fdb::new(64, 300), None, &ports, &frame(B, A, None), 1000);
+        let ports: Vec<_> = t.outputs.iter().map(|o| o.port).collect();
+        assert_eq!(ports, [2, 3]);
+    }
+
+    #[test]
     fn a_trace_predicts_and_changes_nothing() {
         let egress = [Egress::default(), Egress::default(), access(10)];
         let ids = [1, 2, 3];
