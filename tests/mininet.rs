@@ -92,10 +92,10 @@ impl Drop for Decoy {
 
 /// The host settings Mininet's `fixLimits` (mininet/util.py, run by every
 /// `Mininet` and so by every `mn`) raises or overwrites and never puts back.
-/// Left behind, they change what later runs on the machine measure: TCP's
-/// buffer sizes (its default receive buffer shrinks from 128 KiB to 85 KiB)
-/// and the backlog queue the kernel bridge floods into. So each test puts
-/// back what it found.
+/// Left behind, they change the conditions of whatever runs on the machine
+/// later: TCP's buffer sizes (its default receive buffer shrinks from 128 KiB
+/// to 85 KiB) and the backlog queue the kernel bridge floods into. So each
+/// test puts back what it found.
 const MININET_SYSCTLS: &[&str] = &[
     "fs/file-max",
     "kernel/pty/max",
