@@ -214,8 +214,6 @@ enum Switch {
 /// bridge's is the kernel's price of delivering by packet socket rather than
 /// by cloning in softirq, whoever the switch.
 struct Floor {
-    /// This process: its main thread only sleeps while the phases run.
-    pid: u32,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -263,10 +261,16 @@ impl Floor {
             }
         });
         Ok(Floor {
-            pid: std::process::id(),
             stop,
             thread: Some(thread),
         })
+    }
+}
+
+impl Floor {
+    /// This process: its main thread only sleeps while the phases run.
+    fn pid(&self) -> u32 {
+        std::process::id()
     }
 }
 
@@ -336,7 +340,7 @@ impl Switch {
     fn pid(&self) -> Option<u32> {
         match self {
             Switch::Bridge(_) => None,
-            Switch::Floor(f) => Some(f.pid),
+            Switch::Floor(f) => Some(f.pid()),
             Switch::Switchd(d) => Some(d.pid()),
             Switch::Ovs(o) => Some(o.vswitchd_pid()),
         }
