@@ -68,7 +68,17 @@ impl Capture {
             "capture did not end"
         );
         assert!(self.child.wait().unwrap().success());
-        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+        // The reader thread may still hold the last lines: read until it sees
+        // the pipe close, not just what it has passed on so far.
+        let mut lines = Vec::new();
+        loop {
+            match self.stderr.recv_timeout(Duration::from_secs(5)) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stderr still open: {lines:?}"),
+            }
+        }
+        lines.join("\n")
     }
 }
 
