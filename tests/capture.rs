@@ -230,7 +230,13 @@ fn a_capture_holds_exactly_the_frames_sent_both_ways_fast_path_included() {
     );
     // Without a port named, every port, the internal one included; a frame
     // flooded there leaves by it.
-    let text = Capture::start(&d, &br, &["-c", "3", "arp"], Stdio::piped());
+    // (Only that address: b may probe a's by ARP meanwhile.)
+    let text = Capture::start(
+        &d,
+        &br,
+        &["-c", "3", "arp", "host", "10.82.0.9"],
+        Stdio::piped(),
+    );
     // Nobody has 10.82.0.9: a's ARP request floods.
     a.ns.exec(&["ping", "-n", "-q", "-c", "1", "-W", "1", "10.82.0.9"]);
     let out = text.stdout();

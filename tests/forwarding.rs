@@ -308,8 +308,11 @@ fn learned_unicast_reaches_only_its_port(flags: &[&str]) {
     let c_before = counter(&d, "br0", &c.port, "tx_packets");
     let b_before = counter(&d, "br0", &b.port, "tx_packets");
     a.ns.exec_ok(&["ping", "-n", "-q", "-c", "200", "-i", "0.002", &b.ip]);
+    let b_got = || counter(&d, "br0", &b.port, "tx_packets") - b_before;
+    // Counted once the send returns, maybe after ping had its reply.
+    wait_until(Duration::from_secs(2), || b_got() >= 200);
+    let b_got = b_got();
     let c_got = counter(&d, "br0", &c.port, "tx_packets") - c_before;
-    let b_got = counter(&d, "br0", &b.port, "tx_packets") - b_before;
     assert!(b_got >= 200, "b received {b_got} frames");
     // ARP refreshes are broadcast and may reach c; 400 unicast frames must not.
     assert!(c_got <= 4, "c received {c_got} frames of a<->b unicast");
@@ -429,7 +432,11 @@ fn counters_match_traffic(flags: &[&str]) {
         &hosts[1].ip,
     ]);
     let rx = counter(&d, "br0", &hosts[0].port, "rx_packets") - rx0;
-    let tx = counter(&d, "br0", &hosts[1].port, "tx_packets") - tx1;
+    // A port's tx counts are added once its send returns, which may be after
+    // the reply reached ping when the two ports have different threads.
+    let tx = || counter(&d, "br0", &hosts[1].port, "tx_packets") - tx1;
+    wait_until(Duration::from_secs(2), || tx() >= 50);
+    let tx = tx();
     assert!((50..=54).contains(&rx), "rx {rx}");
     assert!((50..=54).contains(&tx), "tx {tx}");
     let all = d.ctl_json(&["dump-ports", "br0"]);
@@ -647,20 +654,28 @@ fn static_entries_are_used_never_learned_over_and_kept(flags: &[&str]) {
         let marker = format!("static-{round}");
         let f = frame(remote_mac, a_mac, None, marker.as_bytes());
         assert_eq!(socks[0].send_all(std::iter::repeat_n(f, 20)), 20);
-        std::thread::sleep(Duration::from_millis(200));
+        // A broadcast after them: once it is through, so is what came before
+        // (the kernel's path delivers within the send).
+        let end = format!("fence-{round}");
+        socks[0].send(&frame([0xff; 6], a_mac, None, end.as_bytes()));
+        let has = |f: &[u8], m: &str| f.windows(m.len()).any(|w| w == m.as_bytes());
         socks[1..]
             .iter_mut()
             .map(|s| {
-                s.recv_until(Duration::from_millis(30), |_| false)
-                    .iter()
-                    .filter(|f| f.windows(marker.len()).any(|w| w == marker.as_bytes()))
-                    .count()
+                let got = s.recv_until(Duration::from_secs(5), |f| has(f, &end));
+                assert!(
+                    got.last().is_some_and(|f| has(f, &end)),
+                    "the broadcast after the frames did not arrive"
+                );
+                got.iter().filter(|f| has(f, &marker)).count()
             })
             .collect()
     };
     // a's own address learned first, so the kernel can take a's frames.
     socks[0].send(&frame([0xff; 6], a_mac, None, b"hello"));
-    std::thread::sleep(Duration::from_millis(100));
+    assert!(wait_until(Duration::from_secs(5), || d
+        .ctl_ok(&["fdb-show", "br0"])
+        .contains("02:46:00:00:00:01")));
     let kernel_before = counter(&d, "br0", a, "rx_kernel");
     assert_eq!(
         deliveries(&mut socks),

@@ -277,11 +277,18 @@ impl Run {
             "Mininet links left after the run: {:?}\n{output}",
             mininet_links()
         );
-        let left: Vec<u32> = mininet_shells()
-            .difference(&self.shells_before)
-            .copied()
-            .collect();
-        assert!(left.is_empty(), "node shells left: {left:?}\n{output}");
+        // Mininet hangs its node shells up without waiting for them.
+        let left = || -> Vec<u32> {
+            mininet_shells()
+                .difference(&self.shells_before)
+                .copied()
+                .collect()
+        };
+        assert!(
+            wait_until(Duration::from_secs(5), || left().is_empty()),
+            "node shells left: {:?}\n{output}",
+            left()
+        );
         let states = self.state_files();
         assert!(states.is_empty(), "state files left: {states:?}\n{output}");
     }

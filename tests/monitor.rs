@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// `switchd::datapath::events::EVENTS_PER_SEC`, as the docs state it.
@@ -17,6 +18,8 @@ struct Monitor {
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
+    /// The threads reading its output, which end when it does.
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Monitor {
@@ -35,7 +38,7 @@ impl Monitor {
         let events = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let sink = events.clone();
-        std::thread::spawn(move || {
+        let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let event: Value = serde_json::from_str(&line)
@@ -46,7 +49,7 @@ impl Monitor {
         let stderr = Arc::new(Mutex::new(String::new()));
         let err = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push_str(&line);
             }
@@ -55,6 +58,7 @@ impl Monitor {
             child,
             events,
             stderr,
+            readers: vec![out_reader, err_reader],
         };
         if args.is_empty() {
             let probe = unique_name("mpr");
@@ -65,6 +69,21 @@ impl Monitor {
             });
             assert!(heard, "the monitor heard nothing");
         }
+        monitor
+    }
+
+    /// Starts a monitor of `bridge` and waits until it hears events: `port`
+    /// (an interface not on it) added and deleted until it does.
+    fn start_on(d: &Daemon, bridge: &str, port: &str) -> Monitor {
+        let monitor = Monitor::start(d, &[bridge]);
+        let heard = wait_until(Duration::from_secs(10), || {
+            d.ctl_ok(&["add-port", bridge, port]);
+            d.ctl_ok(&["del-port", bridge, port]);
+            !monitor
+                .find(|e| is(e, "port-deleted") && e["port"] == port)
+                .is_empty()
+        });
+        assert!(heard, "the monitor of {bridge} heard nothing");
         monitor
     }
 
@@ -99,11 +118,15 @@ impl Monitor {
         })
     }
 
-    /// Waits up to 5 s for the process to exit; its exit code.
+    /// Waits up to 5 s for the process to exit; its exit code, once all it
+    /// wrote has been read.
     fn exit_code(&mut self) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
+                for reader in self.readers.drain(..) {
+                    reader.join().unwrap();
+                }
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -221,8 +244,7 @@ fn events_in_order(offload: &[&str]) {
     });
 
     // Another bridge's events do not reach a monitor of this one.
-    let only = Monitor::start(&d, &[&br]);
-    std::thread::sleep(Duration::from_millis(300));
+    let only = Monitor::start_on(&d, &br, &b.port);
     let other = unique_name("mbo");
     d.ctl_ok(&["add-br", "--no-internal", &other]);
     d.ctl_ok(&["del-port", &br, &a.port]);
@@ -267,7 +289,6 @@ fn flood_is_bounded(offload: &[&str]) {
         learned(&n)
     });
     let seconds = start.elapsed().as_secs() as usize + 1;
-    std::thread::sleep(Duration::from_millis(2500));
     let learned_n = stats("learned") - learned0;
     let evicted_n = stats("evicted") - evicted0;
     assert!(
@@ -283,6 +304,11 @@ fn flood_is_bounded(offload: &[&str]) {
             .map(|(_, e)| e["count"].as_u64().unwrap())
             .sum()
     };
+    // The last second's suppressed counts come with the next sweep.
+    wait_until(Duration::from_secs(10), || {
+        lines("mac-learned") as u64 + suppressed("mac-learned") == learned_n
+            && lines("mac-evicted") as u64 + suppressed("mac-evicted") == evicted_n
+    });
     let (learned_lines, evicted_lines) = (lines("mac-learned"), lines("mac-evicted"));
     // Bounded: at most the limit per kind per second the flood lasted (plus
     // the second it straddled).

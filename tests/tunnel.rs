@@ -147,7 +147,12 @@ fn ping_size(from: &Netns, ip: &str, payload: u32, count: u32) -> bool {
 /// Bytes iperf3 received in a short TCP run from `client` to `server_ip`.
 fn tcp_bytes(server: &Netns, client: &Netns, server_ip: &str) -> u64 {
     let _server = server.spawn(&["iperf3", "-s", "-1", "-p", "5251"]);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until(Duration::from_secs(10), || server
+            .exec_ok(&["ss", "-ltn"])
+            .contains(":5251")),
+        "iperf3 -s did not listen"
+    );
     let out = client.exec(&[
         "timeout", "20", "iperf3", "-c", server_ip, "-p", "5251", "-t", "2", "-J",
     ]);
@@ -597,6 +602,53 @@ fn tunnels_follow_the_underlay_persist_and_refuse_bad_options() {
     assert!(can_ping(&c1, "10.2.0.2"), "after a refused type change");
     let devices = a.exec_ok(&["ip", "-o", "link", "show", "type", "vxlan"]);
     assert_eq!(devices.lines().count(), 1, "{devices}");
+
+    // The underlay's receiving program follows the route, and goes only on an
+    // Ethernet interface: a tun device's packets start at the IP header.
+    let since = |mark: usize, line: &str| d.log()[mark..].contains(line);
+    assert!(
+        since(0, "tunnel: receiving on this underlay underlay=eth0"),
+        "{}",
+        d.log()
+    );
+    let mark = d.log().len();
+    a.exec_ok(&["ip", "tuntap", "add", "tun0", "mode", "tun"]);
+    a.exec_ok(&["ip", "link", "set", "tun0", "up"]);
+    a.exec_ok(&["ip", "route", "replace", "10.201.0.2/32", "dev", "tun0"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || since(
+            mark,
+            "tunnel: no longer receiving on this underlay underlay=eth0"
+        )),
+        "the receiving program stayed on eth0: {}",
+        &d.log()[mark..]
+    );
+    assert_eq!(
+        port(&d, "vx1")["down"],
+        "underlay interface tun0 is down",
+        "{}",
+        port(&d, "vx1")
+    );
+    a.exec_ok(&[
+        "ip",
+        "route",
+        "replace",
+        "10.201.0.2/32",
+        "via",
+        "10.200.0.2",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(5), || is_up(&d, "vx1")),
+        "{}",
+        port(&d, "vx1")
+    );
+    assert!(can_ping(&c1, "10.2.0.2"), "back over eth0");
+    let log = &d.log()[mark..];
+    assert!(!log.contains("underlay=tun0"), "{log}");
+    assert!(
+        log.contains("tunnel: receiving on this underlay underlay=eth0"),
+        "{log}"
+    );
 
     d.ctl_ok(&["del-port", "br0", "vx1"]);
     let links = a.exec_ok(&["ip", "-o", "link", "show"]);

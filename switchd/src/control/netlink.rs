@@ -196,6 +196,9 @@ pub struct LinkState {
     pub name: String,
     /// `veth`, `vxlan`, ...; `None` for a plain device.
     pub kind: Option<String>,
+    /// Its frames start with an Ethernet header (not a tun, WireGuard or IP
+    /// tunnel device, whose packets start at the IP header).
+    pub ethernet: bool,
     pub mtu: u32,
     /// Up, with carrier (operstate up or unknown).
     pub running: bool,
@@ -258,6 +261,8 @@ impl Netlink {
             let mut state = LinkState {
                 name: String::new(),
                 kind: None,
+                ethernet: link.header.link_layer_type
+                    == rtnetlink::packet_route::link::LinkLayerType::Ether,
                 mtu: 0,
                 running: false,
             };

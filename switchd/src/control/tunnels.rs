@@ -34,10 +34,25 @@ pub(super) struct TunnelState {
     devices: BTreeMap<u16, Device>,
     /// By port name.
     pub(super) ports: BTreeMap<String, TunnelPort>,
-    /// The receiving program's link on each underlay interface a tunnel's
-    /// remote is reached by (`Tunnels::attach_underlay`), or when the kernel
-    /// last refused it (the vxlan device receives there meanwhile).
-    underlays: BTreeMap<u32, Result<OwnedFd, Instant>>,
+    /// By ifindex: each underlay interface a tunnel's remote is reached by.
+    underlays: BTreeMap<u32, UnderlayLink>,
+}
+
+/// The receiving program on an underlay interface.
+struct UnderlayLink {
+    name: String,
+    /// Its link (`Tunnels::attach_underlay`), or when the kernel last refused
+    /// it (the vxlan device receives there meanwhile).
+    link: Result<OwnedFd, Instant>,
+}
+
+/// Where a remote's frames arrive: the route's interface, and this host's
+/// address they are sent to.
+#[derive(Clone, PartialEq, Eq)]
+struct Receive {
+    ifindex: u32,
+    name: String,
+    local: Ipv4Addr,
 }
 
 struct Device {
@@ -58,9 +73,8 @@ pub(super) struct TunnelPort {
     pub(super) down: Option<String>,
     /// The largest inner frame's MTU.
     pub(super) mtu: u32,
-    /// The underlay interface and this host's address the remote's frames
-    /// arrive by, while there is a route.
-    receive: Option<(u32, Ipv4Addr)>,
+    /// While there is a route.
+    receive: Option<Receive>,
 }
 
 impl TunnelPort {
@@ -105,7 +119,7 @@ struct Underlay {
     down: Option<String>,
     mtu: Option<u32>,
     /// The route's interface and source address.
-    receive: Option<(u32, Ipv4Addr)>,
+    receive: Option<Receive>,
 }
 
 impl Switch {
@@ -360,31 +374,41 @@ impl Switch {
     /// Keeps the receiving program on exactly the underlay interfaces the
     /// tunnels' remotes are reached by.
     fn sync_underlays(&mut self) {
-        let wanted: std::collections::BTreeSet<u32> = self
+        let wanted: BTreeMap<u32, &str> = self
             .tunnels
             .ports
             .values()
-            .filter_map(|p| p.receive.map(|(oif, _)| oif))
+            .filter_map(|p| p.receive.as_ref())
+            .map(|r| (r.ifindex, r.name.as_str()))
             .collect();
         let underlays = &mut self.tunnels.underlays;
-        underlays.retain(|oif, link| {
-            wanted.contains(oif)
-                && link
+        underlays.retain(|oif, u| {
+            let keep = wanted.contains_key(oif)
+                && u.link
                     .as_ref()
-                    .map_or_else(|at| at.elapsed() < ATTACH_RETRY, |_| true)
+                    .map_or_else(|at| at.elapsed() < ATTACH_RETRY, |_| true);
+            if !keep && u.link.is_ok() {
+                tracing::info!(underlay = %u.name, "tunnel: no longer receiving on this underlay");
+            }
+            keep
         });
         let Some(maps) = &self.tunnels.maps else {
             return;
         };
-        for oif in wanted {
+        for (oif, name) in wanted {
             underlays.entry(oif).or_insert_with(|| {
-                maps.attach_underlay(oif).map_err(|e| {
-                    tracing::warn!(
-                        ifindex = oif,
+                let link = maps.attach_underlay(oif);
+                match &link {
+                    Ok(_) => tracing::info!(underlay = %name, "tunnel: receiving on this underlay"),
+                    Err(e) => tracing::warn!(
+                        underlay = %name,
                         "tunnel: cannot attach to this underlay interface, the vxlan device receives there: {e}"
-                    );
-                    Instant::now()
-                })
+                    ),
+                }
+                UnderlayLink {
+                    name: name.to_string(),
+                    link: link.map_err(|_| Instant::now()),
+                }
             });
         }
     }
@@ -453,7 +477,8 @@ impl Switch {
             .set_state(underlay.down.is_none(), mtu)
             .map_err(|e| AttachError::Tunnel(format!("cannot set the tunnel's state: {e}")))?;
         port.down = underlay.down;
-        port.end.set_receive(underlay.receive).map_err(|e| {
+        let receive = underlay.receive.as_ref().map(|r| (r.ifindex, r.local));
+        port.end.set_receive(receive).map_err(|e| {
             AttachError::Tunnel(format!("cannot set where the tunnel receives: {e}"))
         })?;
         port.receive = underlay.receive;
@@ -498,8 +523,17 @@ impl Switch {
         }
         let mtu = Some(route.mtu.unwrap_or(link.mtu).min(link.mtu));
         let down = (!link.running).then(|| format!("underlay interface {} is down", link.name));
-        // A route looked up from a given source names none.
-        let receive = config.local_ip.or(route.src).map(|src| (route.oif, src));
+        // A route looked up from a given source names none. The underlay's
+        // program reads Ethernet frames: elsewhere the device receives.
+        let receive = config
+            .local_ip
+            .or(route.src)
+            .filter(|_| link.ethernet)
+            .map(|local| Receive {
+                ifindex: route.oif,
+                name: link.name.clone(),
+                local,
+            });
         Ok(Underlay { down, mtu, receive })
     }
 }
