@@ -817,7 +817,8 @@ fn sigint_stops_cleanly_too() {
 }
 
 /// A client that connects and sends nothing is disconnected after 60 s
-/// (IDLE_TIMEOUT); others are served meanwhile.
+/// (IDLE_TIMEOUT), and so is one that sends requests but never reads the
+/// replies; others are served meanwhile.
 #[test]
 fn a_silent_client_is_let_go_after_60_s() {
     use std::io::Read;
@@ -828,6 +829,17 @@ fn a_silent_client_is_let_go_after_60_s() {
         .set_read_timeout(Some(Duration::from_secs(90)))
         .unwrap();
     let started = std::time::Instant::now();
+    // Requests until the daemon's replies fill the socket and it stops reading.
+    let mut deaf = UnixStream::connect(&d.socket).unwrap();
+    deaf.set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let request = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"list-br\"}\n".repeat(100);
+    let mut sent = 0;
+    while deaf.write_all(&request).is_ok() {
+        sent += 100;
+        assert!(sent < 10_000_000, "the daemon never stopped reading");
+    }
+    let deaf_since = std::time::Instant::now();
     assert_eq!(
         d.ctl_ok(&["list-br"]),
         "",
@@ -844,6 +856,20 @@ fn a_silent_client_is_let_go_after_60_s() {
         (Duration::from_secs(59)..Duration::from_secs(70)).contains(&waited),
         "hung up after {waited:?}"
     );
+    // Reading any of its replies before the daemon gives up would unblock it.
+    std::thread::sleep(Duration::from_secs(62).saturating_sub(deaf_since.elapsed()));
+    // The replies it has, then the end (or a reset: it left requests unread).
+    deaf.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut replies = Vec::new();
+    let end = deaf.read_to_end(&mut replies);
+    assert!(
+        end.is_ok() || end.as_ref().unwrap_err().kind() == std::io::ErrorKind::ConnectionReset,
+        "still connected after {:?}, {} bytes of replies: {end:?}",
+        started.elapsed(),
+        replies.len()
+    );
+    assert_eq!(d.ctl_ok(&["list-br"]), "");
 }
 
 /// The reply to a change comes after its database is durable: written to the

@@ -602,6 +602,19 @@ fn tunnels_follow_the_underlay_persist_and_refuse_bad_options() {
     assert!(can_ping(&c1, "10.2.0.2"), "after a refused type change");
     let devices = a.exec_ok(&["ip", "-o", "link", "show", "type", "vxlan"]);
     assert_eq!(devices.lines().count(), 1, "{devices}");
+    // Another UDP port: its own device, and the old one goes.
+    let vxlan_devices = || -> Vec<String> {
+        a.exec_ok(&["ip", "-o", "link", "show", "type", "vxlan"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .collect()
+    };
+    d.ctl_ok(&["set", "interface", "vx1", "options:dst_port=4790"]);
+    assert_eq!(vxlan_devices(), ["vxlan_sys_4790"]);
+    d.ctl_ok(&["set", "interface", "vx1", "options:dst_port=4789"]);
+    assert_eq!(vxlan_devices(), ["vxlan_sys_4789"]);
+    assert!(can_ping(&c1, "10.2.0.2"), "back on UDP port 4789");
 
     // The underlay's receiving program follows the route, and goes only on an
     // Ethernet interface: a tun device's packets start at the IP header.
@@ -645,6 +658,63 @@ fn tunnels_follow_the_underlay_persist_and_refuse_bad_options() {
     assert!(can_ping(&c1, "10.2.0.2"), "back over eth0");
     let log = &d.log()[mark..];
     assert!(!log.contains("underlay=tun0"), "{log}");
+
+    // Made again in one batch, as scripts do: the add-port takes over the
+    // interfaces the del-port let go, which must then stay.
+    d.ctl_ok(&[
+        "--if-exists",
+        "del-port",
+        "br0",
+        "vx1",
+        "--",
+        "add-port",
+        "br0",
+        "vx1",
+        "--",
+        "set",
+        "interface",
+        "vx1",
+        "type=vxlan",
+        "options:remote_ip=10.201.0.2",
+        "options:key=99",
+    ]);
+    assert!(can_ping(&c1, "10.2.0.2"), "after the port was made again");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(is_up(&d, "vx1"), "{}", port(&d, "vx1"));
+    assert!(can_ping(&c1, "10.2.0.2"), "a moment later");
+
+    // Two names whose tunnel ends' hashed names meet (sdtf86fec42): the second
+    // is refused, and the first keeps its pair.
+    add_tunnel(
+        &d,
+        "vt149599",
+        &["options:remote_ip=10.201.0.2", "options:key=98"],
+    );
+    let before = d.ctl_json(&["show"]);
+    let links_before = a.exec_ok(&["ip", "-o", "link", "show"]);
+    let clash = d.ctl(&[
+        "add-port",
+        "br0",
+        "vt312382",
+        "--",
+        "set",
+        "interface",
+        "vt312382",
+        "type=vxlan",
+        "options:remote_ip=10.201.0.2",
+        "options:key=97",
+    ]);
+    assert!(!clash.status.success());
+    let stderr = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        stderr.contains("port vt149599's tunnel end is named sdtf86fec42 too"),
+        "{stderr}"
+    );
+    assert_eq!(d.ctl_json(&["show"]), before);
+    assert_eq!(a.exec_ok(&["ip", "-o", "link", "show"]), links_before);
+    assert!(is_up(&d, "vt149599"), "{}", port(&d, "vt149599"));
+    d.ctl_ok(&["del-port", "br0", "vt149599"]);
+    assert!(can_ping(&c1, "10.2.0.2"), "vx1 after the clash");
     assert!(
         log.contains("tunnel: receiving on this underlay underlay=eth0"),
         "{log}"

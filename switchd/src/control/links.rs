@@ -34,6 +34,7 @@ impl Switch {
                 })
             })
             .collect();
+        let any_lost = !lost.is_empty();
         for (bridge, port) in lost {
             let failed = PortState::Failed("no such device".to_string());
             let state = std::mem::replace(
@@ -47,6 +48,9 @@ impl Switch {
             // A tunnel's veth went: its programs go with it; a restart makes it anew.
             self.tunnels.ports.remove(&port);
             tracing::warn!(bridge = %bridge, port = %port, "interface gone; port detached");
+        }
+        if any_lost {
+            self.tidy_tunnels().await;
         }
         if !present {
             return;

@@ -197,6 +197,8 @@ impl Switch {
         self.bridge_mut(&bridge)
             .ports
             .insert(iface.to_string(), state);
+        // A new UDP port leaves the old one's device unused.
+        self.tidy_tunnels().await;
         if result.is_ok() {
             let statics = self.db.bridges[&bridge].static_macs.clone();
             self.install_statics(&bridge, &statics, Some(iface));

@@ -312,6 +312,14 @@ impl Switch {
             )));
         }
         if peer.is_some() {
+            // Names are hashed into 15 bytes: two ports can meet on one.
+            if let Some(other) = self.tunnels.ports.values().find(|p| p.far == far) {
+                return Err(AttachError::Tunnel(format!(
+                    "port {}'s tunnel end is named {far} too; give this port another name",
+                    other.name
+                )));
+            }
+            // No running port's: its pair's other end was renamed or moved away.
             self.delete_link(far).await;
         }
         let here = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| {
@@ -367,6 +375,12 @@ impl Switch {
         if self.tunnels.ports.remove(name).is_some() {
             self.doom_link(name.to_string()).await;
         }
+        self.tidy_tunnels().await;
+    }
+
+    /// After tunnel ports went or changed: the receiving programs only where
+    /// a remote is reached, and no vxlan device that no port uses.
+    pub(super) async fn tidy_tunnels(&mut self) {
         self.sync_underlays();
         self.prune_devices().await;
     }

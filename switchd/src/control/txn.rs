@@ -122,7 +122,13 @@ impl Switch {
                 self.db = saved;
                 state.created_links
             }
-            None => state.doomed_links,
+            // A port the batch made again under the same name has taken the
+            // pair over (`--if-exists del-port p -- add-port p ...`).
+            None => {
+                let mut doomed = state.doomed_links;
+                doomed.retain(|host| !self.db.bridges.values().any(|b| b.port(host).is_some()));
+                doomed
+            }
         };
         for host in delete {
             self.delete_link(&host).await;
