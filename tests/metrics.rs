@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -232,4 +233,53 @@ fn metrics_parse_and_equal_dump_ports() {
         stderr.contains(&format!("cannot serve metrics on {addr}")),
         "{stderr}"
     );
+}
+
+/// A scraper that sends requests but reads none of the answers is let go once
+/// it has taken nothing for 10 s, and scrapes go on.
+#[test]
+fn a_scraper_that_reads_nothing_is_let_go() {
+    let _machine = shared_machine();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start_with(&["--metrics", &addr]);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    let mut deaf = TcpStream::connect(&addr).unwrap();
+    deaf.set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    // Requests until the answers fill the connection and switchd stops reading.
+    let requests = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100);
+    let mut sent = 0;
+    while deaf.write_all(&requests).is_ok() {
+        sent += 100;
+        assert!(sent < 10_000_000, "switchd never stopped reading");
+    }
+    let stalled = Instant::now();
+    assert!(!scrape(&format!("http://{addr}/metrics")).is_empty());
+    // Reading any answer before switchd gives up would let it go on.
+    std::thread::sleep(Duration::from_secs(13).saturating_sub(stalled.elapsed()));
+    deaf.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut answers = 0;
+    let mut tail = Vec::new();
+    let end = loop {
+        assert!(
+            Instant::now() < deadline,
+            "still connected, {answers} of {sent} answers read"
+        );
+        match deaf.read(&mut buf) {
+            Ok(0) => break "closed",
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                answers += tail.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
+                let keep = tail.len().saturating_sub(14);
+                tail.drain(..keep);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(answers < sent, "{end} after all {sent} answers");
+    assert!(!scrape(&format!("http://{addr}/metrics")).is_empty());
 }
