@@ -50,14 +50,9 @@ fn tci(frame: &[u8]) -> Option<u16> {
 /// 30 ms more for any extra.
 fn received(r: &mut Raw, marker: &[u8], expected: usize) -> Vec<Option<u16>> {
     let has = |f: &[u8]| f.windows(marker.len()).any(|w| w == marker);
-    let mut frames = Vec::new();
-    if expected > 0 {
-        let seen = std::cell::Cell::new(0);
-        frames = r.sock.recv_until(Duration::from_secs(5), |f| {
-            seen.set(seen.get() + usize::from(has(f)));
-            seen.get() == expected
-        });
-    }
+    let mut frames = r.sock.recv_while(Duration::from_secs(5), |got| {
+        got.iter().filter(|f| has(f)).count() >= expected
+    });
     frames.extend(r.sock.recv_until(Duration::from_millis(30), |_| false));
     frames
         .into_iter()

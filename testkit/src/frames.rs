@@ -71,6 +71,24 @@ impl NsSocket {
         sent[0].packets
     }
 
+    /// Frames received, whole batches at a time, until `done` holds for all
+    /// received so far or `timeout`.
+    pub fn recv_while(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[Vec<u8>]) -> bool,
+    ) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while !done(&frames) && Instant::now() < deadline {
+            match self.rx.recv(&self.sock) {
+                Ok(n) => frames.extend((0..n).map(|i| self.rx.frame(i).bytes[VNET_HDR..].to_vec())),
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        frames
+    }
+
     /// Frames received until `stop` returns true for one (returned last) or `timeout`.
     pub fn recv_until(&mut self, timeout: Duration, stop: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();

@@ -21,8 +21,8 @@ const MAX_CONNECTIONS: usize = 256;
 /// Streams (captures, monitors) open at once. A stream gives its connection's
 /// place back, so that open streams never keep requests out.
 const MAX_STREAMS: usize = 64;
-/// A client that sends nothing, or reads nothing it is sent, for this long is
-/// disconnected.
+/// A client that sends nothing for this long, or takes this long to read a
+/// reply, is disconnected.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Who may use the socket: root, switchd's own user, and members of `group`.
@@ -170,8 +170,8 @@ async fn handle_connection(
     }
 }
 
-/// Writes a reply; false if the client is gone or has read nothing for
-/// `IDLE_TIMEOUT` (it would hold its connection's place for ever).
+/// Writes a reply; false if the client is gone or has not taken it whole
+/// within `IDLE_TIMEOUT` (it would hold its connection's place for ever).
 async fn write_line<W: AsyncWriteExt + Unpin>(writer: &mut W, reply: &Value) -> bool {
     let mut bytes = serde_json::to_vec(reply).expect("replies always serialize");
     bytes.push(b'\n');

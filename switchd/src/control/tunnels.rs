@@ -300,6 +300,22 @@ impl Switch {
     /// (switchd made it before a restart). An interface of that name that is
     /// not such a pair is someone else's, and refused.
     async fn make_pair(&mut self, name: &str, far: &str) -> Result<bool, AttachError> {
+        // Names are hashed into 15 bytes: two ports can meet on one.
+        let running = self.tunnels.ports.values().map(|p| p.name.as_str());
+        let configured = self.db.bridges.values().flat_map(|b| {
+            b.ports
+                .iter()
+                .filter(|p| p.tunnel.is_some())
+                .map(|p| p.name.as_str())
+        });
+        if let Some(other) = running
+            .chain(configured)
+            .find(|&other| other != name && far_name(other) == far)
+        {
+            return Err(AttachError::Tunnel(format!(
+                "port {other}'s tunnel end is named {far} too; give this port another name"
+            )));
+        }
         let near = self.netlink.link_index(name).await?;
         let peer = self.netlink.link_index(far).await?;
         if let Some(index) = near {
@@ -312,14 +328,7 @@ impl Switch {
             )));
         }
         if peer.is_some() {
-            // Names are hashed into 15 bytes: two ports can meet on one.
-            if let Some(other) = self.tunnels.ports.values().find(|p| p.far == far) {
-                return Err(AttachError::Tunnel(format!(
-                    "port {}'s tunnel end is named {far} too; give this port another name",
-                    other.name
-                )));
-            }
-            // No running port's: its pair's other end was renamed or moved away.
+            // No port's: its pair's other end was renamed or moved away.
             self.delete_link(far).await;
         }
         let here = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| {

@@ -122,11 +122,12 @@ impl Switch {
                 self.db = saved;
                 state.created_links
             }
-            // A port the batch made again under the same name has taken the
-            // pair over (`--if-exists del-port p -- add-port p ...`).
+            // A tunnel port the batch made again under the same name has taken
+            // its pair over (`--if-exists del-port vx1 -- add-port vx1 -- set
+            // interface vx1 type=vxlan ...`); no other kind of port can.
             None => {
                 let mut doomed = state.doomed_links;
-                doomed.retain(|host| !self.db.bridges.values().any(|b| b.port(host).is_some()));
+                doomed.retain(|host| !self.tunnels.ports.contains_key(host));
                 doomed
             }
         };
