@@ -730,6 +730,37 @@ fn tunnels_follow_the_underlay_persist_and_refuse_bad_options() {
     }
 }
 
+/// The kernel objects of a tunnel deleted from outside switchd (the shared
+/// vxlan device, the port's own veth pair): switchd makes them again and the
+/// tunnel carries frames again, as it does after a restart.
+#[test]
+fn a_tunnel_whose_interfaces_are_deleted_comes_back() {
+    let _machine = shared_machine();
+    let underlay = Underlay::new();
+    let (a, b) = (underlay.host(1), underlay.host(2));
+    let _c2 = kernel_host(&b, 42, &underlay_ip(1), None, "10.4.0.2/24");
+    let d = switchd_in(&a, &[]);
+    let c1 = container(&d, "10.4.0.1/24");
+    add_tunnel(
+        &d,
+        "vx1",
+        &["options:remote_ip=10.200.0.2", "options:key=42"],
+    );
+    assert!(can_ping(&c1, "10.4.0.2"));
+    for gone in ["vxlan_sys_4789", "vx1"] {
+        a.exec_ok(&["ip", "link", "del", gone]);
+        assert!(
+            wait_until(Duration::from_secs(10), || is_up(&d, "vx1")
+                && can_ping(&c1, "10.4.0.2")),
+            "after {gone} was deleted: {}\n{}",
+            port(&d, "vx1"),
+            a.exec_ok(&["ip", "-o", "link", "show"])
+        );
+    }
+    let devices = a.exec_ok(&["ip", "-o", "link", "show", "type", "vxlan"]);
+    assert_eq!(devices.lines().count(), 1, "{devices}");
+}
+
 /// A VXLAN frame from `src` (an underlay address, `src_mac`) to host A
 /// (`dst`, `dst_mac`) carrying `inner`, built by hand so that each field can
 /// be made wrong: `tos`, the VXLAN word after the flags, `vni`, and whether the

@@ -34,8 +34,17 @@ impl Switch {
                 })
             })
             .collect();
+        // Ports that go through a vxlan device that went are lost as well.
+        let mut lost = lost;
+        if !present {
+            for port in self.forget_device(index) {
+                if let Some(bridge) = self.bridge_of(&port).map(str::to_string) {
+                    lost.push((bridge, port));
+                }
+            }
+        }
         let any_lost = !lost.is_empty();
-        for (bridge, port) in lost {
+        for (bridge, port) in lost.clone() {
             let failed = PortState::Failed("no such device".to_string());
             let state = std::mem::replace(
                 self.bridge_mut(&bridge)
@@ -51,6 +60,10 @@ impl Switch {
         }
         if any_lost {
             self.tidy_tunnels().await;
+        }
+        // A tunnel's interfaces are switchd's own: it makes them again.
+        for (bridge, port) in lost {
+            self.remake_tunnel(&bridge, &port).await;
         }
         if !present {
             return;
@@ -76,22 +89,45 @@ impl Switch {
         if config.kind != PortKind::System {
             return;
         }
-        let new_state = match self.attach(&bridge, &config).await {
+        self.reattach_port(&bridge, name, "interface appeared; port attached")
+            .await;
+    }
+
+    /// Tunnel port `port`, lost with one of its interfaces, made again.
+    async fn remake_tunnel(&mut self, bridge: &str, port: &str) {
+        if self
+            .port_config(bridge, port)
+            .is_some_and(|c| c.kind == PortKind::Vxlan)
+        {
+            self.reattach_port(bridge, port, "tunnel port made again")
+                .await;
+        }
+    }
+
+    /// Attaches configured port `name` anew in place of its present state.
+    async fn reattach_port(&mut self, bridge: &str, name: &str, done: &str) {
+        let Some(config) = self.port_config(bridge, name).cloned() else {
+            return;
+        };
+        let new_state = match self.attach(bridge, &config).await {
             Ok(port) => {
-                tracing::info!(bridge = %bridge, port = name, "interface appeared; port attached");
+                tracing::info!(bridge, port = name, "{done}");
                 PortState::Attached(port)
             }
-            Err(e) => PortState::Failed(e.to_string()),
+            Err(e) => {
+                tracing::warn!(bridge, port = name, "cannot attach: {e}");
+                PortState::Failed(e.to_string())
+            }
         };
         let old = std::mem::replace(
-            self.bridge_mut(&bridge)
+            self.bridge_mut(bridge)
                 .ports
                 .get_mut(name)
                 .expect("port exists"),
             new_state,
         );
-        self.detach(&bridge, old).await;
-        let statics = self.db.bridges[&bridge].static_macs.clone();
-        self.install_statics(&bridge, &statics, Some(name));
+        self.detach(bridge, old).await;
+        let statics = self.db.bridges[bridge].static_macs.clone();
+        self.install_statics(bridge, &statics, Some(name));
     }
 }

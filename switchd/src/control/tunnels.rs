@@ -387,6 +387,26 @@ impl Switch {
         self.tidy_tunnels().await;
     }
 
+    /// The tunnel ports sending through vxlan device `ifindex`, if that is one
+    /// of switchd's, which is forgotten: it is gone (deleted from outside).
+    pub(super) fn forget_device(&mut self, ifindex: u32) -> Vec<String> {
+        let Some((&dst_port, _)) = self
+            .tunnels
+            .devices
+            .iter()
+            .find(|(_, d)| d.ifindex == ifindex)
+        else {
+            return Vec::new();
+        };
+        self.tunnels.devices.remove(&dst_port);
+        self.tunnels
+            .ports
+            .values()
+            .filter(|p| p.config.dst_port == dst_port)
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
     /// After tunnel ports went or changed: the receiving programs only where
     /// a remote is reached, and no vxlan device that no port uses.
     pub(super) async fn tidy_tunnels(&mut self) {
