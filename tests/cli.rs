@@ -62,6 +62,75 @@ fn bridge_commands_and_their_errors() {
     );
 }
 
+/// ovs-vsctl's forms at the edges: options alone before the first `--`, a
+/// trailing `--`, `--timeout 0` (no limit), br-exists in a chain, values as JSON,
+/// and a reader that closes the pipe early.
+#[test]
+fn chains_timeouts_json_values_and_closed_pipes() {
+    let _machine = shared_machine();
+    let d = Daemon::start();
+    // With its internal port, so named uniquely.
+    let br = crate::util::unique_name("cle");
+    d.ctl_ok(&["--timeout", "5", "--", "--may-exist", "add-br", &br]);
+    d.ctl_ok(&["add-br", "--no-internal", "bre1", "--"]);
+    let mut both = [br.as_str(), "bre1"];
+    both.sort();
+    let listed = format!("{}\n{}\n", both[0], both[1]);
+    assert_eq!(d.ctl_ok(&["--timeout", "0", "list-br"]), listed);
+    assert_eq!(
+        d.ctl_ok(&["--timeout", "0", "list-br", "--", "list-br"]),
+        listed.repeat(2)
+    );
+    let chained = d.ctl(&["br-exists", "nosuch", "--", "list-br"]);
+    assert_eq!(chained.status.code(), Some(2), "{chained:?}");
+    assert_eq!(
+        d.ctl(&["br-exists", "bre1", "--", "list-br"]).status.code(),
+        Some(0)
+    );
+
+    d.ctl_ok(&["set", "interface", &br, "external_ids:owner=lab"]);
+    assert_eq!(
+        d.ctl_json(&["get", "interface", &br, "external_ids"]),
+        serde_json::json!(["map", [["owner", "lab"]]])
+    );
+    assert_eq!(
+        d.ctl_ok(&[
+            "--if-exists",
+            "get",
+            "interface",
+            &br,
+            "external_ids:k",
+            "external_ids:owner"
+        ]),
+        "\nlab\n",
+        "a missing key keeps its line"
+    );
+    let found = d.ctl_json(&["find", "interface", "external_ids:owner=lab"]);
+    assert_eq!(
+        found["data"],
+        serde_json::json!([[["map", [["owner", "lab"]]], br]]),
+        "{found}"
+    );
+
+    // Nobody reads what it prints: it ends quietly, as ovs-vsctl does.
+    let mut child = std::process::Command::new(bin("switchctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("list-br")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn port_commands_and_their_errors() {
     let _machine = shared_machine();

@@ -328,9 +328,10 @@ fn get_and_external_ids_follow_ovs_vsctl_at_the_edges() {
         ovs.ok(&["--if-exists", "get", "bridge", "nosuch0", "name"]),
         ""
     );
+    // A missing key keeps its (empty) line, as ovs-vsctl's cmd_get.
     assert_eq!(
         ovs.ok(&["--if-exists", "get", "interface", &h.port, "external_ids:k"]),
-        ""
+        "\n"
     );
     ovs.fails(
         &["get", "interface", "nosuch0", "name"],
@@ -342,6 +343,31 @@ fn get_and_external_ids_follow_ovs_vsctl_at_the_edges() {
     assert_eq!(
         ovs.ok(&["get", "interface", &br, "external_ids:owner"]),
         "lab\n"
+    );
+    assert_eq!(
+        ovs.ok(&[
+            "--if-exists",
+            "get",
+            "interface",
+            &br,
+            "external_ids:k",
+            "external_ids:owner"
+        ]),
+        "\nlab\n"
+    );
+    // JSON tables hold ovsdb JSON cells whatever --data says.
+    let found = ovs.ok(&[
+        "--format=json",
+        "--columns=name,external_ids",
+        "find",
+        "interface",
+        "external_ids:owner=lab",
+    ]);
+    let found: Value = serde_json::from_str(&found).unwrap();
+    assert_eq!(
+        found["data"],
+        serde_json::json!([[br, ["map", [["owner", "lab"]]]]]),
+        "{found}"
     );
     // Keys are merged; the bound is on what the port keeps, not one request.
     let big = "x".repeat(1500);

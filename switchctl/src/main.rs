@@ -44,7 +44,7 @@ struct Cli {
     /// With del-br and del-port: succeed if it does not exist.
     #[arg(long, global = true)]
     if_exists: bool,
-    /// Seconds to wait for switchd's reply.
+    /// Seconds to wait for switchd's reply (0: as long as it takes).
     #[arg(long, global = true, default_value_t = 30)]
     timeout: u64,
     #[command(subcommand)]
@@ -292,11 +292,20 @@ fn main() -> ExitCode {
     }
     // Split the chain at `--`; each later part is parsed as a command line of its
     // own, of which only the command and its --may-exist/--if-exists count.
-    let parsed = rest
+    let mut parts: Vec<Vec<&str>> = rest
         .split(|a| a == "--")
-        .map(|part| {
-            Cli::try_parse_from(std::iter::once(program).chain(part.iter().map(String::as_str)))
-        })
+        .filter(|part| !part.is_empty())
+        .map(|part| part.iter().map(String::as_str).collect())
+        .collect();
+    // ovs-vsctl's `[options] -- [options] command`: options alone go with the
+    // command after them.
+    if parts.len() > 1 && options_only(program, &parts[0]) {
+        let options = parts.remove(0);
+        parts[0].splice(0..0, options);
+    }
+    let parsed = parts
+        .iter()
+        .map(|part| Cli::try_parse_from(std::iter::once(program).chain(part.iter().copied())))
         .collect::<Result<Vec<Cli>, _>>();
     let clis = match parsed {
         Ok(clis) => clis,
@@ -317,6 +326,40 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("switchctl: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Whether `part` is a command line's options without a command.
+fn options_only(program: &str, part: &[&str]) -> bool {
+    use clap::error::ErrorKind;
+    match Cli::try_parse_from(std::iter::once(program).chain(part.iter().copied())) {
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ),
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends the output, not
+/// in a panic.
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+impl Cli {
+    /// How long to wait for switchd: `--timeout`, 0 for as long as it takes
+    /// (as ovs-vsctl; a day stands for that).
+    fn wait(&self) -> Duration {
+        match self.timeout {
+            0 => ovs_vsctl::NO_TIMEOUT,
+            secs => Duration::from_secs(secs),
         }
     }
 }
@@ -352,7 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         if cli.format == Format::Json {
             words.insert(0, "--format=json".to_string());
         }
-        return ovs_vsctl::run_with(&words, &cli.socket);
+        return ovs_vsctl::run_with(&words, &cli.socket, cli.format == Format::Json);
     }
     if let Command::Capture {
         bridge,
@@ -367,14 +410,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let request = to_request(&cli)?;
     if let Command::Monitor { .. } = cli.command {
         let json = cli.format == Format::Json;
-        return monitor::run(
-            &cli.socket,
-            &request,
-            json,
-            Duration::from_secs(cli.timeout),
-        );
+        return monitor::run(&cli.socket, &request, json, cli.wait());
     }
-    let result = call(&cli.socket, &request, Duration::from_secs(cli.timeout))?;
+    let result = call(&cli.socket, &request, cli.wait())?;
     let exit = match (&cli.command, &result) {
         (Command::BrExists { .. }, Value::Bool(false)) => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
@@ -383,7 +421,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Format::Json => format!("{result}\n"),
         Format::Text => render(&cli.command, result)?,
     };
-    print!("{text}");
+    emit(&text)?;
     Ok(exit)
 }
 
@@ -391,20 +429,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn run_chain(clis: &[Cli]) -> anyhow::Result<ExitCode> {
     let first = &clis[0];
     let commands = clis.iter().map(to_request).collect::<anyhow::Result<_>>()?;
-    let result = call(
-        &first.socket,
-        &Request::Batch { commands },
-        Duration::from_secs(first.timeout),
-    )?;
+    let result = call(&first.socket, &Request::Batch { commands }, first.wait())?;
+    let results: Vec<Value> = serde_json::from_value(result.clone())?;
+    // As one command: 2 if a bridge br-exists asked for is not there.
+    let exit =
+        if clis.iter().zip(&results).any(|(cli, r)| {
+            matches!(cli.command, Command::BrExists { .. }) && *r == Value::Bool(false)
+        }) {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
     if first.format == Format::Json {
-        println!("{result}");
-        return Ok(ExitCode::SUCCESS);
+        emit(&format!("{result}\n"))?;
+        return Ok(exit);
     }
-    let results: Vec<Value> = serde_json::from_value(result)?;
+    let mut text = String::new();
     for (cli, result) in clis.iter().zip(results) {
-        print!("{}", render(&cli.command, result)?);
+        text.push_str(&render(&cli.command, result)?);
     }
-    Ok(ExitCode::SUCCESS)
+    emit(&text)?;
+    Ok(exit)
 }
 
 fn to_request(cli: &Cli) -> anyhow::Result<Request> {
@@ -628,7 +673,7 @@ fn run_capture(
     write: Option<&std::path::Path>,
     snaplen: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
-    let timeout = Duration::from_secs(cli.timeout);
+    let timeout = cli.wait();
     let names: Vec<String> = serde_json::from_value(call(
         &cli.socket,
         &Request::ListPorts {

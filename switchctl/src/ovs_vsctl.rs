@@ -18,7 +18,7 @@ use switchd_proto::{call, FoundPort, PortKind, Request, ShowReply, DEFAULT_SOCKE
 
 /// What ovs-vsctl does with no `--timeout`: wait for the database as long as
 /// it takes. A day stands for that, so a stuck daemon still ends the call.
-const NO_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub const NO_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 const SUPPORTED: &str = "add-br, del-br, list-br, br-exists, add-port, del-port, list-ports, \
      iface-to-br, port-to-br, set (bridge, port, interface), get, find (interface, port)";
@@ -108,7 +108,7 @@ pub fn main(args: &[String]) -> ExitCode {
     let socket = std::env::var_os(SOCKET_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
-    match run_with(args, &socket) {
+    match run_with(args, &socket, false) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ovs-vsctl: {e:#}");
@@ -118,7 +118,13 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 /// Runs an ovs-vsctl command line (without the program name) against `socket`.
-pub fn run_with(args: &[String], socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+/// With `json_values` (switchctl's `--format json`), `get` prints each value in
+/// ovsdb's JSON notation; ovs-vsctl's own `get` ignores `--format`.
+pub fn run_with(
+    args: &[String],
+    socket: &std::path::Path,
+    json_values: bool,
+) -> anyhow::Result<ExitCode> {
     let mut output = Output {
         format: Format::List,
         data: Data::String,
@@ -269,11 +275,16 @@ pub fn run_with(args: &[String], socket: &std::path::Path) -> anyhow::Result<Exi
                 if_exists,
             } => {
                 let show: ShowReply = serde_json::from_value(result)?;
-                out.push_str(&get(&show, *table, record, columns, *if_exists)?);
+                let data = if json_values {
+                    Data::Json
+                } else {
+                    Data::String
+                };
+                out.push_str(&get(&show, *table, record, columns, *if_exists, data)?);
             }
         }
     }
-    print!("{out}");
+    crate::emit(&out)?;
     Ok(exit)
 }
 
@@ -528,6 +539,8 @@ impl Cell {
                 m.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()
             ]),
             Cell::Int(i) => json!(i),
+            // A set of one is its member (ovsdb_datum_to_json).
+            Cell::Ints(v) if v.len() == 1 => json!(v[0]),
             Cell::Ints(v) => json!(["set", v]),
             Cell::Empty => json!(["set", []]),
         }
@@ -572,12 +585,9 @@ fn table(columns: &[String], rows: Vec<Vec<Cell>>, output: &Output) -> String {
                 .iter()
                 .map(|r| {
                     Value::Array(
-                        r.iter()
-                            .map(|c| match output.data {
-                                Data::Json => c.json(),
-                                data => json!(c.text(data)),
-                            })
-                            .collect(),
+                        // ovs-vsctl's JSON table holds each cell as ovsdb
+                        // JSON, whatever --data says.
+                        r.iter().map(Cell::json).collect(),
                     )
                 })
                 .collect();
@@ -641,6 +651,7 @@ fn get(
     record: &str,
     columns: &[String],
     if_exists: bool,
+    data: Data,
 ) -> anyhow::Result<String> {
     let no_row = || anyhow!("no row \"{record}\" in table {}", table.name());
     let mut out = String::new();
@@ -659,7 +670,7 @@ fn get(
                     "get bridge {column}: not supported by switchd (name, protocols, datapath_type)"
                 ),
             };
-            let _ = writeln!(out, "{}", cell.text(Data::String));
+            let _ = writeln!(out, "{}", cell.text(data));
         }
         return Ok(out);
     }
@@ -711,7 +722,11 @@ fn get(
             (None, cell) => cell,
             (Some(key), Cell::Map(m)) => match m.get(&key) {
                 Some(v) => Cell::Str(v.clone()),
-                None if if_exists => continue,
+                // As ovs-vsctl: the value is left out, not its line.
+                None if if_exists => {
+                    out.push_str(if data == Data::Json { "null\n" } else { "\n" });
+                    continue;
+                }
                 None => bail!(
                     "no key \"{key}\" in {} record \"{record}\" column {name}",
                     table.name()
@@ -719,7 +734,7 @@ fn get(
             },
             (Some(_), _) => bail!("cannot specify key to get for non-map column {name}"),
         };
-        let _ = writeln!(out, "{}", cell.text(Data::String));
+        let _ = writeln!(out, "{}", cell.text(data));
     }
     Ok(out)
 }
