@@ -456,6 +456,45 @@ fn hundred_clients_at_once_and_a_silent_one() {
     assert_eq!(d.ctl_ok(&["list-br"]).lines().count(), 100);
 }
 
+/// A bridge's internal port is switchd's own interface: deleted from outside,
+/// it is made again, up, and floods reach it again.
+#[test]
+fn an_internal_port_deleted_from_outside_is_made_again() {
+    let _machine = shared_machine();
+    let a = Host::new("10.26.0.1/24");
+    let d = Daemon::start();
+    // With its internal port, so named uniquely.
+    let br = crate::util::unique_name("ibr");
+    d.ctl_ok(&["add-br", &br]);
+    d.ctl_ok(&["add-port", &br, &a.port]);
+    crate::util::run("ip", &["link", "del", &br]);
+    let rx = || {
+        std::fs::read_to_string(format!("/sys/class/net/{br}/statistics/rx_packets"))
+            .ok()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || rx().is_some()),
+        "{br} was not made again: {}",
+        d.ctl_ok(&["show"])
+    );
+    let show = d.ctl_ok(&["show"]);
+    assert!(
+        show.contains(&format!("    Port {br}\n        type: internal\n")),
+        "{show}"
+    );
+    assert!(!show.contains("error"), "{show}");
+    // Nobody has 10.26.0.9: a's ARP request floods, to the internal port too.
+    let before = rx().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            a.ns.exec(&["ping", "-n", "-q", "-c", "1", "-W", "1", "10.26.0.9"]);
+            rx().unwrap_or(0) > before
+        }),
+        "nothing reached {br} after it was made again"
+    );
+}
+
 /// Changing a port's MTU or setting it down under a running switch: the daemon
 /// keeps forwarding between the other ports, `show` says what is going on, and
 /// the port works again once it is back.

@@ -61,9 +61,10 @@ impl Switch {
         if any_lost {
             self.tidy_tunnels().await;
         }
-        // A tunnel's interfaces are switchd's own: it makes them again.
+        // An internal port's or a tunnel's interfaces are switchd's own: it
+        // makes them again, as a restart would.
         for (bridge, port) in lost {
-            self.remake_tunnel(&bridge, &port).await;
+            self.remake_own_port(&bridge, &port).await;
         }
         if !present {
             return;
@@ -93,13 +94,14 @@ impl Switch {
             .await;
     }
 
-    /// Tunnel port `port`, lost with one of its interfaces, made again.
-    async fn remake_tunnel(&mut self, bridge: &str, port: &str) {
+    /// Internal or tunnel port `port`, lost with one of its interfaces, made
+    /// again.
+    async fn remake_own_port(&mut self, bridge: &str, port: &str) {
         if self
             .port_config(bridge, port)
-            .is_some_and(|c| c.kind == PortKind::Vxlan)
+            .is_some_and(|c| matches!(c.kind, PortKind::Internal | PortKind::Vxlan))
         {
-            self.reattach_port(bridge, port, "tunnel port made again")
+            self.reattach_port(bridge, port, "interface deleted from outside; made again")
                 .await;
         }
     }
