@@ -317,14 +317,17 @@ impl Fdb {
     }
 
     /// Moves `key`'s last-seen time forward to `seen_ms` if it is still on `port`
-    /// (frames the kernel forwarded for it).
+    /// (frames the kernel forwarded for it). It is linked at that time, not now:
+    /// linked now, it would not be looked at again until a whole aging time
+    /// from now, when it may have been stale for most of one.
     pub fn touch(&mut self, key: FdbKey, port: PortId, seen_ms: u64, now_ms: u64) {
         if let Some(entry) = self.index.get_mut(&key) {
             if entry.port == port && seen_ms > entry.last_seen_ms {
+                let seen_ms = seen_ms.min(now_ms);
                 entry.last_seen_ms = seen_ms;
                 let idx = entry.slot;
                 self.unlink(idx);
-                self.link_tail(idx, port, now_ms);
+                self.link(idx, port, seen_ms);
             }
         }
     }
@@ -381,7 +384,7 @@ impl Fdb {
                 });
             }
             self.unlink(idx);
-            self.link_tail(idx, port, now_ms);
+            self.link(idx, port, now_ms);
             return;
         }
         if self.index.len() >= self.max_entries {
@@ -420,7 +423,7 @@ impl Fdb {
                 last_seen_ms: now_ms,
             },
         );
-        self.link_tail(idx, port, now_ms);
+        self.link(idx, port, now_ms);
         self.counters.learned += 1;
         self.record(FdbChange::Learned { key, port });
     }
@@ -585,23 +588,35 @@ impl Fdb {
         }
     }
 
-    fn link_tail(&mut self, idx: u32, port: PortId, now_ms: u64) {
+    /// Links `idx` into `port`'s list at its place by `linked_ms`, found from
+    /// the tail: at the tail itself when it is now.
+    fn link(&mut self, idx: u32, port: PortId, linked_ms: u64) {
         let list = self.ports.entry(port).or_insert(PortList {
             head: NIL,
             tail: NIL,
             len: 0,
         });
+        let mut after = list.tail;
+        while after != NIL && self.slots[after as usize].linked_ms > linked_ms {
+            after = self.slots[after as usize].prev;
+        }
+        let next = match after {
+            NIL => list.head,
+            after => self.slots[after as usize].next,
+        };
         let slot = &mut self.slots[idx as usize];
         slot.port = port;
-        slot.linked_ms = now_ms;
-        slot.prev = list.tail;
-        slot.next = NIL;
-        if list.tail == NIL {
-            list.head = idx;
-        } else {
-            self.slots[list.tail as usize].next = idx;
+        slot.linked_ms = linked_ms;
+        slot.prev = after;
+        slot.next = next;
+        match after {
+            NIL => list.head = idx,
+            after => self.slots[after as usize].next = idx,
         }
-        list.tail = idx;
+        match next {
+            NIL => list.tail = idx,
+            next => self.slots[next as usize].prev = idx,
+        }
         list.len += 1;
     }
 }
@@ -620,6 +635,33 @@ mod tests {
 
     fn port_len(fdb: &Fdb, port: PortId) -> usize {
         fdb.rows(0).filter(|r| r.port == port).count()
+    }
+
+    #[test]
+    fn an_entry_the_kernel_forwarded_for_ages_from_when_it_last_did() {
+        let mut fdb = Fdb::new(16, 300);
+        fdb.learn(key(1), 7, 0);
+        fdb.learn(key(2), 7, 200_000);
+        // Its frames went through the kernel until 10 s; the sweep at 301 s
+        // finds that out.
+        assert_eq!(fdb.stale(301_000), vec![(key(1), 7)]);
+        fdb.touch(key(1), 7, 10_000, 301_000);
+        assert_eq!(fdb.expire(301_000), 0);
+        assert_eq!(fdb.expire(310_000), 0);
+        assert_eq!(
+            fdb.expire(311_000),
+            1,
+            "kept past 300 s after it was last seen"
+        );
+        assert_eq!(fdb.lookup(&key(1), 311_000), None);
+        // Linked between older and newer entries, the lists stay in order.
+        fdb.learn(key(3), 7, 400_000);
+        fdb.touch(key(2), 7, 350_000, 400_000);
+        assert_eq!(fdb.expire(501_000), 0);
+        assert_eq!(fdb.expire(651_000), 1);
+        assert_eq!(fdb.lookup(&key(3), 651_000), Some(7));
+        assert_eq!(fdb.expire(701_000), 1);
+        assert_eq!(fdb.len(), 0);
     }
 
     #[test]

@@ -460,6 +460,17 @@ impl KernelFdb {
             return;
         }
         let table = &self.offload.table;
+        // Deletes first: on a full table they make the room the adds need.
+        self.keys.clear();
+        for (key, value) in &self.pending {
+            if value.is_none() {
+                self.keys.extend_from_slice(key);
+            }
+        }
+        // Keys that are absent already (a full table refused them) are skipped.
+        if let Err(e) = table.delete_batch(&self.keys) {
+            tracing::debug!("kernel MAC table: cannot delete an address: {e}");
+        }
         self.keys.clear();
         self.values.clear();
         for (key, value) in &self.pending {
@@ -471,16 +482,6 @@ impl KernelFdb {
         // A full table leaves the rest to the userspace datapath.
         if let Err(e) = table.update_batch(&self.keys, &self.values) {
             tracing::debug!("kernel MAC table: cannot add an address: {e}");
-        }
-        self.keys.clear();
-        for (key, value) in &self.pending {
-            if value.is_none() {
-                self.keys.extend_from_slice(key);
-            }
-        }
-        // Keys that are absent already (a full table refused them) are skipped.
-        if let Err(e) = table.delete_batch(&self.keys) {
-            tracing::debug!("kernel MAC table: cannot delete an address: {e}");
         }
         self.pending.clear();
     }
@@ -1047,6 +1048,34 @@ mod tests {
         lock(&fdb).flush();
         kernel.sync(&fdb);
         assert!(!in_kernel(&kernel, 1) && !in_kernel(&kernel, 5));
+    }
+
+    #[test]
+    fn a_full_kernel_table_takes_an_address_that_replaces_one() {
+        let Bridge {
+            offload,
+            fdb,
+            mut kernel,
+            ports: _ports,
+        } = bridge(1, 300);
+        lock(&fdb).learn(key(1), 1, 0);
+        kernel.sync(&fdb);
+        // Other bridges' addresses fill the rest of the shared table.
+        let other = kernel.bridge().wrapping_add(1).to_ne_bytes();
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for n in 1..TABLE_ENTRIES {
+            let mut k = [0u8; KEY_BYTES];
+            k[..4].copy_from_slice(&n.to_be_bytes());
+            k[6..8].copy_from_slice(&other);
+            keys.extend_from_slice(&k);
+            values.extend_from_slice(&[0u8; VALUE_BYTES]);
+        }
+        offload.table.update_batch(&keys, &values).unwrap();
+        // The one-entry table evicts key 1 for key 2: one replay deletes and adds.
+        lock(&fdb).learn(key(2), 1, 10);
+        kernel.sync(&fdb);
+        assert!(kernel.idle(&key(1)).is_none());
+        assert!(kernel.idle(&key(2)).is_some(), "refused by the full table");
     }
 
     #[test]

@@ -90,7 +90,21 @@ impl RxRing {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            // Unmapped, the ring would take every frame where nobody reads
+            // them: take it away, so the socket's queue is used again.
+            let none = libc::tpacket_req {
+                tp_block_size: 0,
+                tp_block_nr: 0,
+                tp_frame_size: 0,
+                tp_frame_nr: 0,
+            };
+            if let Err(undo) = sock.set_opt_raw(libc::SOL_PACKET, libc::PACKET_RX_RING, &none) {
+                return Err(io::Error::other(format!(
+                    "{e}; and the unmapped ring stayed: {undo}"
+                )));
+            }
+            return Err(e);
         }
         Ok(RxRing {
             map: NonNull::new(ptr.cast()).expect("mmap never returns null on success"),
