@@ -27,6 +27,7 @@ on_both_datapaths!(
     counters_match_traffic,
     mac_flood_is_bounded_and_fair,
     static_entries_are_used_never_learned_over_and_kept,
+    a_ports_queueing_discipline_shapes_what_it_forwards,
 );
 
 /// Whether switchd runs with `flags` forward known unicast in the kernel.
@@ -799,4 +800,57 @@ fn frames_lost_before_the_datapath_reads_them_are_counted() {
     assert!(c["rx_drops"].as_u64().unwrap() >= lost, "{c}");
     let text = d.ctl_ok(&["dump-ports", "br0", port]);
     assert!(text.contains(&format!("queue-full={lost}")), "{text}");
+}
+
+/// TCP from `from` to `to` for 2 s, in Mbit/s.
+fn tcp_mbits(from: &Host, to: &Host) -> f64 {
+    crate::util::measure::tcp(&from.ns, &to.ns, &to.ip, 1, 2).0 * 1000.0
+}
+
+/// A queueing discipline the user puts on a port's interface (`tc qdisc add
+/// ... root`, as Mininet's TCLink does) holds what switchd forwards out of it,
+/// userspace path included, as it holds what the kernel bridge forwards: set
+/// before the port is added, taken away, and set again while it runs.
+fn a_ports_queueing_discipline_shapes_what_it_forwards(flags: &[&str]) {
+    let _machine = shared_machine();
+    let hosts = hosts("10.27.0", 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let d = daemon(flags);
+    d.ctl_ok(&["add-br", "--no-internal", "br0"]);
+    // 20 Mbit/s out of b's port (this kernel has no netem for a delay).
+    let tbf = [
+        "qdisc", "add", "dev", &b.port, "root", "tbf", "rate", "20mbit", "burst", "64kb",
+        "latency", "50ms",
+    ];
+    crate::util::run("tc", &tbf);
+    attach(&d, "br0", &hosts);
+    assert!(a.can_ping(&b.ip));
+    let shaped = tcp_mbits(a, b);
+    assert!(shaped < 30.0, "{shaped} Mbit/s through 20 Mbit/s");
+    assert!(
+        d.log().contains(&format!(
+            "port sends through its queueing discipline port={} qdisc=tbf",
+            b.port
+        )),
+        "{}",
+        d.log()
+    );
+
+    crate::util::run("tc", &["qdisc", "del", "dev", &b.port, "root"]);
+    let mut last = 0.0;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            last = tcp_mbits(a, b);
+            last > 200.0
+        }),
+        "{last} Mbit/s once the qdisc went"
+    );
+    crate::util::run("tc", &tbf);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            last = tcp_mbits(a, b);
+            last < 30.0
+        }),
+        "{last} Mbit/s once the qdisc came back"
+    );
 }

@@ -4,6 +4,7 @@
 use super::netlink::LinkEvent;
 use super::switch::{PortState, Switch};
 use crate::config::PortKind;
+use crate::datapath::Port;
 
 impl Switch {
     /// A configured port attaches when its interface appears and detaches when it
@@ -18,6 +19,21 @@ impl Switch {
         let (name, index, present) = match &event {
             LinkEvent::Present { name, index } => (name.as_str(), *index, true),
             LinkEvent::Gone { name, index } => (name.as_str(), *index, false),
+            LinkEvent::Qdisc { index } => {
+                let ports: Vec<_> = self
+                    .bridges
+                    .values()
+                    .flat_map(|b| b.ports.values())
+                    .filter_map(|state| match state {
+                        PortState::Attached(p) if p.ifindex() == Some(*index) => Some(p.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                for port in ports {
+                    self.follow_qdisc(&port).await;
+                }
+                return;
+            }
         };
         // An attached port whose interface went away, or now has another name.
         let lost: Vec<(String, String)> = self
@@ -94,6 +110,34 @@ impl Switch {
             .await;
     }
 
+    /// Sends what `port` forwards through its interface's root queueing
+    /// discipline if the user set one up, past it if not (the default's cost is
+    /// saved; a veth has none).
+    pub(super) async fn follow_qdisc(&self, port: &Port) {
+        let Some(index) = port.ifindex() else {
+            return;
+        };
+        let kind = match self.netlink.link_state(index).await {
+            Ok(Some(link)) => link.qdisc,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(port = %port.name, "cannot read the interface's queueing discipline: {e}");
+                return;
+            }
+        };
+        let queued = users_qdisc(kind.as_deref());
+        if port.set_queued(queued) {
+            match &kind {
+                Some(kind) if queued => {
+                    tracing::info!(port = %port.name, qdisc = %kind, "port sends through its queueing discipline")
+                }
+                _ => {
+                    tracing::info!(port = %port.name, "port sends past the default queueing discipline")
+                }
+            }
+        }
+    }
+
     /// Internal or tunnel port `port`, lost with one of its interfaces, made
     /// again.
     async fn remake_own_port(&mut self, bridge: &str, port: &str) {
@@ -132,4 +176,17 @@ impl Switch {
         let statics = self.db.bridges[bridge].static_macs.clone();
         self.install_statics(bridge, &statics, Some(name));
     }
+}
+
+/// Whether root qdisc `kind` is one a user set up: not none, `noqueue` (a veth's),
+/// `mq` (a multiqueue NIC's) or `net.core.default_qdisc`.
+fn users_qdisc(kind: Option<&str>) -> bool {
+    let Some(kind) = kind else {
+        return false;
+    };
+    if matches!(kind, "noqueue" | "mq") {
+        return false;
+    }
+    let default = std::fs::read_to_string("/proc/sys/net/core/default_qdisc").unwrap_or_default();
+    kind != default.trim()
 }

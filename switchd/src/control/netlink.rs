@@ -199,6 +199,8 @@ pub struct LinkState {
     /// Its frames start with an Ethernet header (not a tun, WireGuard or IP
     /// tunnel device, whose packets start at the IP header).
     pub ethernet: bool,
+    /// The kind of its root queueing discipline (`noqueue`, `htb`, `netem`...).
+    pub qdisc: Option<String>,
     pub mtu: u32,
     /// Up, with carrier (operstate up or unknown).
     pub running: bool,
@@ -263,6 +265,7 @@ impl Netlink {
                 kind: None,
                 ethernet: link.header.link_layer_type
                     == rtnetlink::packet_route::link::LinkLayerType::Ether,
+                qdisc: None,
                 mtu: 0,
                 running: false,
             };
@@ -270,6 +273,7 @@ impl Netlink {
                 match attr {
                     LinkAttribute::IfName(name) => state.name = name,
                     LinkAttribute::Mtu(mtu) => state.mtu = mtu,
+                    LinkAttribute::Qdisc(kind) => state.qdisc = Some(kind),
                     LinkAttribute::OperState(s) => {
                         state.running = matches!(s, State::Up | State::Unknown)
                     }
@@ -347,24 +351,30 @@ impl Netlink {
     }
 }
 
-/// An interface appeared, changed (same index) or was renamed, or went away.
+/// An interface appeared, changed (same index) or was renamed, or went away,
+/// or its root queueing discipline changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
     Present { name: String, index: u32 },
     Gone { name: String, index: u32 },
+    Qdisc { index: u32 },
 }
 
-/// Subscribes to link notifications (the `ip monitor link` feed). Events that
-/// happen after this returns are delivered in order on the receiver.
+/// Subscribes to link and root qdisc notifications (the `ip monitor link` and
+/// `tc monitor` feeds). Events that happen after this returns are delivered in
+/// order on the receiver.
 pub fn watch_links() -> Result<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>, NetlinkError> {
     use futures::StreamExt;
     use rtnetlink::packet_core::NetlinkPayload;
     use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+    use rtnetlink::packet_route::tc::{TcHandle, TcMessage};
     use rtnetlink::packet_route::RouteNetlinkMessage;
 
-    let (conn, _handle, mut messages) =
-        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
-            .map_err(NetlinkError::Connect)?;
+    let (conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
+        rtnetlink::MulticastGroup::Link,
+        rtnetlink::MulticastGroup::Tc,
+    ])
+    .map_err(NetlinkError::Connect)?;
     tokio::spawn(conn);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let describe = |link: &LinkMessage| {
@@ -373,6 +383,11 @@ pub fn watch_links() -> Result<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>, 
             _ => None,
         })?;
         Some((name, link.header.index))
+    };
+    let root = |tc: &TcMessage| {
+        (tc.header.parent == TcHandle::ROOT).then_some(LinkEvent::Qdisc {
+            index: tc.header.index as u32,
+        })
     };
     tokio::spawn(async move {
         while let Some((message, _)) = messages.next().await {
@@ -383,6 +398,10 @@ pub fn watch_links() -> Result<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>, 
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
                     describe(&link).map(|(name, index)| LinkEvent::Gone { name, index })
                 }
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewQueueDiscipline(tc)
+                    | RouteNetlinkMessage::DelQueueDiscipline(tc),
+                ) => root(&tc),
                 // The socket buffer overflowed: events were lost. Nothing to replay
                 // them from, so say so; `show` still checks each port's interface.
                 NetlinkPayload::Overrun(_) => {

@@ -536,6 +536,7 @@ impl Switch {
         let (port, generation) = self
             .datapath
             .add_port(bridge, iface, index, &port.vlan, fast_path)?;
+        self.follow_qdisc(&port).await;
         self.wait_applied(generation).await;
         Ok(port)
     }

@@ -739,6 +739,7 @@ impl Datapath {
             stats: PortStats::default(),
             loop_guard: Default::default(),
             offload: Mutex::new(None),
+            queued: Default::default(),
         });
         let state = topo
             .bridges

@@ -3,7 +3,7 @@ use super::offload::PortOffload;
 use crate::sys::{PacketSocket, RxBatch, RxRing, Tap};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use switchd_proto::Counters;
 
@@ -86,6 +86,8 @@ pub struct Port {
     pub loop_guard: LoopGuard,
     /// The port's kernel fast path, while it has one.
     pub(super) offload: Mutex<Option<PortOffload>>,
+    /// Its interface has a queueing discipline of the user's (`set_queued`).
+    pub(super) queued: AtomicBool,
 }
 
 /// The descriptor epoll waits on for the port's frames.
@@ -120,6 +122,22 @@ impl Port {
         if let Some(s) = self.socket() {
             s.release_through_tc();
         }
+    }
+
+    /// Whether the interface has a queueing discipline the user set up (`tc
+    /// qdisc add ... root`, Mininet's TCLink): what the port sends then goes
+    /// through it, as the kernel's own forwarding does, instead of past it.
+    /// True if that changed anything.
+    pub fn set_queued(&self, queued: bool) -> bool {
+        if self.queued.swap(queued, Relaxed) == queued {
+            return false;
+        }
+        if queued {
+            self.send_through_tc();
+        } else {
+            self.release_through_tc();
+        }
+        true
     }
 
     /// The bridge's internal port (a TAP): what the host sends is what the
