@@ -88,8 +88,9 @@ def _binary(name, env):
     )
 
 
-def _ctl(socket, args, check=True):
-    """Runs switchctl against `socket`; raises with its message if it fails."""
+def _ctl(socket, args, check=True, timeout=_CTL_TIMEOUT_SECS):
+    """Runs switchctl against `socket`; raises with its message if it fails
+    or does not answer within `timeout` seconds."""
     argv = [_binary("switchctl", "SWITCHCTL"), "--socket", socket] + list(args)
     debug("*** switchctl %s\n" % " ".join(argv[1:]))
     try:
@@ -98,12 +99,11 @@ def _ctl(socket, args, check=True):
             stdin=_subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=_CTL_TIMEOUT_SECS,
+            timeout=timeout,
         )
     except _subprocess.TimeoutExpired:
         raise Exception(
-            "switchctl %s: no answer from %s in %d s"
-            % (args[0], socket, _CTL_TIMEOUT_SECS)
+            "switchctl %s: no answer from %s in %d s" % (args[0], socket, timeout)
         ) from None
     if check and result.returncode != 0:
         raise Exception(result.stderr.strip() or "switchctl %s failed" % args[0])
@@ -223,6 +223,8 @@ class _OwnedDaemon:
 
     def __init__(self):
         binary = _binary("switchd", "SWITCHD")
+        # Found before anything starts: a missing one fails here, leaving nothing.
+        _binary("switchctl", "SWITCHCTL")
         self.dir = _tempfile.mkdtemp(prefix="switchd-mininet-")
         self.socket = os.path.join(self.dir, "switchd.sock")
         self.log = os.path.join(self.dir, "switchd.log")
@@ -243,29 +245,37 @@ class _OwnedDaemon:
             )
         stat = _proc_stat(self.proc.pid)
         self.start = stat[1] if stat else None
+        try:
+            self._wait_ready()
+        except BaseException:
+            # Nothing records this daemon yet: stop it here (Ctrl-C included).
+            self.stop()
+            raise
+        info(
+            "*** switchd: started pid %d on %s\n" % (self.proc.pid, self.socket)
+        )
+
+    def _wait_ready(self):
         deadline = time.time() + _START_TIMEOUT_SECS
         while True:
             if self.proc.poll() is not None:
-                message = "switchd exited (%s) at start: %s" % (
-                    self.proc.returncode,
-                    self._log_tail(),
+                raise Exception(
+                    "switchd exited (%s) at start: %s"
+                    % (self.proc.returncode, self._log_tail())
                 )
-                self._remove_dir()
-                raise Exception(message)
             # An answer, not a connection: requests are served once the
             # (empty) configuration is restored.
-            if _ctl(self.socket, ["list-br"], check=False).returncode == 0:
-                break
+            try:
+                if _ctl(self.socket, ["list-br"], check=False, timeout=2).returncode == 0:
+                    return
+            except Exception:  # pylint: disable=broad-except
+                pass
             if time.time() > deadline:
-                self.stop()
                 raise Exception(
                     "switchd did not answer on %s in %d s"
                     % (self.socket, _START_TIMEOUT_SECS)
                 )
             time.sleep(0.02)
-        info(
-            "*** switchd: started pid %d on %s\n" % (self.proc.pid, self.socket)
-        )
 
     def _log_tail(self):
         try:
@@ -554,6 +564,12 @@ def _reap_dead_runs():
             deadline = time.time() + _STOP_TIMEOUT_SECS
             while _alive(daemon["pid"], daemon.get("start")) and time.time() < deadline:
                 time.sleep(0.05)
+            if _alive(daemon["pid"], daemon.get("start")):
+                warn("*** switchd pid %d ignored SIGTERM; killing it\n" % daemon["pid"])
+                try:
+                    os.kill(daemon["pid"], _signal.SIGKILL)
+                except OSError:
+                    pass
         if _is_owned_dir(daemon.get("dir", "")):
             _shutil.rmtree(daemon["dir"], ignore_errors=True)
         try:
@@ -624,14 +640,15 @@ class SwitchdSwitch(_Switch):
         without either, a switchd owned by this run)."""
 
     def __init__(self, name, prefix=None, socket=None, batch=False, **params):
-        _Switch.__init__(self, name, **params)
         if prefix is None:
             prefix = os.environ.get("SWITCHD_BRIDGE_PREFIX", "")
         self.bridge = prefix + name
+        # Checked before the node's shell starts, which a raise would leave.
         if len(self.bridge.encode()) > _IFNAMSIZ:
             raise Exception(
                 "bridge name %s is longer than %d bytes" % (self.bridge, _IFNAMSIZ)
             )
+        _Switch.__init__(self, name, **params)
         self.switchdSocket = socket
         self.batch = batch
         self.started = False
@@ -654,7 +671,7 @@ class SwitchdSwitch(_Switch):
     def start(self, controllers):
         """Adds the bridge and its ports; deferred to batchStartup when Mininet
         starts all switches at once."""
-        if self.batch:
+        if self.batch or self.started:
             return
         self._add([self])
 
@@ -669,14 +686,21 @@ class SwitchdSwitch(_Switch):
         return switches
 
     def stop(self, deleteIntfs=True):
-        _RUN.del_bridges([self])
+        try:
+            _RUN.del_bridges([self])
+        except Exception as e:  # pylint: disable=broad-except
+            # The rest of the stop (its interfaces, the run's daemon) goes on.
+            error("*** switchd: %s: %s\n" % (self.bridge, e))
         _Switch.stop(self, deleteIntfs)
 
     @classmethod
     def batchShutdown(cls, switches):
         """All bridges deleted in one chained request (Mininet then terminates
         each switch's shell)."""
-        _RUN.del_bridges(switches)
+        try:
+            _RUN.del_bridges(switches)
+        except Exception as e:  # pylint: disable=broad-except
+            error("*** switchd: %s\n" % e)
         return switches
 
     def connected(self):
@@ -684,11 +708,16 @@ class SwitchdSwitch(_Switch):
 
     def socketPath(self):
         """The control socket of the daemon this switch's bridge is on."""
-        return _RUN.bridges.get(self.bridge) or _RUN.socket_for(self.switchdSocket)
+        socket = _RUN.bridges.get(self.bridge)
+        if socket is None:
+            raise Exception("%s is not started" % self.name)
+        return socket
 
     def attach(self, intf):
         "Adds a port to a running switch (after net.addLink)."
-        _ctl(self.socketPath(), ["add-port", self.bridge, str(intf)])
+        # A port deleted with its link stays configured, and comes back by
+        # itself when a new link takes its name.
+        _ctl(self.socketPath(), ["--may-exist", "add-port", self.bridge, str(intf)])
 
     def detach(self, intf):
         _ctl(self.socketPath(), ["--if-exists", "del-port", self.bridge, str(intf)])
@@ -698,9 +727,13 @@ class SwitchdSwitch(_Switch):
         ARGS` for each switch (fdb-show, dump-ports, list-ports, ...)."""
         if not args:
             return "usage: dpctl COMMAND [ARGS] (a switchctl command taking a bridge)\n"
-        result = _ctl(
-            self.socketPath(), [args[0], self.bridge] + list(args[1:]), check=False
-        )
+        try:
+            result = _ctl(
+                self.socketPath(), [args[0], self.bridge] + list(args[1:]), check=False
+            )
+        except Exception as e:  # pylint: disable=broad-except
+            # The prompt shows it; an exception would end the session.
+            return "%s\n" % e
         return result.stdout + result.stderr
 
 

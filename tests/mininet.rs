@@ -513,6 +513,57 @@ fn tcp_between_two_hosts() {
     run.assert_clean(&text);
 }
 
+/// `--link tc,bw=10`: the shaping Mininet puts on the switch's end of a link
+/// holds what switchd forwards, on the userspace path too (the host's own end
+/// unshaped, so only the switch's can hold it). `switch s1 start` on a running
+/// switch changes nothing, and stop then start brings it back.
+#[test]
+fn tclink_shapes_the_switch_end_and_switch_start_stop_work() {
+    let _machine = exclusive_machine();
+    let run = Run::new();
+    let d = Daemon::start_with(&["--offload", "none"]);
+    let script = run.script(&[
+        "switch s1 start",
+        "switch s1 stop",
+        "switch s1 start",
+        "h1 tc qdisc del dev h1-eth0 root",
+        "h2 iperf3 -s -1 -D -p 5299",
+        "h1 sleep 1",
+        "h1 iperf3 -c 10.0.0.2 -p 5299 -t 2 -f m",
+    ]);
+    let (out, text) = run.mn(
+        Some(&d.socket),
+        &[
+            "--switch",
+            "switchd",
+            "--topo",
+            "single,2",
+            "--link",
+            "tc,bw=10",
+            "--test",
+            "pingall",
+            "--post",
+            script.to_str().unwrap(),
+        ],
+    );
+    assert_pingall_ok(&out, &text);
+    let mbits = text
+        .lines()
+        .filter(|l| l.contains("receiver"))
+        .find_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == "Mbits/sec")?;
+            words.get(at.checked_sub(1)?)?.parse::<f64>().ok()
+        })
+        .unwrap_or_else(|| panic!("no iperf3 result:\n{text}"));
+    assert!(
+        mbits < 15.0,
+        "{mbits} Mbit/s through a 10 Mbit/s link\n{text}"
+    );
+    assert_eq!(d.ctl_ok(&["list-br"]), "", "bridges left in switchd");
+    run.assert_clean(&text);
+}
+
 #[test]
 fn a_failed_run_removes_only_what_it_made() {
     let _machine = exclusive_machine();
