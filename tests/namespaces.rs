@@ -268,6 +268,28 @@ fn ns_port_sets_everything_up_and_undoes_it() {
             .success(),
         "a -> b"
     );
+    // IPv6, its router at the usual link-local address: the route needs the
+    // interface named.
+    let c = Netns::new();
+    for scope in ["all", "default"] {
+        c.exec_ok(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{scope}.disable_ipv6=0"),
+        ]);
+    }
+    d.ctl_ok(&[
+        "add-ns-port",
+        "br0",
+        &c.name,
+        "--ip",
+        "fd00:232::3/64",
+        "--gateway",
+        "fe80::1",
+    ]);
+    let route = c.exec_ok(&["ip", "-6", "route", "show", "default"]);
+    assert!(route.contains("via fe80::1 dev eth0"), "{route}");
+    d.ctl_ok(&["del-ns-port", "br0", &c.name]);
 
     // show says where each port leads.
     let shown = ports(&d);

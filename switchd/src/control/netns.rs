@@ -185,12 +185,16 @@ async fn configure(config: &InsideConfig) -> Result<[u8; 6], String> {
     }
     if let Some(gateway) = config.gateway {
         use rtnetlink::RouteMessageBuilder;
+        // Out of this interface: an IPv6 router's usual link-local address
+        // names none without it, and an IPv4 gateway could be found on another.
         let route = match gateway {
             IpAddr::V4(g) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
                 .gateway(g)
+                .output_interface(index)
                 .build(),
             IpAddr::V6(g) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
                 .gateway(g)
+                .output_interface(index)
                 .build(),
         };
         handle

@@ -160,6 +160,14 @@ fn ipv4(ip: &[u8]) -> Option<Mcast<'_>> {
     let dst = addr(&head[16..20]);
     let first_fragment = u16::from_be_bytes([head[6], head[7]]) & 0x1fff == 0;
     if head[9] == PROTO_IGMP && first_fragment {
+        // Up to the total length: a short frame's Ethernet padding would
+        // otherwise make an IGMPv2 query look like a (12-byte) IGMPv3 one.
+        let total = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let ip = if (ihl..ip.len()).contains(&total) {
+            &ip[..total]
+        } else {
+            ip
+        };
         let igmp = ip.get(ihl..)?;
         let group = || Some(addr(igmp.get(4..8)?));
         return match *igmp.first()? {
@@ -255,6 +263,8 @@ mod tests {
         ip.extend_from_slice(&dst);
         ip.extend_from_slice(&[0x94, 4, 0, 0]); // router alert option
         ip.extend_from_slice(body);
+        let total = (ip.len() as u16).to_be_bytes();
+        ip[2..4].copy_from_slice(&total);
         ip
     }
 
@@ -325,6 +335,20 @@ mod tests {
             classify(&v3),
             Mcast::Query {
                 max_response_ms: 24_800
+            }
+        );
+    }
+
+    #[test]
+    fn ethernet_padding_is_not_igmp() {
+        // An IGMPv2 query for 20 s in a 60-byte frame: 14 bytes of padding
+        // after its 8, which read as IGMPv3 would be a float code (307 s).
+        let mut ip = ipv4_packet(2, [224, 0, 0, 1], &[0x11, 200, 0, 0, 0, 0, 0, 0]);
+        ip.resize(46, 0);
+        assert_eq!(
+            classify(&eth(0x0800, &ip)),
+            Mcast::Query {
+                max_response_ms: 20_000
             }
         );
     }
