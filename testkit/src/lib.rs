@@ -73,6 +73,19 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
+/// Writes `request` to `stream` 100 at a time until a write fails (give the
+/// stream a write timeout): the server has stopped reading, its replies having
+/// filled the connection. Returns how many went.
+pub fn send_until_refused(stream: &mut impl std::io::Write, request: &[u8]) -> usize {
+    let batch = request.repeat(100);
+    let mut sent = 0;
+    while stream.write_all(&batch).is_ok() {
+        sent += 100;
+        assert!(sent < 10_000_000, "the server never stopped reading");
+    }
+    sent
+}
+
 /// Runs a command and panics with its output if it fails.
 pub fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)

@@ -48,7 +48,6 @@ struct UnderlayLink {
 
 /// Where a remote's frames arrive: the route's interface, and this host's
 /// address they are sent to.
-#[derive(Clone, PartialEq, Eq)]
 struct Receive {
     ifindex: u32,
     name: String,
